@@ -1,0 +1,48 @@
+# The commands a developer and CI run. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+DEMO := $(BIN)/mailsync --config fixtures/demo/mailsync.toml
+
+.PHONY: help install system-deps demo test test-fast check format bench eval clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install mailsync with its dev tools
+
+system-deps: ## install the Debian packages the tests need (dovecot, isync, notmuch); idempotent
+	bash scripts/install-system-deps.sh
+
+demo: $(STAMP) ## run the main job on the bundled demo mailbox into var/demo/ (SQLite)
+	$(DEMO) db upgrade
+	$(DEMO) crm import fixtures/demo/crm
+	$(DEMO) import fixtures/demo/Maildir --mailbox dana
+	$(DEMO) digest --preview var/demo
+	$(DEMO) status
+
+test: $(STAMP) system-deps check ## install everything, lint, type-check, then run every test
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## pure unit tests only (no servers, no slow tests)
+	$(BIN)/pytest -m "not integration and not slow" -q
+
+check: $(STAMP) ## ruff format --check, ruff check, mypy
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: ## remove var/ (demo database, archive) and caches; keeps .venv
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Settings and the root of mailsync's exception hierarchy: the only readers of TOML and environment."""

@@ -1,0 +1,65 @@
+"""The one exception hierarchy of mailsync; every module raises from here.
+
+CaptureError
+  ConfigError              # bad or missing setting: names the key and the fix
+  SourceError
+    SourceUnavailable      # connect/timeout: try again next tick
+    UidValidityChanged     # resync the folder
+  ArchiveError             # a blob could not be written or read back
+  ParseError               # one message is bad; keep it archived, quarantine it
+  MatchError
+  StorageError             # database unreachable, locked, or schema out of date
+  CrmImportError           # a CSV file cannot be read at all (bad rows are reported, not raised)
+
+Edges translate library errors (`raise SourceUnavailable(...) from exc`); the sync loop catches
+`CaptureError` per message and carries on; anything else is a bug and fails loudly.
+"""
+
+from __future__ import annotations
+
+
+class CaptureError(Exception):
+    """Root of every error mailsync raises on purpose.
+
+    `fix` is one line telling the user what to do; the CLI prints it under the message.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+class ConfigError(CaptureError):
+    pass
+
+
+class SourceError(CaptureError):
+    pass
+
+
+class SourceUnavailable(SourceError):  # noqa: N818 - the design names it so
+    pass
+
+
+class UidValidityChanged(SourceError):  # noqa: N818 - the design names it so
+    pass
+
+
+class ArchiveError(CaptureError):
+    pass
+
+
+class ParseError(CaptureError):
+    pass
+
+
+class MatchError(CaptureError):
+    pass
+
+
+class StorageError(CaptureError):
+    pass
+
+
+class CrmImportError(CaptureError):
+    pass

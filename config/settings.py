@@ -1,0 +1,304 @@
+"""Settings: one TOML file plus MAILSYNC_* environment overrides, validated once at start.
+
+Precedence, highest first: environment (`MAILSYNC_DATABASE_URL`, nested `MAILSYNC_LIMITS__MAX_BYTES`),
+the TOML file, the defaults below. Paths in the file are relative to the file. Secrets are never values
+here: a `*_env` key names an environment variable and a `*_file` key names a file to read them from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
+DEFAULT_CONFIG = Path("mailsync.toml")
+CANONICAL_STAGES = (
+    "qualification",
+    "discovery",
+    "demo",
+    "proposal",
+    "negotiation",
+    "closed_won",
+    "closed_lost",
+)
+# Free-text stage names seen in common CRM exports, lower-cased, mapped to the canonical stages.
+DEFAULT_STAGE_MAP: dict[str, str] = {
+    "prospecting": "qualification",
+    "qualification": "qualification",
+    "qualified": "qualification",
+    "lead": "qualification",
+    "needs analysis": "discovery",
+    "discovery": "discovery",
+    "value proposition": "discovery",
+    "id. decision makers": "discovery",
+    "demo": "demo",
+    "demo scheduled": "demo",
+    "demonstration": "demo",
+    "perception analysis": "demo",
+    "proposal": "proposal",
+    "proposal/price quote": "proposal",
+    "quote": "proposal",
+    "proposal sent": "proposal",
+    "negotiation": "negotiation",
+    "negotiation/review": "negotiation",
+    "contract": "negotiation",
+    "closed won": "closed_won",
+    "won": "closed_won",
+    "closed/won": "closed_won",
+    "closed lost": "closed_lost",
+    "lost": "closed_lost",
+    "closed/lost": "closed_lost",
+}
+
+_toml_data: ContextVar[dict[str, Any]] = ContextVar("_toml_data", default={})  # noqa: B039 - never mutated
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """Where a secret lives: an environment variable or a file, never the value itself."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def read(self, what: str) -> str:
+        """Return the secret; raise ConfigError naming the variable or file when it is missing."""
+        if self.env:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ConfigError(
+                    f"{what}: environment variable {self.env} is not set",
+                    fix=f"export {self.env}=... in the service's environment",
+                )
+            return value
+        if self.file:
+            try:
+                return self.file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{what}: cannot read secret file {self.file}: {exc.strerror}",
+                    fix="create the file, readable only by the service user (chmod 600)",
+                ) from exc
+        raise ConfigError(f"{what}: no secret configured", fix="set password_env or password_file")
+
+
+class MailboxSettings(_Strict):
+    """One rep's mailbox. Without `host` it is import-only (files from an export)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    owner: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    host: str | None = None
+    port: int = Field(default=993, ge=1, le=65535)
+    security: Literal["tls", "starttls", "plain"] = "tls"
+    verify_certificates: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    folders: tuple[str, ...] = ("INBOX", "\\Sent")
+    since: date | None = None
+    max_connections: int = Field(default=2, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _secret_by_reference(self) -> MailboxSettings:
+        if self.password_env and self.password_file:
+            msg = "set only one of password_env and password_file"
+            raise ValueError(msg)
+        if self.host and not (self.password_env or self.password_file):
+            msg = "an IMAP mailbox needs password_env or password_file (never a password in the file)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def password(self) -> SecretRef:
+        return SecretRef(env=self.password_env, file=self.password_file)
+
+
+class ParseLimits(_Strict):
+    """Limits the parse stage enforces; a message over any of them is quarantined, never dropped."""
+
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_mime_depth: int = Field(default=30, ge=1)
+    max_parts: int = Field(default=1000, ge=1)
+    max_header_lines: int = Field(default=5000, ge=10)
+    max_body_chars: int = Field(default=200_000, ge=1000)
+
+
+class Settings(BaseSettings):
+    """Everything mailsync reads from the outside world, validated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILSYNC_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    database_url: str = "sqlite:///var/mailsync.db"
+    archive_dir: Path = Path("var/archive")
+    events_dir: Path = Path("var/events")
+    internal_domains: tuple[str, ...] = ()
+    extra_free_mail_domains: tuple[str, ...] = ()
+    mailboxes: tuple[MailboxSettings, ...] = ()
+    limits: ParseLimits = ParseLimits()
+    stage_map: dict[str, str] = Field(default_factory=dict)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("internal_domains", "extra_free_mail_domains")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(d.strip().lower().lstrip("@") for d in value if d.strip())
+
+    @field_validator("stage_map")
+    @classmethod
+    def _canonical(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(v for v in value.values() if v not in CANONICAL_STAGES)
+        if bad:
+            msg = f"unknown stage {bad[0]!r}; use one of {', '.join(CANONICAL_STAGES)}"
+            raise ValueError(msg)
+        return {k.strip().lower(): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _unique_mailboxes(self) -> Settings:
+        names = [m.name for m in self.mailboxes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            msg = f"mailbox name {dupes[0]!r} is used twice; names must be unique"
+            raise ValueError(msg)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del dotenv_settings, file_secret_settings  # secrets come only through *_env / *_file keys
+        return init_settings, env_settings, _TomlSource(settings_cls)
+
+    def mailbox(self, name: str) -> MailboxSettings:
+        """The mailbox called `name`, or a ConfigError listing the configured ones."""
+        for mailbox in self.mailboxes:
+            if mailbox.name == name:
+                return mailbox
+        known = ", ".join(m.name for m in self.mailboxes) or "none"
+        raise ConfigError(
+            f"no mailbox named {name!r} in the config (configured: {known})",
+            fix="add a [[mailboxes]] entry with that name, or pass one of the configured names",
+        )
+
+    def stage_for(self, raw: str) -> str | None:
+        """Canonical stage for a CRM's free-text stage name, or None when unknown."""
+        key = " ".join(raw.strip().lower().split())
+        return (
+            self.stage_map.get(key)
+            or DEFAULT_STAGE_MAP.get(key)
+            or (key if key in CANONICAL_STAGES else None)
+        )
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Feeds the already-parsed TOML file into pydantic-settings below the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        del field
+        return _toml_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_toml_data.get())
+
+
+def config_path(explicit: Path | None) -> Path:
+    """The config file to use: --config, else $MAILSYNC_CONFIG, else ./mailsync.toml."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("MAILSYNC_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_settings(explicit: Path | None = None) -> Settings:
+    """Read, validate and resolve the settings; every failure is a ConfigError naming key and fix."""
+    path = config_path(explicit)
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}", fix="fix the syntax at that line") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}", fix="check the path and permissions") from exc
+    elif explicit is not None or os.environ.get("MAILSYNC_CONFIG"):
+        raise ConfigError(
+            f"config file {path} does not exist",
+            fix="pass --config PATH to an existing file (see config/mailsync.example.toml)",
+        )
+    token = _toml_data.set(data)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path), fix=_fix_for(exc, path)) from exc
+    finally:
+        _toml_data.reset(token)
+    return _resolve_paths(settings, path.resolve().parent)
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    url = settings.database_url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url != "sqlite:///:memory:" and not url.startswith(prefix + "/"):
+        url = prefix + str(base / url[len(prefix) :])
+    mailboxes = tuple(
+        m.model_copy(update={"password_file": base / m.password_file}) if m.password_file else m
+        for m in settings.mailboxes
+    )
+    return settings.model_copy(
+        update={
+            "database_url": url,
+            "archive_dir": base / settings.archive_dir,
+            "events_dir": base / settings.events_dir,
+            "mailboxes": mailboxes,
+        }
+    )
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        else:
+            parts.append(item)
+    return ".".join(parts) or "(top level)"
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    problems = []
+    for err in exc.errors():
+        where = _location(tuple(err["loc"]))
+        env = "MAILSYNC_" + "__".join(str(p).upper() for p in err["loc"] if isinstance(p, str))
+        source = f"{path}" if where.split(".")[0].split("[")[0] in _toml_data.get() else f"{path} or ${env}"
+        problems.append(f"{where}: {err['msg']} (in {source})")
+    return "; ".join(problems)
+
+
+def _fix_for(exc: ValidationError, path: Path) -> str:
+    first = exc.errors()[0]
+    where = _location(tuple(first["loc"]))
+    if first["type"] == "extra_forbidden":
+        return f"remove or rename {where} in {path}; config/mailsync.example.toml lists every key"
+    if first["type"] == "missing":
+        return f"add {where} to {path}"
+    return f"correct {where} in {path}; config/mailsync.example.toml shows a valid value"

@@ -1,0 +1,1 @@
+"""mailsync: the capture daemon's sources, pipeline, digest and command line."""

@@ -1,0 +1,321 @@
+"""CRM CSV import: reads accounts/contacts/opportunities/reps files in DESIGN.md's format.
+
+Each row is validated on its own; a bad row becomes a RowError with file, line, column and reason,
+and every good row is kept (a CRM import must never block on one bad line). Extra columns are
+ignored with a warning; `mapping` renames another CRM's columns (`--map "Account Name=name"`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from config.errors import CrmImportError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+FILES = ("reps", "accounts", "contacts", "opportunities")
+_EMAIL = re.compile(r"^[^@\s;,<>]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_DOMAIN = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
+
+
+def _optional(value: str | None, *, lower: bool = False) -> str | None:
+    value = (value or "").strip()
+    return (value.lower() if lower else value) or None
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(";") if part.strip()]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True, frozen=True)
+    required: ClassVar[tuple[str, ...]]
+
+
+class RepRow(_Row):
+    required = ("email",)
+    email: str
+    name: str = ""
+    team: str | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not _EMAIL.match(value):
+            msg = f"not an email address: {value!r}"
+            raise ValueError(msg)
+        return value.lower()
+
+
+class AccountRow(_Row):
+    required = ("id", "name")
+    id: str
+    name: str
+    domains: list[str]
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _domains(cls, value: str) -> list[str]:
+        domains = [d.lower().lstrip("@") for d in _split(value or "")]
+        bad = [d for d in domains if not _DOMAIN.match(d)]
+        if bad:
+            msg = f"not a domain: {bad[0]!r}"
+            raise ValueError(msg)
+        return domains
+
+
+class ContactRow(_Row):
+    required = ("id", "email")
+    id: str
+    account_id: str | None = None
+    name: str = ""
+    emails: list[str]
+    owner_rep: str | None = None
+
+    @field_validator("emails", mode="before")
+    @classmethod
+    def _emails(cls, value: str) -> list[str]:
+        emails = [e.lower() for e in _split(value or "")]
+        if not emails:
+            msg = "at least one email address is required"
+            raise ValueError(msg)
+        bad = [e for e in emails if not _EMAIL.match(e)]
+        if bad:
+            msg = f"not an email address: {bad[0]!r}"
+            raise ValueError(msg)
+        return emails
+
+    _owner = field_validator("owner_rep", mode="before")(lambda v: _optional(v, lower=True))
+    _account = field_validator("account_id", mode="before")(_optional)
+
+
+class OpportunityRow(_Row):
+    required = ("id", "account_id", "name", "stage")
+    id: str
+    account_id: str
+    name: str
+    stage: str
+    stage_raw: str
+    amount: str | None = None
+    currency: str | None = None
+    owner_rep: str | None = None
+    created_at: str | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: str | None) -> str | None:
+        if not (value or "").strip():
+            return None
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            msg = f"not a plain decimal amount: {value!r} (write 48000.00)"
+            raise ValueError(msg) from None
+        if not amount.is_finite() or amount < 0:
+            msg = f"amount must be a non-negative number: {value!r}"
+            raise ValueError(msg)
+        return str(amount)
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        value = (value or "").strip().upper()
+        if value and not re.fullmatch(r"[A-Z]{3}", value):
+            msg = f"not an ISO 4217 currency code: {value!r}"
+            raise ValueError(msg)
+        return value or None
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _date(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        try:
+            parsed = (
+                datetime.fromisoformat(value) if "T" in value or " " in value else date.fromisoformat(value)
+            )
+        except ValueError:
+            msg = f"not an ISO 8601 date: {value!r}"
+            raise ValueError(msg) from None
+        # CRM dates are calendar dates; stored as midnight, naive like every database time.
+        return (parsed if isinstance(parsed, datetime) else datetime.combine(parsed, time())).isoformat()
+
+    _owner = field_validator("owner_rep", mode="before")(lambda v: _optional(v, lower=True))
+
+
+_MODELS: dict[str, type[_Row]] = {
+    "reps": RepRow,
+    "accounts": AccountRow,
+    "contacts": ContactRow,
+    "opportunities": OpportunityRow,
+}
+# CSV column -> model field, where they differ.
+_COLUMN_FIELD = {"accounts": {"domain": "domains"}, "contacts": {"email": "emails"}}
+_COLUMNS = {
+    "reps": ("email", "name", "team"),
+    "accounts": ("id", "name", "domain"),
+    "contacts": ("id", "account_id", "name", "email", "owner_rep"),
+    "opportunities": ("id", "account_id", "name", "stage", "amount", "currency", "owner_rep", "created_at"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    file: str
+    line: int
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" + (f", column {self.column}" if self.column else "")
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class CrmFiles:
+    """The valid rows of one import (as the event-log payload) and everything wrong with the rest."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    read: dict[str, int] = field(default_factory=dict)
+    errors: list[RowError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_files(paths: list[Path]) -> dict[str, Path]:
+    """Map each kind to its file: directories are searched for `<kind>.csv`."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        candidates = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+        for candidate in candidates:
+            kind = candidate.stem.lower()
+            if kind in FILES:
+                found[kind] = candidate
+            elif not path.is_dir():
+                raise CrmImportError(
+                    f"{candidate}: unknown CRM file name",
+                    fix=f"name it one of {', '.join(f + '.csv' for f in FILES)}",
+                )
+    if not found:
+        shown = ", ".join(str(p) for p in paths)
+        raise CrmImportError(
+            f"no CRM CSV files in {shown}",
+            fix="expected accounts.csv, contacts.csv, opportunities.csv, reps.csv",
+        )
+    return found
+
+
+def read_crm_files(
+    files: dict[str, Path],
+    stage_for: Callable[[str], str | None],
+    known: dict[str, set[str]],
+    mapping: dict[str, str] | None = None,
+) -> CrmFiles:
+    """Validate every row of every file; cross-check ids against this import and `known` ones."""
+    result = CrmFiles()
+    for kind in FILES:
+        if kind in files:
+            _read_one(kind, files[kind], stage_for, mapping or {}, result)
+    _cross_check(result, known, {k: str(v) for k, v in files.items()})
+    return result
+
+
+def _read_one(
+    kind: str, path: Path, stage_for: Callable[[str], str | None], mapping: dict[str, str], result: CrmFiles
+) -> None:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CrmImportError(
+            f"{path}: not UTF-8 text (byte {exc.start})", fix="re-export the file as UTF-8 CSV"
+        ) from exc
+    except OSError as exc:
+        raise CrmImportError(f"{path}: cannot read: {exc.strerror}", fix="check the path") from exc
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    header = [mapping.get(col.strip(), col.strip()) for col in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    wanted = _COLUMNS[kind]
+    missing = [
+        c
+        for c in _MODELS[kind].required
+        if c not in header and _COLUMN_FIELD.get(kind, {}).get(c, c) not in header
+    ]
+    if missing:
+        raise CrmImportError(
+            f"{path}: missing column {missing[0]!r} (header: {', '.join(header) or 'empty'})",
+            fix=f"columns are {','.join(wanted)}; for another CRM's export: --map 'their name={missing[0]}'",
+        )
+    extra = [c for c in header if c not in wanted]
+    if extra:
+        result.warnings.append(f"{path}: ignoring extra column(s) {', '.join(extra)}")
+    rows: list[dict[str, Any]] = []
+    count = 0
+    for raw in reader:
+        count += 1
+        line = reader.line_num
+        if None in raw:
+            result.errors.append(RowError(str(path), line, None, "more fields than the header has columns"))
+            continue
+        values = {_COLUMN_FIELD.get(kind, {}).get(k, k): (v or "") for k, v in raw.items() if k in wanted}
+        if kind == "opportunities":
+            values["stage_raw"] = values.get("stage", "")
+            canonical = stage_for(values.get("stage", ""))
+            if canonical is None:
+                result.errors.append(
+                    RowError(
+                        str(path),
+                        line,
+                        "stage",
+                        f"unknown stage {values.get('stage')!r}; add it to [stage_map] in the config",
+                    )
+                )
+                continue
+            values["stage"] = canonical
+        blank = [
+            c
+            for c in _MODELS[kind].required
+            if not values.get(_COLUMN_FIELD.get(kind, {}).get(c, c), "").strip()
+        ]
+        if blank:
+            result.errors.append(RowError(str(path), line, blank[0], "required value is empty"))
+            continue
+        try:
+            rows.append(_MODELS[kind].model_validate(values).model_dump() | {"_line": line})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            column = str(first["loc"][0]) if first["loc"] else None
+            column = {v: k for k, v in _COLUMN_FIELD.get(kind, {}).items()}.get(column or "", column)
+            reason = str(first["msg"]).removeprefix("Value error, ")
+            result.errors.append(RowError(str(path), line, column, reason))
+    result.rows[kind] = rows
+    result.read[kind] = count
+
+
+def _cross_check(result: CrmFiles, known: dict[str, set[str]], files: dict[str, str]) -> None:
+    """Drop rows that point at an account or id that does not exist, or repeat an id."""
+    accounts = known.get("accounts", set()) | {r["id"] for r in result.rows.get("accounts", [])}
+    for kind in FILES:
+        seen: set[str] = set()
+        kept = []
+        for row in result.rows.get(kind, []):
+            key = row.get("id") or row.get("email")
+            problem = None
+            if key in seen:
+                problem = ("id" if "id" in row else "email", f"duplicate {key!r}; the first row is kept")
+            elif row.get("account_id") and row["account_id"] not in accounts:
+                problem = ("account_id", f"unknown account {row['account_id']!r}")
+            if problem:
+                result.errors.append(RowError(files[kind], row["_line"], problem[0], problem[1]))
+                continue
+            seen.add(str(key))
+            kept.append({k: v for k, v in row.items() if k != "_line"})
+        result.rows[kind] = kept

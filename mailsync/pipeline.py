@@ -1,0 +1,141 @@
+"""The pipeline: archive -> parse -> thread -> match -> propose, for one message at a time.
+
+Order is the guarantee: the raw bytes are in the archive (fsynced) before the database hears of them,
+and everything the database learns of a message is committed in one transaction, so a crash at any
+point leaves either nothing or the whole message, and re-running ingests it exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from config.errors import ParseError
+from mailsync import thread as threading_rules
+from mailsync.identity import identify
+from nlp.match import free_mail_domains, match_message, match_people
+from nlp.noise import automated_reason
+from nlp.propose import ThreadView, propose
+from storage import mailstore
+from storage.crm import load_snapshot
+from storage.records import Address
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from config.settings import Settings
+    from mailsync.parse_worker import ParseWorker
+    from storage.archive import Archive
+    from storage.models import Message, Thread
+    from storage.models import Participant as ParticipantRow
+    from storage.records import CrmSnapshot, Match, RawMessage
+    from storage.repo import Repo
+
+log = structlog.get_logger()
+
+Outcome = Literal["new", "copy", "known", "quarantined"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    outcome: Outcome  # new message | new copy of a known one | copy already recorded | quarantined
+    fingerprint: str
+    reason: str | None = None
+
+
+class Pipeline:
+    """Runs every stage for each message; owns the CRM snapshot the match stage uses."""
+
+    def __init__(self, settings: Settings, repo: Repo, archive: Archive, parser: ParseWorker) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.archive = archive
+        self.parser = parser
+        self._crm: CrmSnapshot | None = None
+
+    @property
+    def crm(self) -> CrmSnapshot:
+        if self._crm is None:
+            self.refresh_crm()
+        assert self._crm is not None  # noqa: S101 - set just above
+        return self._crm
+
+    def refresh_crm(self) -> None:
+        """Rebuild the match stage's view of the CRM (after an import or an approval)."""
+        free = free_mail_domains() | frozenset(self.settings.extra_free_mail_domains)
+        with self.repo.session() as session:
+            self._crm = load_snapshot(session, frozenset(self.settings.internal_domains), free)
+
+    def ingest(self, raw: RawMessage, owner: str) -> IngestResult:
+        """Take one message from a source through every stage; CaptureError subclasses propagate."""
+        sha256 = self.archive.put(raw.data)  # first, durably: nothing below may lose it
+        identity = identify(raw.data)
+        structlog.contextvars.bind_contextvars(message=identity.fingerprint[:16])
+        try:
+            with self.repo.session() as session:
+                mailstore.ensure_mailbox(session, raw.provenance.mailbox, owner)
+                message = mailstore.find_message(session, identity.fingerprint)
+                if message is not None:
+                    added = mailstore.record_copy(session, message, sha256, len(raw.data), raw.provenance)
+                    return IngestResult("copy" if added else "known", identity.fingerprint)
+                message = mailstore.new_message(
+                    session,
+                    identity.fingerprint,
+                    sha256,
+                    len(raw.data),
+                    identity.message_id or f"{identity.fingerprint}@mailsync.invalid",
+                )
+                mailstore.record_copy(session, message, sha256, len(raw.data), raw.provenance)
+                try:
+                    parsed = self.parser.parse(raw.data, fingerprint=identity.fingerprint, archive_key=sha256)
+                except ParseError as exc:
+                    mailstore.quarantine(session, message, str(exc))
+                    log.warning(
+                        "message_quarantined",
+                        reason=str(exc),
+                        archive_key=sha256,
+                        locator=raw.provenance.locator,
+                    )
+                    return IngestResult("quarantined", identity.fingerprint, str(exc))
+                message.message_id = parsed.message_id
+                match = match_message(parsed, self.crm, automated_reason(parsed))
+                mailstore.fill_parsed(session, message, parsed, match)
+                thread = mailstore.assign_thread(
+                    session,
+                    message,
+                    refs=threading_rules.references(parsed),
+                    key=threading_rules.thread_key(parsed),
+                    subject_key=threading_rules.subject_key(parsed.subject),
+                    participants=[p.address.email for p in match.participants],
+                    join_by_subject=threading_rules.may_join_by_subject(parsed),
+                )
+                proposals = self._propose(session, thread, owner)
+            log.debug("message_ingested", thread=thread.key, proposals=proposals)
+            return IngestResult("new", identity.fingerprint)
+        finally:
+            structlog.contextvars.unbind_contextvars("message")
+
+    def _propose(self, session: Session, thread: Thread, owner: str) -> int:
+        view = ThreadView(
+            key=thread.key,
+            subject=thread.subject,
+            linked_opportunity=thread.opportunity_id,
+            messages=tuple(
+                self._rematch(msg, people) for msg, people in mailstore.thread_messages(session, thread.id)
+            ),
+            owner=owner,
+        )
+        return mailstore.save_proposals(session, thread.id, propose(view, self.crm))
+
+    def _rematch(self, message: Message, people: list[ParticipantRow]) -> Match:
+        return match_people(
+            fingerprint=message.fingerprint,
+            sent_at=message.sent_at,
+            subject=message.subject,
+            body=message.body_text,
+            people=[(p.role, Address(name=p.name, email=p.email)) for p in people],
+            automated=message.automated,
+            crm=self.crm,
+        )

@@ -1,0 +1,1 @@
+"""Sources yield raw bytes with provenance (RawMessage); they never parse."""

@@ -1,0 +1,1 @@
+"""NLP: cleaning mail text, matching messages to the CRM and proposing what is missing. Pure."""

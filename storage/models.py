@@ -1,0 +1,247 @@
+"""SQLAlchemy 2 models: the database is a projection of the archive plus the event log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Now, as naive UTC: every timestamp in the database is naive UTC (SQLite keeps no zone)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def db_time(value: datetime | None) -> datetime | None:
+    """An aware datetime converted to the database's naive UTC; naive input is taken as UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# --- CRM -------------------------------------------------------------------------------------------
+
+
+class Rep(Base):
+    __tablename__ = "rep"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    team: Mapped[str | None] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Account(Base):
+    __tablename__ = "account"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    domains: Mapped[list[AccountDomain]] = relationship(
+        back_populates="account", cascade="all, delete-orphan"
+    )
+
+
+class AccountDomain(Base):
+    __tablename__ = "account_domain"
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    account: Mapped[Account] = relationship(back_populates="domains")
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    owner_rep: Mapped[str | None] = mapped_column(String(320))
+    addresses: Mapped[list[ContactAddress]] = relationship(
+        back_populates="contact", cascade="all, delete-orphan"
+    )
+
+
+class ContactAddress(Base):
+    __tablename__ = "contact_address"
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-cased, plus-tag removed
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), index=True)
+    contact: Mapped[Contact] = relationship(back_populates="addresses")
+
+
+class Opportunity(Base):
+    __tablename__ = "opportunity"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    stage: Mapped[str] = mapped_column(String(30))  # canonical stage
+    stage_raw: Mapped[str] = mapped_column(String(100), default="")  # as the CRM wrote it
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    owner_rep: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime | None]
+    first_seen_at: Mapped[datetime | None]  # first email evidence, may precede created_at
+    closed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(10))  # won | lost
+
+
+# --- Mail ------------------------------------------------------------------------------------------
+
+
+class Mailbox(Base):
+    __tablename__ = "mailbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner: Mapped[str] = mapped_column(String(320))
+
+
+class FolderState(Base):
+    """Sync cursor of one IMAP folder; advanced only in the transaction that stored its messages."""
+
+    __tablename__ = "folder_state"
+    __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id"))
+    name: Mapped[str] = mapped_column(String(500))
+    uidvalidity: Mapped[int | None]
+    last_uid: Mapped[int] = mapped_column(default=0)
+    highest_modseq: Mapped[int | None]
+    last_success_at: Mapped[datetime | None]
+
+
+class Blob(Base):
+    """One exact byte sequence in the archive (SHA-256 of the bytes as received)."""
+
+    __tablename__ = "blob"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int]
+    archived_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Thread(Base):
+    __tablename__ = "thread"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(1000), unique=True)  # root Message-ID: stable across replays
+    subject: Mapped[str] = mapped_column(Text, default="")
+    subject_key: Mapped[str] = mapped_column(String(1000), default="", index=True)
+    first_at: Mapped[datetime | None]
+    last_at: Mapped[datetime | None]
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunity.id"))
+
+
+class Message(Base):
+    """One logical email, whatever bytes and mailboxes carried it."""
+
+    __tablename__ = "message"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blob.sha256"))  # first copy seen
+    message_id: Mapped[str] = mapped_column(String(1000), index=True)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("thread.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # parsed | quarantined
+    subject: Mapped[str] = mapped_column(Text, default="")
+    sender: Mapped[str | None] = mapped_column(String(320))
+    sent_at: Mapped[datetime | None]
+    body_text: Mapped[str] = mapped_column(Text, default="")
+    automated: Mapped[str | None] = mapped_column(String(100))  # why it is machine mail, if it is
+    captured_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MessageRef(Base):
+    """A Message-ID this message points at (In-Reply-To/References), so late parents find children."""
+
+    __tablename__ = "message_ref"
+    message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), primary_key=True)
+    ref: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    __table_args__ = (Index("ix_message_ref_ref", "ref"),)
+
+
+class Provenance(Base):
+    """One place a copy of a message was seen: an IMAP folder/UID or an imported file."""
+
+    __tablename__ = "provenance"
+    __table_args__ = (UniqueConstraint("blob_sha256", "locator"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), index=True)
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blob.sha256"))
+    locator: Mapped[str] = mapped_column(String(2000))
+    mailbox: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str | None] = mapped_column(String(500))
+    uidvalidity: Mapped[int | None]
+    uid: Mapped[int | None]
+    path: Mapped[str | None] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    gone_at: Mapped[datetime | None]  # deleted or moved on the server; the archive keeps it
+
+
+class Participant(Base):
+    __tablename__ = "participant"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), index=True)
+    role: Mapped[str] = mapped_column(String(4))
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+
+
+class Quarantine(Base):
+    __tablename__ = "quarantine"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), unique=True)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- Proposals -------------------------------------------------------------------------------------
+
+
+class Suggestion(Base):
+    __tablename__ = "suggestion"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(1000), unique=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(20), default="open", index=True)  # open|approved|rejected
+    summary: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]]
+    confidence: Mapped[float]
+    evidence: Mapped[list[Any]]
+    owner_rep: Mapped[str | None] = mapped_column(String(320), index=True)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("thread.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Decision(Base):
+    __tablename__ = "decision"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    suggestion_id: Mapped[int] = mapped_column(ForeignKey("suggestion.id"), index=True)
+    verdict: Mapped[str] = mapped_column(String(10))  # approve | reject
+    who: Mapped[str] = mapped_column(String(320))
+    how: Mapped[str] = mapped_column(String(20))  # link | reply | cli
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AppliedEvent(Base):
+    """Event-log entries already projected into this database (makes re-application a no-op)."""
+
+    __tablename__ = "applied_event"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

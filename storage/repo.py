@@ -1,0 +1,118 @@
+"""The database edge: engines, sessions and schema migrations. The only module that opens Sessions."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.errors import StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer; NORMAL is crash-safe in WAL (a power cut may roll back the
+    # last commits, together with their cursors, so nothing is skipped).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; for SQLite the file's directory is created and WAL switched on."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _display(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - only on the error path
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Repo:
+    """Owns the engine; hands out transactional sessions and applies migrations."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise StorageError(
+                f"database {_display(self.url)}: {exc.orig}",
+                fix="check that the database is reachable and not locked by another program",
+            ) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _alembic(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["engine"] = self.engine
+        return cfg
+
+    def schema_revisions(self) -> tuple[str | None, str | None]:
+        """(current revision of the database, newest revision shipped)."""
+        head = ScriptDirectory.from_config(self._alembic()).get_current_head()
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as exc:
+            raise StorageError(
+                f"database {_display(self.url)} is unreachable: {exc.orig}",
+                fix="check database_url in the config and that the server is running",
+            ) from exc
+        return current, head
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Apply every pending migration; returns (revision before, revision after)."""
+        before, _ = self.schema_revisions()
+        command.upgrade(self._alembic(), "head")
+        after, _ = self.schema_revisions()
+        return before, after
+
+    def require_current_schema(self) -> None:
+        """Raise StorageError with the one-line fix when migrations are pending."""
+        current, head = self.schema_revisions()
+        if current != head:
+            raise StorageError(
+                f"database schema is at {current or 'nothing'}, this mailsync needs {head}",
+                fix="run `mailsync db upgrade` (with the same --config)",
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()

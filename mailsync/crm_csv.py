@@ -195,6 +195,8 @@ def find_files(paths: list[Path]) -> dict[str, Path]:
     """Map each kind to its file: directories are searched for `<kind>.csv`."""
     found: dict[str, Path] = {}
     for path in paths:
+        if not path.exists():
+            raise CrmImportError(f"{path} does not exist", fix="pass CSV files or a directory holding them")
         candidates = sorted(path.glob("*.csv")) if path.is_dir() else [path]
         for candidate in candidates:
             kind = candidate.stem.lower()

@@ -7,6 +7,7 @@ timeout, after which it is killed and replaced. The caller only ever sees a Pars
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import resource
 from typing import TYPE_CHECKING, Any, Self
@@ -21,11 +22,14 @@ if TYPE_CHECKING:
     from config.settings import ParseLimits
     from storage.records import ParsedEmail
 
+_STARTUP_TIMEOUT = 60.0
 _MEMORY_LIMIT = 2 * 1024**3  # address space of the worker; a bomb dies there, not in the daemon
 
 
 def _serve(conn: Connection, limits: ParseLimits) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_LIMIT, _MEMORY_LIMIT))
+    logging.disable(logging.WARNING)  # mail-parser warns about every defect of hostile mail
+    conn.send(("ready", None))  # start-up (imports) must not count against a message's time limit
     while True:
         try:
             raw, fingerprint, archive_key = conn.recv()
@@ -61,6 +65,9 @@ class ParseWorker:
         )
         self._process.start()
         child.close()
+        if not parent.poll(_STARTUP_TIMEOUT) or parent.recv()[0] != "ready":
+            self.close()
+            raise ParseError("parser process did not start")
         self._conn = parent
         return parent
 

@@ -11,7 +11,7 @@ import re
 _HISTORY = re.compile(
     r"""^\s*(?:
         (?:on|am|el|le|il|op)\s.{0,200}?
-        (?:wrote|schrieb|escribió|escribio|a\s+écrit|ha\s+scritto|schreef)\s*:?\s*$
+        (?:wrote|schrieb|escribió|escribio|a\s+écrit|ha\s+scritto|schreef)(?:\s*:?|[^\n]{0,200}:)\s*$
       | -{2,}\s*(?:original\s+message|ursprüngliche\s+nachricht|mensaje\s+original
                  |message\s+d'origine)\s*-{2,}
       | -{2,}\s*(?:forwarded\s+message|weitergeleitete\s+nachricht|mensaje\s+reenviado)\s*-{2,}

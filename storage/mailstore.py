@@ -117,9 +117,9 @@ def assign_thread(
         session.scalars(
             select(m.Message.thread_id)
             .join(m.MessageRef, m.MessageRef.message_pk == m.Message.id)
-            .where(m.MessageRef.ref == message.message_id, m.Message.thread_id.is_not(None))
+            .where(m.MessageRef.ref.in_([*refs, message.message_id]), m.Message.thread_id.is_not(None))
         )
-    )
+    )  # children that arrived first, and siblings that point at the same (perhaps missing) ancestors
     ids |= set(session.scalars(select(m.Thread.id).where(m.Thread.key.in_([*refs, key, message.message_id]))))
     ids.discard(None)
     if not ids and join_by_subject and not refs:

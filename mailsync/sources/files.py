@@ -74,20 +74,21 @@ class FileSource:
 
     def read(self, folder: str, path: Path) -> Iterator[RawMessage]:
         """The messages in one unit (a file; an mbox file holds several)."""
+        # A Maildir file's name changes with its flags (":2,S" -> ":2,RS"); the copy does not.
+        where = str(path).split(":2,", 1)[0]
         try:
             if _is_mbox(path):
                 box = mailbox.mbox(path, create=False)
                 try:
                     for index, key in enumerate(box.iterkeys()):
-                        yield RawMessage(box.get_bytes(key), self._provenance(folder, f"{path}#{index}"))
+                        yield RawMessage(box.get_bytes(key), self._provenance(folder, f"{where}#{index}"))
                 finally:
                     box.close()
                 return
             data = path.read_bytes()
         except OSError as exc:
             raise SourceError(f"cannot read {path}: {exc.strerror}", fix="check permissions") from exc
-        # A Maildir file's name changes with its flags (":2,S" -> ":2,RS"); the copy does not.
-        yield RawMessage(data, self._provenance(folder, str(path).split(":2,", 1)[0]))
+        yield RawMessage(data, self._provenance(folder, where))
 
     def _provenance(self, folder: str, path: str) -> Provenance:
         return Provenance(mailbox=self.mailbox, folder=folder, path=path)

@@ -1,0 +1,1 @@
+"""Test-support helpers (real servers for integration tests)."""

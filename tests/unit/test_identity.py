@@ -1,0 +1,53 @@
+"""Message identity: the same email as different bytes is one message; different emails never are."""
+
+from __future__ import annotations
+
+from mailsync.identity import identify, normalise_message_id
+
+MAIL = (
+    b"Received: from mx1.example by mx2.example; Mon, 2 Mar 2026 10:00:01 +0000\n"
+    b"From: Rachel <rachel@acme.example>\nTo: dana@northwind.example\n"
+    b"Subject: pricing\nDate: Mon, 2 Mar 2026 10:00:00 +0000\nMessage-ID: <abc@acme.example>\n\n"
+    b"Hello Dana,\nFrom now on we talk prices.\n"
+)
+
+
+def test_crlf_nul_and_transit_headers_do_not_change_identity():
+    base = identify(MAIL).fingerprint
+    crlf = MAIL.replace(b"\n", b"\r\n")
+    with_nul = MAIL.replace(b"Hello", b"Hel\x00lo")
+    other_copy = b"Delivered-To: sam@northwind.example\n" + MAIL.replace(b"mx1", b"mx9")
+    assert identify(crlf).fingerprint == base
+    assert identify(with_nul).fingerprint == base
+    assert identify(other_copy).fingerprint == base
+
+
+def test_mbox_from_quoting_is_undone():
+    quoted = MAIL.replace(b"\nFrom now on", b"\n>From now on")
+    assert identify(quoted).fingerprint == identify(MAIL).fingerprint
+
+
+def test_different_body_or_message_id_is_a_different_message():
+    assert identify(MAIL.replace(b"prices", b"terms")).fingerprint != identify(MAIL).fingerprint
+    assert identify(MAIL.replace(b"<abc@", b"<abd@")).fingerprint != identify(MAIL).fingerprint
+
+
+def test_without_message_id_identity_is_the_content_minus_transit_headers():
+    bare = MAIL.replace(b"Message-ID: <abc@acme.example>\n", b"")
+    copy = b"Received: from elsewhere\n" + bare
+    assert identify(bare).message_id is None
+    assert identify(copy).fingerprint == identify(bare).fingerprint
+    assert identify(bare.replace(b"pricing", b"terms")).fingerprint != identify(bare).fingerprint
+
+
+def test_files_that_are_not_mail_do_not_collide():
+    assert identify(b"garbage one").fingerprint != identify(b"garbage two").fingerprint
+    assert identify(b"").fingerprint != identify(b"x").fingerprint
+
+
+def test_message_id_normalisation():
+    assert normalise_message_id("  <a.b@c>  ") == "a.b@c"
+    assert normalise_message_id("junk <x@y> <z@w>") == "x@y"
+    assert normalise_message_id("bare@id") == "bare@id"
+    assert normalise_message_id("two words") is None
+    assert normalise_message_id(None) is None

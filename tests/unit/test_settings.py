@@ -1,0 +1,108 @@
+"""Settings: TOML plus MAILSYNC_* overrides, relative paths, secrets by reference, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.errors import ConfigError
+from config.settings import load_settings
+from tests.conftest import write_config
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    settings = load_settings(write_config(tmp_path))
+    assert settings.database_url == f"sqlite:///{tmp_path}/var/mailsync.db"
+    assert settings.archive_dir == tmp_path / "var/archive"
+    assert settings.events_dir == tmp_path / "var/events"
+    assert settings.mailbox("dana").owner == "dana@northwind.example"
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    path = write_config(tmp_path)
+    monkeypatch.setenv("MAILSYNC_DATABASE_URL", "sqlite:////elsewhere/x.db")
+    monkeypatch.setenv("MAILSYNC_LIMITS__MAX_BYTES", "4096")
+    settings = load_settings(path)
+    assert settings.database_url == "sqlite:////elsewhere/x.db"
+    assert settings.limits.max_bytes == 4096
+
+
+def test_config_path_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILSYNC_CONFIG", str(write_config(tmp_path)))
+    assert load_settings().mailbox("dana").name == "dana"
+    monkeypatch.setenv("MAILSYNC_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings()
+
+
+def test_secrets_come_from_env_or_file(tmp_path, monkeypatch):
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    path = write_config(
+        tmp_path,
+        """
+        [[mailboxes]]
+        name = "sam"
+        owner = "sam@northwind.example"
+        host = "127.0.0.1"
+        password_env = "TEST_PW_SAM"
+
+        [[mailboxes]]
+        name = "mia"
+        owner = "mia@northwind.example"
+        host = "127.0.0.1"
+        password_file = "pw"
+        """,
+    )
+    settings = load_settings(path)
+    with pytest.raises(ConfigError, match="TEST_PW_SAM is not set") as missing:
+        settings.mailbox("sam").password.read("sam")
+    assert "export TEST_PW_SAM" in (missing.value.fix or "")
+    monkeypatch.setenv("TEST_PW_SAM", "from-env")
+    assert settings.mailbox("sam").password.read("sam") == "from-env"
+    assert settings.mailbox("mia").password.read("mia") == "from-file"
+    assert "from-env" not in repr(settings)
+    assert "from-file" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message", "fix"),
+    [
+        ('\n[[mailboxes]]\nname = "x"\nowner = "x@n.example"\nhost = "h"\npassword = "hunter2"\n',
+         "mailboxes[1].password: Extra inputs are not permitted", "remove or rename"),
+        ('\n[[mailboxes]]\nname = "x"\nowner = "x@n.example"\nhost = "h"\nport = "imap"\n',
+         "mailboxes[1].port", "correct mailboxes[1].port"),
+        ('\n[[mailboxes]]\nname = "x"\nowner = "x@n.example"\nhost = "h"\n', "password_env or password_file", None),
+        ('\n[[mailboxes]]\nname = "dana"\nowner = "d@n.example"\n', "mailbox name 'dana' is used twice", None),
+        ("\n[limits]\nmax_byts = 1\n", "limits.max_byts: Extra inputs are not permitted", "remove or rename limits.max_byts"),
+        ('\n[stage_map]\n"tech review" = "techreview"\n', "unknown stage 'techreview'", None),
+    ],
+)  # fmt: skip
+def test_errors_name_the_key_and_the_fix(tmp_path, extra, message, fix):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config(tmp_path, extra))
+    assert message in str(caught.value)
+    assert str(tmp_path / "mailsync.toml") in str(caught.value)
+    if fix:
+        assert fix in (caught.value.fix or "")
+
+
+def test_toml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "mailsync.toml"
+    path.write_text("internal_domains = []\ndatabase_url = x\n")
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 2"):
+        load_settings(path)
+
+
+def test_stage_mapping_defaults_and_overrides(tmp_path):
+    settings = load_settings(write_config(tmp_path, '\n[stage_map]\n"Tech Review" = "demo"\n'))
+    assert settings.stage_for("Closed Won") == "closed_won"
+    assert settings.stage_for("  Proposal/Price   Quote ") == "proposal"
+    assert settings.stage_for("tech review") == "demo"
+    assert settings.stage_for("negotiation") == "negotiation"
+    assert settings.stage_for("Mystery") is None
+
+
+def test_unknown_mailbox_lists_the_configured_ones(settings):
+    with pytest.raises(ConfigError, match=r"no mailbox named 'nobody' .*configured: dana"):
+        settings.mailbox("nobody")

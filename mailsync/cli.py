@@ -80,7 +80,7 @@ def main_options(
         typer.Option(
             "--config",
             "-c",
-            help="Config file [env MAILSYNC_CONFIG; default ./mailsync.toml].",
+            help="Config file (env MAILSYNC_CONFIG; default ./mailsync.toml).",
             show_default=False,
         ),
     ] = None,
@@ -266,7 +266,7 @@ def verify(ctx: typer.Context) -> None:
     out.print(table)
     for label, keys in (("missing", report.missing), ("corrupt", report.corrupt), ("orphan", report.orphans)):
         for key in keys:
-            err.print(f"{label}: {archive.path_for(key)}")
+            err.print(f"{label}: {archive.path_for(key)}", soft_wrap=True, highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -44,5 +44,8 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+eval: $(STAMP) ## score matching on the labelled set in fixtures/eval (precision/recall table)
+	$(BIN)/python -m mailsync.evaluate --set fixtures/eval
+
 clean: ## remove var/ (demo database, archive) and caches; keeps .venv
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

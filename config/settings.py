@@ -136,6 +136,16 @@ class ParseLimits(_Strict):
     max_body_chars: int = Field(default=200_000, ge=1000)
 
 
+class DaemonSettings(_Strict):
+    """How `mailsync run` polls and where it serves /healthz and /metrics."""
+
+    poll_interval: float = Field(default=300.0, ge=1.0)  # seconds between polls of a mailbox
+    jitter: float = Field(default=30.0, ge=0.0)  # random delay added to each poll, seconds
+    idle: bool = True  # wait with IMAP IDLE between polls where the server offers it
+    http_host: str = "127.0.0.1"  # loopback unless you mean to expose it
+    http_port: int = Field(default=9325, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """Everything mailsync reads from the outside world, validated."""
 
@@ -150,6 +160,7 @@ class Settings(BaseSettings):
     extra_free_mail_domains: tuple[str, ...] = ()
     mailboxes: tuple[MailboxSettings, ...] = ()
     limits: ParseLimits = ParseLimits()
+    daemon: DaemonSettings = DaemonSettings()
     stage_map: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

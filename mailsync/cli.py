@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ from storage import models as m
 from storage.archive import Archive
 from storage.mailstore import open_suggestions
 from storage.repo import Repo
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 app = typer.Typer(
     help="mailsync: capture a sales team's mail into its CRM. Archives every message, threads and "
@@ -210,6 +213,75 @@ def import_mail(
         table.add_row(label, str(counts.get(key, 0)))
     out.print(table)
     if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run_daemon(ctx: typer.Context) -> None:
+    """Run the capture daemon: poll every IMAP mailbox, IDLE between polls, serve /healthz and /metrics."""
+    from mailsync.daemon import Daemon  # noqa: PLC0415 - imports the scheduler and HTTP server
+    from mailsync.metrics import Metrics  # noqa: PLC0415
+
+    state = _state(ctx)
+    settings = state.settings()
+    if not any(m.host for m in settings.mailboxes):
+        raise ConfigError(
+            "no IMAP mailbox configured (every [[mailboxes]] entry lacks host)",
+            fix="add host, username and password_env to a mailbox",
+        )
+    parser = ParseWorker(settings.limits)
+    pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
+    raise typer.Exit(Daemon(settings, pipeline, Metrics(m.name for m in settings.mailboxes)).run())
+
+
+@app.command("sync")
+def sync_once(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass over every folder, then exit (for cron).")
+    ] = False,
+    mailbox: Annotated[str | None, typer.Option("--mailbox", "-m", help="Only this mailbox.")] = None,
+) -> None:
+    """Sync IMAP mailboxes once: fetch what is new in each folder, archive and process it."""
+    from mailsync.sources.imap import ImapSource  # noqa: PLC0415
+    from mailsync.sync import sync_mailbox  # noqa: PLC0415
+
+    if not once:
+        raise ConfigError(
+            "`mailsync sync` needs --once; the long-running service is `mailsync run`",
+            fix="mailsync sync --once",
+        )
+    state = _state(ctx)
+    settings = state.settings()
+    targets = [settings.mailbox(mailbox)] if mailbox else [m for m in settings.mailboxes if m.host]
+    table = Table(title="sync")
+    for column in ("mailbox", "folder", "fetched", "new", "known", "quarantined", "gone on server", "note"):
+        table.add_column(column)
+    failed = 0
+    with ParseWorker(settings.limits) as parser, _progress() as progress:
+        pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
+
+        def track(folder: str, total: int) -> Callable[[], None]:
+            task = progress.add_task(f"{folder}", total=total)
+            return lambda: progress.advance(task)
+
+        for target in targets:
+            try:
+                with ImapSource(target) as source:
+                    results = sync_mailbox(target, pipeline, source, progress=track)
+            except CaptureError as exc:
+                failed += 1
+                err.print(f"[red]{target.name}:[/red] {exc}", highlight=False)
+                if exc.fix:
+                    err.print(f"  fix: {exc.fix}", highlight=False)
+                continue
+            for r in results:
+                note = "UIDVALIDITY changed: resynced" if r.resynced else ""
+                table.add_row(target.name, r.folder, str(r.fetched), str(r.outcomes.get("new", 0)),
+                              str(r.outcomes.get("known", 0) + r.outcomes.get("copy", 0)),
+                              str(r.outcomes.get("quarantined", 0)), str(r.gone), note)  # fmt: skip
+    out.print(table)
+    if failed:
         raise typer.Exit(1)
 
 

@@ -37,6 +37,11 @@ def wants_json(flag: bool, log_format: str = "auto") -> bool:
     return not sys.stderr.isatty()
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # sys.stderr looked up per logger, not once: it may be replaced (pytest capture, daemonising).
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(*, json: bool, level: str = "info") -> None:
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
@@ -50,6 +55,6 @@ def configure_logging(*, json: bool, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import resource
+import threading
 from typing import TYPE_CHECKING, Any, Self
 
 from config.errors import ParseError
@@ -57,6 +58,7 @@ class ParseWorker:
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded daemon
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._lock = threading.Lock()  # one request at a time on the pipe; mailbox threads share it
 
     def _start(self) -> Connection:
         parent, child = self._context.Pipe()
@@ -73,6 +75,10 @@ class ParseWorker:
 
     def parse(self, raw: bytes, *, fingerprint: str, archive_key: str) -> ParsedEmail:
         """Parse in the worker; ParseError for a bad message, a timeout or a dead worker."""
+        with self._lock:
+            return self._parse(raw, fingerprint, archive_key)
+
+    def _parse(self, raw: bytes, fingerprint: str, archive_key: str) -> ParsedEmail:
         conn = self._conn or self._start()
         try:
             conn.send((raw, fingerprint, archive_key))

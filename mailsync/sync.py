@@ -1,0 +1,140 @@
+"""One sync pass over a mailbox's folders: fetch what is new, ingest it, move the cursor.
+
+See sync_state.py for the cursor rules. This module runs them against an ImapSource and the
+pipeline; the daemon and `mailsync sync --once` both call `sync_mailbox`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from mailsync.sync_state import Cursor, load_cursor, mark_gone, save_cursor
+from storage import mailstore
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+
+    from config.settings import MailboxSettings
+    from mailsync.metrics import Metrics
+    from mailsync.pipeline import Pipeline
+    from mailsync.sources.imap import ImapSource
+
+log = structlog.get_logger()
+CURSOR_EVERY = 100  # messages between cursor saves within one folder pass
+
+
+def _save(pipeline: Pipeline, mailbox: str, folder: str, cursor: Cursor, modseq: int | None) -> None:
+    with pipeline.repo.session() as session:
+        save_cursor(session, mailbox, folder, cursor, highest_modseq=modseq)
+
+
+@dataclass
+class FolderResult:
+    folder: str
+    fetched: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    gone: int = 0
+    resynced: bool = False
+    complete: bool = True  # False when stopped (SIGTERM) before the end of the folder
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def sync_mailbox(
+    mailbox: MailboxSettings,
+    pipeline: Pipeline,
+    source: ImapSource,
+    *,
+    stop: threading.Event | None = None,
+    metrics: Metrics | None = None,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+) -> list[FolderResult]:
+    """Sync every configured folder of `mailbox` once. CaptureErrors propagate to the caller."""
+    with pipeline.repo.session() as session:
+        mailstore.ensure_mailbox(session, mailbox.name, mailbox.owner)
+    results = []
+    for folder in source.folders():
+        if stop is not None and stop.is_set():
+            break
+        results.append(
+            _sync_folder(
+                mailbox=mailbox,
+                pipeline=pipeline,
+                source=source,
+                folder=folder,
+                stop=stop,
+                metrics=metrics,
+                progress=progress,
+            )
+        )
+    if metrics is not None and all(r.complete for r in results):
+        metrics.succeeded(mailbox.name, time.time())
+    return results
+
+
+def _sync_folder(
+    *,
+    mailbox: MailboxSettings,
+    pipeline: Pipeline,
+    source: ImapSource,
+    folder: str,
+    stop: threading.Event | None,
+    metrics: Metrics | None,
+    progress: Callable[[str, int], Callable[[], None]] | None,
+) -> FolderResult:
+    bound = log.bind(mailbox=mailbox.name, folder=folder)
+    status = source.select(folder)
+    result = FolderResult(folder)
+    with pipeline.repo.session() as session:
+        cursor = load_cursor(session, mailbox.name, folder)
+    if cursor.uidvalidity is not None and cursor.uidvalidity != status.uidvalidity:
+        bound.warning(
+            "uidvalidity_changed", old=cursor.uidvalidity, new=status.uidvalidity, action="full resync"
+        )
+        result.resynced = True
+        cursor = Cursor(status.uidvalidity, 0)
+    first = cursor.uidvalidity is None
+    uids = source.new_uids(cursor.last_uid, mailbox.since if first else None)
+    advance = progress(folder, len(uids)) if progress and uids else None
+    done = cursor.last_uid
+    for raw in source.fetch(status, uids):
+        if stop is not None and stop.is_set():
+            result.complete = False
+            break
+        result.fetched += 1
+        outcome = pipeline.ingest(raw, mailbox.owner).outcome
+        result.count(outcome)
+        if metrics is not None:
+            metrics.fetched(mailbox.name)
+            metrics.archived(mailbox.name)
+            if outcome == "quarantined":
+                metrics.quarantined(mailbox.name)
+        done = max(done, raw.provenance.uid or 0)
+        if result.fetched % CURSOR_EVERY == 0:  # a long first sync resumes from here after a crash
+            _save(pipeline, mailbox.name, folder, Cursor(status.uidvalidity, done), None)
+        if advance:
+            advance()
+    # Every fetched UID up to `done` is committed (ingest commits per message, in UID order).
+    if result.complete:
+        done = max([done, *uids]) if uids else done  # UIDs that vanished between SEARCH and FETCH
+    # HIGHESTMODSEQ is only true of the folder once the whole pass is in.
+    _save(
+        pipeline,
+        mailbox.name,
+        folder,
+        Cursor(status.uidvalidity, done),
+        status.highest_modseq if result.complete else None,
+    )
+    with pipeline.repo.session() as session:
+        if result.complete:
+            result.gone = mark_gone(session, mailbox.name, folder, status.uidvalidity, source.all_uids())
+    if metrics is not None and status.uidnext:
+        metrics.lag(mailbox.name, 0.0 if result.complete else float(len(uids) - result.fetched))
+    bound.info("folder_synced", fetched=result.fetched, gone=result.gone, last_uid=done, **result.outcomes)
+    return result

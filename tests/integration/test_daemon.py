@@ -1,0 +1,135 @@
+"""`mailsync run` against a real Dovecot: IDLE wake-up, health, SIGTERM, a failing mailbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from sqlalchemy import func, select
+
+from config.settings import load_settings
+from mailsync.daemon import Daemon
+from mailsync.metrics import Metrics
+from mailsync.pipeline import Pipeline
+from storage import models as m
+from storage.archive import Archive
+from storage.repo import Repo
+from tests.integration.test_sync import imap_config, mail
+
+
+def wait_for(predicate, timeout, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def messages(repo):
+    with repo.session() as s:
+        return s.scalar(select(func.count()).select_from(m.Message))
+
+
+def daemon_config(tmp_path, dovecot, user, monkeypatch, **kwargs):
+    path = imap_config(
+        tmp_path, dovecot, user.name, user.password, monkeypatch, folders='["INBOX"]', **kwargs
+    )
+    with path.open("a") as config:
+        config.write("\n[daemon]\npoll_interval = 600\njitter = 0\nhttp_port = 0\n")
+    return path
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_idle_captures_new_mail_within_seconds_and_health_is_ok(
+    tmp_path, dovecot, imap_user, monkeypatch, repo, pipeline
+):
+    settings = load_settings(daemon_config(tmp_path, dovecot, imap_user, monkeypatch))
+    dovecot.append(imap_user.name, "INBOX", mail("before start"))
+    daemon = Daemon(settings, pipeline, Metrics(["imap"]))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        assert wait_for(lambda: daemon.metrics.last_success("imap") is not None, 15)
+        assert messages(repo) == 1
+        base = f"http://127.0.0.1:{daemon.ops.port}"
+        status, body = get(base + "/healthz")
+        assert status == 200, body
+        time.sleep(1.0)  # the poller is now in IDLE; the next poll is 10 minutes away
+        appended = time.monotonic()
+        dovecot.append(imap_user.name, "INBOX", mail("while idling"))
+        assert wait_for(lambda: messages(repo) == 2, 5.0), "new mail not captured within 5 s"
+        took = time.monotonic() - appended
+        status, text = get(base + "/metrics")
+        assert status == 200
+        assert 'mailsync_messages_fetched_total{mailbox="imap"} 2.0' in text
+        print(f"IDLE capture took {took:.2f} s")
+    finally:
+        daemon.request_stop()
+        runner.join(30)
+    assert not runner.is_alive()
+
+
+def test_health_is_503_when_the_database_is_unreachable(
+    tmp_path, dovecot, imap_user, monkeypatch, parse_worker
+):
+    settings = load_settings(daemon_config(tmp_path, dovecot, imap_user, monkeypatch))
+    nowhere = Repo("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2")
+    daemon = Daemon(
+        settings, Pipeline(settings, nowhere, Archive(settings.archive_dir), parse_worker), Metrics(["imap"])
+    )
+    report = daemon.health()
+    assert not report.ok
+    assert report.checks["database"] != "ok"
+    daemon.ops.start()
+    try:
+        status, body = get(f"http://127.0.0.1:{daemon.ops.port}/healthz")
+    finally:
+        daemon.ops.stop()
+    assert status == 503
+    assert json.loads(body)["status"] == "unhealthy"
+
+
+def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monkeypatch):
+    config = daemon_config(tmp_path, dovecot, imap_user, monkeypatch)
+    dovecot.append(imap_user.name, "INBOX", mail("service"))
+    mailsync = [sys.executable, "-c", "from mailsync.cli import run; run()", "-c", str(config)]
+    assert subprocess.run([*mailsync, "db", "upgrade"], check=False, capture_output=True).returncode == 0
+    env = {**os.environ, "MAILSYNC_LOG_FORMAT": "json"}
+    proc = subprocess.Popen([*mailsync, "run"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            event = json.loads(line)
+            if event["event"] == "daemon_started":
+                port = int(event["http"].rsplit(":", 1)[1])
+            if event["event"] == "folder_synced":
+                break
+        assert port, "".join(lines)
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    events = [json.loads(line)["event"] for line in rest.splitlines() if line.startswith("{")]
+    assert "stop_requested" in events
+    assert events[-1] == "daemon_stopped"
+    assert imap_user.password not in "".join(lines) + rest

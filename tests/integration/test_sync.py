@@ -1,0 +1,223 @@
+"""IMAP capture against a real Dovecot: first and incremental sync, \\Seen, UIDVALIDITY, deletions, outages."""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+
+import pytest
+from sqlalchemy import func, select
+from structlog.testing import capture_logs
+
+from config.errors import SourceUnavailable
+from config.settings import load_settings
+from mailsync.cli import main
+from mailsync.sources.imap import ImapSource
+from mailsync.sync import sync_mailbox
+from storage import models as m
+from tests.conftest import write_config
+
+_numbers = itertools.count(1)
+
+
+def mail(subject: str, body: str = "Hello, can you send pricing?") -> bytes:
+    n = next(_numbers)
+    return (
+        f"From: Rachel Kim <rachel@acme.example>\nTo: dana@northwind.example\nSubject: {subject}\n"
+        f"Date: {email.utils.format_datetime(email.utils.localtime())}\nMessage-ID: <sync-{n}@acme.example>\n\n{body} {n}\n"
+    ).encode()
+
+
+def imap_config(
+    tmp_path, server, user, password, monkeypatch, *, folders='["INBOX", "\\\\Sent"]', extra_mailbox=""
+):
+    monkeypatch.setenv("TEST_IMAP_PW", password)
+    return write_config(
+        tmp_path,
+        f"""
+        [[mailboxes]]
+        name = "imap"
+        owner = "dana@northwind.example"
+        host = "{server.host}"
+        port = {server.port}
+        security = "plain"
+        username = "{user}"
+        password_env = "TEST_IMAP_PW"
+        folders = {folders}
+        """
+        + extra_mailbox,
+    )
+
+
+@pytest.fixture
+def synced(tmp_path, dovecot, imap_user, monkeypatch, repo, pipeline):
+    """(settings, mailbox, run) for a fresh Dovecot user; run() does one sync pass."""
+    user, password = imap_user
+    settings = load_settings(imap_config(tmp_path, dovecot, user, password, monkeypatch))
+    mailbox = settings.mailbox("imap")
+
+    def run(**kwargs):
+        with ImapSource(mailbox, batch_size=kwargs.pop("batch_size", 200)) as source:
+            return {r.folder: r for r in sync_mailbox(mailbox, pipeline, source, **kwargs)}
+
+    return settings, mailbox, run
+
+
+def count(repo, model=m.Message):
+    with repo.session() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_first_sync_then_incremental(dovecot, imap_user, synced, repo):
+    _, _, run = synced
+    dovecot.append_many(imap_user.name, "INBOX", [mail(f"first {i}") for i in range(5)])
+    dovecot.append(imap_user.name, "Sent", mail("from the sent folder"))
+    results = run()
+    assert set(results) == {"INBOX", "Sent"}
+    assert results["INBOX"].fetched == 5
+    assert results["Sent"].fetched == 1
+    assert count(repo) == 6
+    dovecot.append_many(imap_user.name, "INBOX", [mail("second a"), mail("second b")])
+    results = run()
+    assert results["INBOX"].fetched == 2  # only the new ones
+    assert results["INBOX"].outcomes == {"new": 2}
+    assert results["Sent"].fetched == 0
+    assert count(repo) == 8
+    with repo.session() as s:
+        cursors = dict(s.execute(select(m.FolderState.name, m.FolderState.last_uid)).all())
+    assert cursors["INBOX"] == 7
+    assert cursors["Sent"] == 1
+
+
+def test_sync_never_sets_seen(dovecot, imap_user, synced):
+    _, _, run = synced
+    uids = dovecot.append_many(imap_user.name, "INBOX", [mail("unread 1"), mail("unread 2")])
+    run()
+    with dovecot.client(imap_user.name) as client:
+        client.select_folder("INBOX", readonly=True)
+        flags = client.get_flags(uids)
+    assert all(b"\\Seen" not in f for f in flags.values())
+
+
+def test_uidvalidity_change_resyncs_by_identity_without_duplicates(
+    dovecot, imap_user, tmp_path, monkeypatch, repo, pipeline
+):
+    settings = load_settings(
+        imap_config(tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders='["Deals"]')
+    )
+    mailbox = settings.mailbox("imap")
+    dovecot.create_folder(imap_user.name, "Deals")
+    messages = [mail(f"deal {i}") for i in range(3)]
+    dovecot.append_many(imap_user.name, "Deals", messages)
+    with ImapSource(mailbox) as source:
+        sync_mailbox(mailbox, pipeline, source)
+    dovecot.delete_folder(imap_user.name, "Deals")
+    dovecot.create_folder(imap_user.name, "Deals")
+    dovecot.append_many(imap_user.name, "Deals", [*messages, mail("deal new")])
+    with capture_logs() as logs, ImapSource(mailbox) as source:
+        (result,) = sync_mailbox(mailbox, pipeline, source)
+    assert result.resynced
+    assert result.outcomes == {"copy": 3, "new": 1}  # same emails, new (UIDVALIDITY, UID) places
+    assert count(repo) == 4
+    changed = [e for e in logs if e["event"] == "uidvalidity_changed"]
+    assert len(changed) == 1
+    assert changed[0]["old"] != changed[0]["new"]
+    with repo.session() as s:
+        per_message = (
+            s.execute(select(func.count()).select_from(m.Provenance).group_by(m.Provenance.message_pk))
+            .scalars()
+            .all()
+        )
+    assert sorted(per_message) == [1, 2, 2, 2]  # old and new UIDVALIDITY copies both recorded
+
+
+def test_mail_deleted_on_the_server_stays_archived(dovecot, imap_user, synced, repo, pipeline):
+    _, _, run = synced
+    uids = dovecot.append_many(imap_user.name, "INBOX", [mail("keep"), mail("delete me")])
+    run()
+    with dovecot.client(imap_user.name) as client:
+        client.select_folder("INBOX")
+        client.delete_messages([uids[1]])
+        client.expunge()
+    results = run()
+    assert results["INBOX"].gone == 1
+    with repo.session() as s:
+        gone = s.execute(
+            select(m.Provenance.uid, m.Message.status, m.Message.blob_sha256)
+            .join(m.Message)
+            .where(m.Provenance.gone_at.is_not(None))
+        ).all()
+    assert [(uid, status) for uid, status, _ in gone] == [(uids[1], "parsed")]
+    assert pipeline.archive.get(gone[0][2])
+    assert count(repo) == 2
+
+
+def test_outage_mid_sync_resumes_with_nothing_lost_or_duplicated(
+    dovecot_factory, tmp_path, monkeypatch, repo, pipeline
+):
+    server = dovecot_factory(users={"olga": "olgapw"})
+    settings = load_settings(
+        imap_config(tmp_path, server, "olga", "olgapw", monkeypatch, folders='["INBOX"]')
+    )
+    mailbox = settings.mailbox("imap")
+    server.append_many("olga", "INBOX", [mail(f"outage {i}") for i in range(12)])
+    seen = []
+
+    def stop_after_five(folder, total):
+        def advance():
+            seen.append(1)
+            if len(seen) == 5:
+                server.stop()
+
+        return advance
+
+    with pytest.raises(SourceUnavailable), ImapSource(mailbox, batch_size=2) as source:
+        sync_mailbox(mailbox, pipeline, source, progress=stop_after_five)
+    assert 4 <= count(repo) < 12
+    server.start()
+    with ImapSource(mailbox) as source:
+        sync_mailbox(mailbox, pipeline, source)
+    assert count(repo) == 12
+    with repo.session() as s:
+        assert s.scalar(select(func.count()).select_from(m.Provenance)) == 12
+
+
+def test_cli_sync_once_wrong_password_is_one_clear_error_and_others_carry_on(
+    dovecot, imap_user, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("TEST_BAD_PW", "not-the-password")
+    config = imap_config(
+        tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders='["INBOX"]',
+        extra_mailbox=f"""
+        [[mailboxes]]
+        name = "broken"
+        owner = "sam@northwind.example"
+        host = "{dovecot.host}"
+        port = {dovecot.port}
+        security = "plain"
+        username = "{imap_user.name}"
+        password_env = "TEST_BAD_PW"
+        """,
+    )  # fmt: skip
+    dovecot.append_many(imap_user.name, "INBOX", [mail("cli one"), mail("cli two")])
+    assert main(["-c", str(config), "db", "upgrade"]) == 0
+    code = main(["-c", str(config), "sync", "--once"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "broken:" in err
+    assert "not-the-password" not in err + out
+    assert [line for line in err.splitlines() if line.startswith("broken:")]
+    assert "imap" in out
+    assert "INBOX" in out
+
+
+@pytest.mark.slow
+def test_a_folder_of_2000_messages(dovecot, imap_user, synced, repo):
+    _, _, run = synced
+    dovecot.append_many(
+        imap_user.name, "INBOX", [mail(f"bulk {i}", "Weekly numbers attached.") for i in range(2000)]
+    )
+    results = run()
+    assert results["INBOX"].fetched == 2000
+    assert count(repo) == 2000
+    assert run()["INBOX"].fetched == 0

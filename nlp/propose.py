@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 _STOP = frozenset({"the", "and", "for", "with", "renewal", "deal", "project", "new", "opportunity"})
 _MAX_EVIDENCE = 3
+_MIN_INTENT = 2  # distinct deal sentences needed when nobody asked for a quote and we sent none
+_ORDER = {"qualification": 0, "discovery": 1, "demo": 2, "proposal": 3, "negotiation": 4}
 _GREETING = re.compile(
     r"^(?:hi|hello|hey|dear|good\s+(?:morning|afternoon)|hallo|guten\s+(?:tag|morgen)|sehr\s+geehrte\w*|liebe\w*|"
     r"hola|buen[oa]s\s+\w+|estimad[oa]s?)\b[^.!?]{0,60}[,!]?$",
@@ -48,14 +50,13 @@ def propose(thread: ThreadView, crm: CrmSnapshot) -> list[Proposal]:
     if not human or all(msg.internal_only for msg in human):
         return []
     proposals = _new_contacts(human, crm, thread.owner)
-    candidates = _candidates(human, crm)
-    signals = [(msg, hit) for msg in human if _from_outside(msg) for hit in find_signals(msg.text)]
-    if thread.linked_opportunity is None and candidates:
-        proposals.append(_link(thread, candidates, human))
-    target = _target(thread, candidates)
+    scored = _scored_candidates(human, crm)
+    if thread.linked_opportunity is None and scored:
+        proposals.append(_link(thread, scored, human))
+    target = _target(thread, scored)
     if target is not None:
-        proposals.extend(_stage_changes(thread, target, signals))
-    elif not candidates:
+        proposals.extend(_stage_changes(thread, target, human))
+    elif not scored:
         proposal = _new_opportunity(thread, human)
         if proposal is not None:
             proposals.append(proposal)
@@ -111,29 +112,33 @@ def _first_statement(text: str) -> str:
     return found[:200]
 
 
-def _candidates(human: list[Match], crm: CrmSnapshot) -> list[OpportunityRef]:
+def _scored_candidates(human: list[Match], crm: CrmSnapshot) -> list[tuple[float, OpportunityRef]]:
+    """Open opportunities of the thread's accounts, best first, scored on name words in the thread."""
     seen: dict[int, OpportunityRef] = {}
     for msg in human:
         for account in msg.accounts:
             for opp in crm.open_opportunities.get(account.id, ()):
                 seen.setdefault(opp.id, opp)
-    return list(seen.values())
+    text = " ".join(f"{m.subject} {m.text}" for m in human).lower()
+    scored = [(_score(opp, text), opp) for opp in seen.values()]
+    return sorted(scored, key=lambda so: (-so[0], so[1].id))
 
 
-def _score(opp: OpportunityRef, human: list[Match]) -> float:
+def _score(opp: OpportunityRef, text: str) -> float:
     words = {w.lower() for w in _WORD.findall(opp.name)} - _STOP
     if not words:
         return 0.0
-    text = " ".join(f"{m.subject} {m.text}" for m in human).lower()
     return sum(1 for w in words if w in text) / len(words)
 
 
-def _link(thread: ThreadView, candidates: list[OpportunityRef], human: list[Match]) -> Proposal:
-    scored = sorted(((_score(o, human), o) for o in candidates), key=lambda so: (-so[0], so[1].id))
+def _clear_winner(scored: list[tuple[float, OpportunityRef]]) -> bool:
+    return len(scored) == 1 or scored[0][0] > scored[1][0]
+
+
+def _link(thread: ThreadView, scored: list[tuple[float, OpportunityRef]], human: list[Match]) -> Proposal:
     best_score, best = scored[0]
     single = len(scored) == 1
-    clear = single or best_score > scored[1][0]
-    confidence = 0.85 if single else (0.5 + 0.3 * best_score if clear else 0.3)
+    confidence = 0.85 if single else (0.5 + 0.3 * best_score if _clear_winner(scored) else 0.3)
     first = human[0]
     return Proposal(
         kind=ProposalKind.LINK_THREAD,
@@ -151,74 +156,86 @@ def _link(thread: ThreadView, candidates: list[OpportunityRef], human: list[Matc
     )
 
 
-def _target(thread: ThreadView, candidates: list[OpportunityRef]) -> OpportunityRef | None:
+def _target(thread: ThreadView, scored: list[tuple[float, OpportunityRef]]) -> OpportunityRef | None:
+    """The opportunity a stage change would apply to: the linked one, else a clear best candidate."""
     if thread.linked_opportunity is not None:
-        return next((o for o in candidates if o.id == thread.linked_opportunity), None)
-    return candidates[0] if len(candidates) == 1 else None
+        return next((o for _, o in scored if o.id == thread.linked_opportunity), None)
+    return scored[0][1] if scored and _clear_winner(scored) else None
 
 
-def _stage_changes(
-    thread: ThreadView, opp: OpportunityRef, signals: list[tuple[Match, Hit]]
-) -> list[Proposal]:
-    outcome = next(((m, h) for m, h in reversed(signals) if h.kind in {"won", "lost"}), None)
-    chosen = (
-        [outcome]
-        if outcome
-        else [(m, h) for m, h in signals if h.kind in {"demo", "proposal", "negotiation"}][-1:]
-    )
-    proposals = []
-    for msg, hit in chosen:
-        stage = {"won": "closed_won", "lost": "closed_lost"}.get(hit.kind, hit.kind)
-        if stage == opp.stage:
-            continue
-        proposals.append(
-            Proposal(
-                kind=ProposalKind.STAGE_CHANGE,
-                key=f"stage:{thread.key}:{opp.id}:{stage}",
-                summary=f"Move {opp.name} from {opp.stage} to {stage}",
-                payload={
-                    "opportunity_id": opp.id,
-                    "opportunity": opp.name,
-                    "from_stage": opp.stage,
-                    "to_stage": stage,
-                },
-                confidence=0.8 if hit.kind in {"won", "lost"} else 0.6,
-                evidence=(_evidence(msg, hit.sentence),),
-                owner_rep=opp.owner_rep or thread.owner,
-            )
+def _stage_changes(thread: ThreadView, opp: OpportunityRef, human: list[Match]) -> list[Proposal]:
+    """Won or lost as the customer says it; otherwise the furthest stage advance either side states."""
+    outcome = next((mh for mh in reversed(_outcomes(human)) if mh[1].kind in {"won", "lost"}), None)
+    if outcome is not None:
+        chosen = outcome
+    else:
+        advances = [(m, h) for m in human for h in find_signals(m.text) if h.kind in _ORDER]
+        if not advances:
+            return []
+        chosen = max(advances, key=lambda mh: _ORDER[mh[1].kind])
+        if _ORDER[chosen[1].kind] <= _ORDER.get(opp.stage, -1):
+            return []
+    msg, hit = chosen
+    stage = {"won": "closed_won", "lost": "closed_lost"}.get(hit.kind, hit.kind)
+    return [
+        Proposal(
+            kind=ProposalKind.STAGE_CHANGE,
+            key=f"stage:{thread.key}:{opp.id}",
+            summary=f"Move {opp.name} from {opp.stage} to {stage}",
+            payload={
+                "opportunity_id": opp.id,
+                "opportunity": opp.name,
+                "from_stage": opp.stage,
+                "to_stage": stage,
+            },
+            confidence=0.8 if hit.kind in {"won", "lost"} else 0.6,
+            evidence=(_evidence(msg, hit.sentence),),
+            owner_rep=opp.owner_rep or thread.owner,
         )
-    return proposals
+    ]
+
+
+def _outcomes(human: list[Match]) -> list[tuple[Match, Hit]]:
+    """Won/lost as the customer states it, or a win our rep acknowledges ("thanks for the order")."""
+    found = []
+    for msg in human:
+        outside = _from_outside(msg)
+        for hit in find_signals(msg.text):
+            if outside and hit.kind in {"won", "lost"}:
+                found.append((msg, hit))
+            elif not outside and hit.kind == "won_ack":
+                found.append((msg, Hit("won", hit.sentence)))
+    return found
 
 
 def _new_opportunity(thread: ThreadView, human: list[Match]) -> Proposal | None:
+    """A deal nobody entered: someone outside wrote, wants to buy, and is not selling to us."""
     external = [p for m in human for p in m.external]
-    if not external:
+    inbound = [m for m in human if _from_outside(m)]
+    if not external or not inbound:
+        return None  # an unanswered cold email of ours is not a deal yet
+    signals = [(m, h, _from_outside(m)) for m in human for h in find_signals(m.text)]
+    intent = [(m, h) for m, h, _ in signals if h.kind in {"intent", "request", "proposal", "demo"}]
+    requested = any(h.kind == "request" for _, h, outside in signals if outside)
+    they_sell = any(h.kind == "selling" for _, h, outside in signals if outside)
+    we_sell = any(h.kind in {"selling", "proposal"} for _, h, outside in signals if not outside)
+    if they_sell and not (requested or we_sell):
+        return None  # a supplier quoting us: we are the buyer
+    if not (requested or we_sell or len({h.sentence for _, h in intent}) >= _MIN_INTENT):
         return None
-    hits = [(m, h) for m in human for h in find_signals(m.text) if h.kind == "intent"]
-    if not hits:
-        return None
-    first_msg = hits[0][0]
+    first_msg = next(m for m, _ in intent)
     account = next((p.account for p in external if p.account), None)
     company = next((p for p in external if not p.free_mail), None)
     # The deal's value is the largest amount named (unit prices and line items are smaller).
     amounts = sorted((a for m in human for a in find_amounts(m.text)), key=lambda a: a[0], reverse=True)
-    outcome = next(
-        (
-            h.kind
-            for m in reversed(human)
-            if _from_outside(m)
-            for h in find_signals(m.text)
-            if h.kind in {"won", "lost"}
-        ),
-        None,
-    )
+    outcome = next((h.kind for _, h in reversed(_outcomes(human))), None)
     if account is not None:
         account_name = account.name
     elif company is not None:
         account_name = company.address.domain.split(".")[0].replace("-", " ").title()
     else:
         account_name = external[0].address.name or external[0].address.email
-    contacts = sorted({p.address.email for p in external if not p.internal})
+    contacts = sorted({p.address.email for p in external})
     return Proposal(
         kind=ProposalKind.NEW_OPPORTUNITY,
         key=f"new_opportunity:{thread.key}",
@@ -234,7 +251,7 @@ def _new_opportunity(thread: ThreadView, human: list[Match]) -> Proposal | None:
             "first_seen_at": first_msg.sent_at.date().isoformat() if first_msg.sent_at else None,
             "outcome": outcome,
         },
-        confidence=min(0.9, 0.5 + 0.1 * len(hits)),
-        evidence=tuple(_evidence(m, h.sentence) for m, h in hits[:_MAX_EVIDENCE]),
+        confidence=min(0.9, 0.5 + 0.1 * len(intent) + (0.2 if requested else 0.0)),
+        evidence=tuple(_evidence(m, h.sentence) for m, h in intent[:_MAX_EVIDENCE]),
         owner_rep=thread.owner,
     )

@@ -1,7 +1,9 @@
 """Deal phrases: intent, won, lost and stage advances, in English, German and Spanish.
 
-A first, plain rule set: a phrase hit in what the sender wrote (quotes stripped) is a signal, and the
-sentence that holds it is the evidence. Each pattern is a word-bounded, case-insensitive regex.
+A phrase hit in what a person wrote (quotes stripped) is a signal, and the sentence that holds it is
+the evidence. Patterns are word-bounded and case-insensitive; each list covers the ways people
+actually say it (not one canonical sentence), and guards keep the commonest false friends out:
+"not moving forward *with the other vendor*" is good news, "budget approved" is not a cut.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ def _words(*patterns: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)(?:" + "|".join(patterns) + r")(?!\w)", re.IGNORECASE)
 
 
+_OTHER = r"(?:another|a\s+different|an?\s+(?:alternative|competing|other)|the\s+other|a\s+competitor'?s?|(?:a\s+|the\s+)?competitor)"
+_VENDOR = r"(?:vendors?|suppliers?|providers?|solutions?|partners?|offers?|products?|options?|platforms?|compan(?:y|ies))"
+
 INTENT = _words(
     r"pric(?:e|es|ing)",
     r"quot(?:e|es|ation)",
@@ -24,102 +29,176 @@ INTENT = _words(
     r"pilot",
     r"rfp",
     r"rfq",
-    r"request\s+for\s+(?:proposal|quotation)",
+    r"rfi",
+    r"request\s+for\s+(?:proposal|quotation|information)",
     r"purchase\s+order",
     r"contract",
-    r"demo",
+    r"demo(?:nstration)?",
     r"licen[cs]es?",
     r"how\s+much",
     r"cost(?:s|ing)?",
     r"budget",
-    r"order\s+\d+\s+units",
-    r"angebot",
-    r"preis(?:e|liste)?",
+    r"tender",
+    r"order(?:ing)?\s+\d+",
+    r"angebot\w*",
+    r"preis(?:e|liste|angabe)?",
+    r"kosten\w*",
     r"kostenvoranschlag",
-    r"bestellung",
-    r"vertrag",
+    r"bestell\w*",
+    r"vertrag\w*",
     r"testphase",
+    r"teststellung",
+    r"vorführung",
     r"ausschreibung",
     r"lizenz(?:en)?",
+    r"anfrage",
     r"presupuesto",
     r"cotizaci[oó]n",
     r"precios?",
     r"propuesta",
     r"prueba",
+    r"piloto",
     r"contrato",
     r"orden\s+de\s+compra",
     r"licencias?",
+    r"licitaci[oó]n",
+    r"demostraci[oó]n",
+    r"oferta",
+)
+# A buyer asking: the strongest sign that a thread is a deal for us.
+REQUEST = _words(
+    r"(?:send|share|give)\s+(?:us|me)\s+(?:a|an|your|some)?\s*(?:\w+\s+)?(?:quote|quotation|proposal|pricing|price|offer|estimate)",
+    r"(?:interested\s+in|looking\s+(?:for|at)|evaluating|considering)\s+(?:your|a|an|the)?",
+    r"how\s+much\s+(?:would|does|is|will)",
+    r"what\s+(?:would|does)\s+(?:it|that|this)\s+cost",
+    r"request\s+for\s+(?:proposal|quotation)",
+    r"(?:rfp|rfq)\b",
+    r"(?:book|schedule|arrange)\s+a\s+demo",
+    r"(?:bitte\s+)?(?:um\s+)?(?:ein|ihr)\s+angebot",
+    r"angebot\s+(?:für|über|zu)",
+    r"was\s+(?:kostet|würde)",
+    r"interesse\s+an",
+    r"(?:preise|konditionen)\s+(?:für|zu)",
+    r"ausschreibung",
+    r"(?:enviar(?:nos|me)?|env[ií]en(?:nos|me)?|mandar(?:nos|me)?)\s+(?:una|un|su)?\s*(?:cotizaci[oó]n|presupuesto|propuesta|oferta)",
+    r"(?:cu[aá]nto\s+(?:cuesta|costar[ií]a))",
+    r"interesad[oa]s?\s+en",
+    r"solicit\w*\s+(?:de\s+)?(?:cotizaci[oó]n|presupuesto|oferta)",
+)
+# Someone offering what they sell: from a customer's side of the table this means we are the buyer.
+SELLING = _words(
+    r"our\s+(?:quote|quotation|proposal|offer|pricing|price\s+list)",
+    r"we\s+(?:are\s+pleased|would\s+be\s+happy)\s+to\s+offer",
+    r"unser\s+angebot",
+    r"(?:wir\s+)?(?:bieten|unterbreiten)\s+(?:ihnen|euch)",
+    r"nuestra\s+(?:propuesta|cotizaci[oó]n|oferta)",
+    r"le\s+(?:ofrecemos|enviamos\s+nuestra)",
 )
 WON = _words(
-    r"(?:signed|countersigned|executed)\s+(?:the\s+)?(?:contract|agreement|order\s+form)",
-    r"(?:contract|agreement|order\s+form)\s+(?:is\s+|has\s+been\s+)?(?:signed|countersigned|executed)",
-    r"(?:po|purchase\s+order)\s+(?:is\s+)?(?:attached|enclosed|issued|number)",
-    r"attached\s+(?:is\s+)?(?:our|the)\s+(?:po|purchase\s+order)",
-    r"please\s+(?:send|issue)\s+(?:us\s+)?(?:the|your)\s+invoice",
-    r"we(?:'d|\s+would)\s+like\s+to\s+proceed",
-    r"auftrag\s+(?:ist\s+)?erteilt",
-    r"vertrag\s+(?:ist\s+)?unterschrieben",
-    r"bestellung\s+(?:anbei|im\s+anhang)",
-    r"contrato\s+firmado",
-    r"orden\s+de\s+compra\s+adjunta",
-    r"adjunto\s+(?:la\s+)?orden\s+de\s+compra",
+    r"(?:signed|countersigned|executed|approved)\s+(?:the\s+|our\s+|your\s+)?(?:contract|agreement|order\s+form|quote|sow|msa)",
+    r"(?:contract|agreement|order\s+form|sow|msa)\s+(?:is\s+|was\s+|has\s+been\s+)?(?:signed|countersigned|executed|fully\s+executed)",
+    r"(?:po|purchase\s+order)(?:\s+(?:no\.?|number|#)\s*[\w-]+)?\s+(?:is\s+)?(?:attached|enclosed|issued|follows|on\s+its\s+way)",
+    r"(?:attached|enclosed)\s+(?:is|please\s+find)?\s*(?:our|the)\s+(?:po|purchase\s+order|signed\s+\w+)",
+    r"(?:please\s+)?(?:send|issue)\s+(?:us\s+)?(?:the|your|an)\s+invoice",
+    r"(?:ready|go\s+ahead)\s+to\s+(?:order|purchase|proceed)",
+    r"we(?:'d|\s+would)\s+like\s+to\s+(?:proceed|move\s+ahead|go\s+ahead|place\s+(?:the|an|our)\s+order)",
+    r"(?:we\s+are|we're)\s+(?:moving|going)\s+ahead\s+with\s+(?:you|your|the\s+(?:order|purchase|proposal))",
+    r"(?:legal|procurement|finance)\s+(?:has\s+)?signed\s+off",
+    r"you(?:'ve|\s+have)\s+(?:won|got)\s+the\s+(?:deal|business|contract)",
+    r"(?:auftrag|zuschlag)\s+(?:ist\s+|wird\s+)?(?:erteilt|vergeben)",
+    r"erteilen\s+(?:ihnen\s+)?(?:den\s+)?(?:auftrag|zuschlag)",
+    r"(?:vertrag|bestellung)\s+(?:ist\s+)?(?:unterschrieben|unterzeichnet|gegengezeichnet)",
+    r"(?:bestellung|auftragsbestätigung|unterschriebene\w*\s+\w+)\s+(?:anbei|im\s+anhang|liegt\s+bei)",
+    r"anbei\s+(?:unsere|die)\s+(?:bestellung|unterschrieben\w*)",
+    r"bitte\s+(?:senden|schicken)\s+sie\s+(?:uns\s+)?(?:die|ihre)\s+rechnung",
+    r"erteilen\s+(?:wir\s+)?(?:ihnen\s+)?(?:\S+\s+){0,8}?(?:den\s+)?(?:auftrag|zuschlag)",
+    r"(?:bestellung|purchase\s+order|po|orden\s+de\s+compra)\b.{0,40}?(?:im\s+anhang|anbei|attached|adjunta)",
+    r"(?:please\s+find\s+)?attached\s+(?:is\s+)?(?:our\s+|the\s+)?(?:po|purchase\s+order)\b",
+    r"(?:hemos\s+)?emitido\s+la\s+orden\s+de\s+compra",
+    r"adjunt\w*\s+(?:\S+\s+){0,3}?firmad[oa]",
+    r"contrato\s+(?:ya\s+)?(?:firmado|est[aá]\s+firmado)",
+    r"(?:hemos|ya\s+hemos)\s+firmado",
+    r"orden\s+de\s+compra\s+(?:adjunta|n[uú]mero)",
+    r"adjunt[oa]s?\s+(?:la\s+)?(?:orden\s+de\s+compra|el\s+contrato\s+firmado)",
+    r"(?:les|le)\s+adjudicamos",
+    r"(?:pueden|puede)\s+(?:enviar|emitir)\s+(?:la|su)\s+factura",
+    r"seguimos\s+adelante\s+con\s+(?:ustedes|su\s+propuesta|el\s+pedido)",
 )
 LOST = _words(
-    r"(?:go|gone|went|going)\s+with\s+(?:another|a\s+different|a\s+competing)\s+(?:vendor|supplier|provider|solution)",
-    r"(?:chose|chosen|selected|signed\s+with)\s+(?:another|a\s+different)\s+(?:vendor|supplier|provider|competitor)",
-    r"budget\s+(?:was\s+|has\s+been\s+)?(?:cut|frozen|pulled|slashed)",
-    r"not\s+(?:be\s+)?moving\s+forward",
-    r"decided\s+not\s+to\s+(?:proceed|move\s+forward|go\s+ahead)",
-    r"(?:project|initiative)\s+(?:is\s+|has\s+been\s+)?(?:cancel+ed|shelved)",
-    r"für\s+einen\s+anderen\s+anbieter\s+entschieden",
-    r"budget\s+(?:wurde\s+)?gestrichen",
+    rf"(?<!not\s)(?<!n't\s)(?:go|going|gone|went|decided\s+to\s+go|move|moving|moved)\s+(?:forward\s+)?with\s+{_OTHER}(?:\s+{_VENDOR})?",
+    r"(?:go|going|gone|went|ended\s+up\s+going)\s+(?:in\s+)?a\s+different\s+direction",
+    rf"(?:chose|chosen|choose|selected|picked|signed\s+with|awarded\s+(?:it|the\s+\w+)\s+to)\s+{_OTHER}(?:\s+{_VENDOR})?",
+    r"(?:budget|funding)\s+(?:was\s+|has\s+been\s+|got\s+)?(?:cut|frozen|pulled|slashed|cancel+ed|withdrawn|reallocated)",
+    r"(?:capex|spending|budget)\s+freeze",
+    r"froze\s+(?:all\s+|the\s+)?(?:capex|budget|spending)",
+    r"not\s+(?:be\s+)?moving\s+forward(?!\s+with\s+(?:the\s+)?(?:other|another|competing))",
+    r"(?:decided|decision)\s+(?:not\s+to|against)\s+(?:proceed|move\s+forward|go\s+ahead|pursu\w+|purchas\w+)",
+    r"(?:project|initiative|rollout|pilot|purchase)\s+(?:is\s+|was\s+|has\s+been\s+)?(?:cancel+ed|shelved|on\s+hold|put\s+on\s+ice|scrapped)",
+    r"(?:we(?:'ll|\s+will)\s+)?pass\s+(?:on\s+this|for\s+now)",
+    r"no\s+longer\s+(?:interested|pursuing|a\s+priority)",
+    r"(?:für|fuer)\s+(?:einen\s+)?(?:anderen|alternativen)\s+(?:anbieter|lieferanten|hersteller|partner)\s+entschieden",
+    r"(?:an|für)\s+(?:den|einen)\s+wettbewerber",
+    r"(?:mitbewerber|wettbewerber|konkurrenz)\w*\b.{0,40}?entschieden",
+    r"budget\b.{0,60}?(?:gestrichen|gekürzt|eingefroren)",
+    r"nicht\s+(?:mehr\s+)?weiter\s?verfolgen",
+    r"(?:budget|mittel)\s+(?:wurde\w*\s+|wurden\s+)?(?:gestrichen|gekürzt|eingefroren)",
+    r"(?:projekt|vorhaben)\s+(?:wurde\s+|ist\s+)?(?:gestoppt|abgesagt|auf\s+eis\s+gelegt|eingestellt|zurückgestellt)",
     r"nicht\s+weiter\s+verfolgen",
-    r"otro\s+proveedor",
-    r"no\s+seguiremos\s+adelante",
-    r"presupuesto\s+(?:fue\s+)?(?:recortado|cancelado)",
+    r"(?:ihnen|euch)\s+(?:leider\s+)?(?:eine\s+)?absage",
+    r"haben\s+uns\s+(?:leider\s+)?dagegen\s+entschieden",
+    r"(?:decidido|decantado|optado|elegido|seleccionado|quedado|ido|iremos|vamos)\b.{0,60}?(?:otro|otra)\s+(?:proveedor|fabricante|empresa|soluci[oó]n|opci[oó]n|plataforma)",
+    r"(?:con|por)\s+la\s+competencia",
+    r"no\s+(?:vamos\s+a\s+)?(?:seguir|seguiremos|continuar|continuaremos)\s+(?:adelante|con\s+(?:el|este)\s+proyecto)",
+    r"presupuesto\s+(?:fue\s+|ha\s+sido\s+)?(?:recortado|cancelado|congelado|eliminado)",
+    r"(?:proyecto)\s+(?:fue\s+|ha\s+sido\s+)?(?:cancelado|suspendido|pospuesto)",
+    r"hemos\s+decidido\s+no",
+    r"(?:hemos|han)\s+descartado",
+    r"(?:ha|han)\s+sido\s+descartad[oa]s?",
+)
+# Our rep acknowledging the customer's decision: won evidence even though we wrote it.
+WON_ACK = _words(
+    r"thank(?:s|\s+you)\s+(?:so\s+much\s+|very\s+much\s+)?for\s+(?:the|your)\s+(?:order|purchase\s+order|po|business|signature)",
+    r"(?:danke|dank)\s+für\s+(?:den|ihren|diesen|die)\s+(?:auftrag|bestellung)",
+    r"gracias\s+por\s+(?:el|su|vuestro|vuestra|la)\s+(?:pedido|orden\s+de\s+compra|confianza)",
+    r"copia\s+contrafirmada",
 )
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (
-        "demo",
-        _words(
-            r"demo\s+(?:is\s+)?(?:booked|scheduled|confirmed)",
-            r"(?:book|schedule)\s+(?:a|the)\s+demo",
-            r"demo\s+termin",
-        ),
-    ),
-    (
-        "proposal",
-        _words(
-            r"(?:attached|here)\s+is\s+(?:our|the)\s+(?:proposal|quote|quotation)",
-            r"proposal\s+(?:is\s+)?attached",
-            r"angebot\s+(?:anbei|im\s+anhang)",
-            r"adjunto\s+(?:la\s+)?(?:propuesta|cotizaci[oó]n)",
-        ),
-    ),
-    (
-        "negotiation",
-        _words(
-            r"redlines?",
-            r"(?:discount|terms)\s+(?:request|proposal)",
-            r"negotiat\w+",
-            r"verhandlung\w*",
-            r"negociaci[oó]n",
-        ),
-    ),
-)
+    ("demo", _words(
+        r"demo\s+(?:is\s+|has\s+been\s+)?(?:booked|scheduled|confirmed|set)", r"(?:book|booked|schedule|scheduled|confirm|confirmed)\s+(?:a|the|our)\s+(?:demo|walkthrough)",
+        r"(?:see|looking\s+forward\s+to)\s+(?:you\s+at\s+)?the\s+demo", r"(?:vorführung|demo|präsentation)\s*(?:termin)?\s+(?:ist\s+)?(?:bestätigt|vereinbart|gebucht)",
+        r"termin\s+für\s+(?:die|eine)\s+(?:vorführung|demo|präsentation)", r"(?:demo|demostraci[oó]n)\s+(?:est[aá]\s+)?(?:confirmada|agendada|programada)",
+        r"testzugang", r"acceso\s+de\s+prueba",
+    )),
+    ("proposal", _words(
+        r"(?:attached|here)\s+(?:is|are|you'll\s+find)\s+(?:our|the)\s+(?:\w+\s+)?(?:proposal|quote|quotation|offer)",
+        r"(?:proposal|quote|quotation)\s+(?:is\s+)?attached", r"(?:sending|sent)\s+(?:you\s+)?(?:our|the)\s+(?:\w+\s+)?(?:proposal|quote|quotation)",
+        r"(?:angebot|kostenvoranschlag)\s+(?:\w+\s+)?(?:anbei|im\s+anhang|beigefügt)", r"anbei\s+(?:unser|das)\s+(?:\w+\s+)?angebot",
+        r"adjunt[oa]\s+(?:la\s+|nuestra\s+)?(?:propuesta|cotizaci[oó]n|oferta|presupuesto)", r"(?:le|les)\s+(?:env[ií]o|enviamos)\s+(?:la|nuestra)\s+(?:propuesta|cotizaci[oó]n)",
+    )),
+    ("negotiation", _words(
+        r"redlines?", r"red-?lined", r"(?:discount|terms|payment\s+terms|pricing)\s+(?:request|proposal|counter)", r"counter-?offer",
+        r"negotiat\w+", r"(?:legal|procurement)\s+(?:review|is\s+reviewing|comments)", r"(?:verhandlung|nachverhandl)\w*", r"rabatt\w*",
+        r"(?:vertragsentwurf|änderungswünsche)", r"negociaci[oó]n", r"descuento", r"(?:condiciones|t[eé]rminos)\s+de\s+pago",
+    )),
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    kind: str  # intent | won | lost | demo | proposal | negotiation
+    kind: str  # intent | request | selling | won | lost | demo | proposal | negotiation
     sentence: str
 
 
+_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("won", WON), ("lost", LOST), ("won_ack", WON_ACK), *STAGES, ("request", REQUEST), ("selling", SELLING), ("intent", INTENT),
+)  # fmt: skip
+
+
 def find_signals(text: str) -> list[Hit]:
-    """Every signal in `text`, each with the sentence that carries it."""
+    """Every signal in `text`, each with the sentence that carries it; a sentence counts once per kind."""
     hits = []
     for sentence in sentences(text):
-        for kind, pattern in (("won", WON), ("lost", LOST), *STAGES, ("intent", INTENT)):
+        for kind, pattern in _KINDS:
             if pattern.search(sentence):
                 hits.append(Hit(kind, sentence[:400]))
     return hits

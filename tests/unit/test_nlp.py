@@ -213,3 +213,53 @@ def test_noise_and_internal_threads_propose_nothing():
         "sam@northwind.example", "Pipeline review: pricing for Acme?", to=("dana@northwind.example",)
     )
     assert propose(view(internal), CRM) == []
+
+
+def test_negated_competitor_phrase_is_not_a_loss():
+    good_news = msg(
+        "rachel@acme.example", "After the bake-off we are not moving forward with the other vendor."
+    )
+    assert propose(view(good_news, linked=10), CRM) == []
+
+
+def test_a_supplier_quoting_us_is_not_our_opportunity():
+    supplier = msg(
+        "sales@boothbuilders.example",
+        "As promised, our quote for your trade fair stand is attached: EUR 18,500.",
+    )
+    assert propose(view(supplier), CRM) == []
+
+
+def test_an_unanswered_cold_email_of_ours_is_not_a_deal():
+    cold = msg(
+        "dana@northwind.example",
+        "Would a 20-minute demo of our pricing tools be worth your time?",
+        to=("ceo@prospect.example",),
+    )
+    assert propose(view(cold), CRM) == []
+
+
+def test_a_rep_thanking_for_the_order_is_won_evidence():
+    thanks = msg(
+        "dana@northwind.example",
+        "Vielen Dank für den Auftrag! Die Auftragsbestätigung folgt morgen.",
+        to=("rachel@acme.example",),
+    )
+    (change,) = propose(view(msg("rachel@acme.example", "Anbei die Unterlagen."), thanks, linked=10), CRM)
+    assert change.payload["to_stage"] == "closed_won"
+
+
+def test_stage_change_goes_to_the_clearly_best_of_several_open_deals():
+    second = OpportunityRef(
+        11, "OPP-2", 1, "Acme - RouteIQ licences", "demo", None, None, "dana@northwind.example"
+    )
+    crm = CrmSnapshot(
+        **{**{f: getattr(CRM, f) for f in CRM.__slots__}, "open_opportunities": {1: (OPP, second)}}
+    )
+    lost = msg(
+        "rachel@acme.example", "About the RouteIQ licences: the budget was cut, so we will pass for now."
+    )
+    proposals = propose(view(lost), crm)
+    change = next(p for p in proposals if p.kind is ProposalKind.STAGE_CHANGE)
+    assert change.payload["opportunity_id"] == 11
+    assert change.payload["to_stage"] == "closed_lost"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from nlp.clean import sentences
 from nlp.money import find_amounts
+from nlp.phrases import index_for
 from nlp.signals import Hit, find_signals
 from storage.records import Evidence, Proposal, ProposalKind
 
@@ -51,7 +52,7 @@ def propose(thread: ThreadView, crm: CrmSnapshot) -> list[Proposal]:
         return []
     proposals = _new_contacts(human, crm, thread.owner)
     scored = _scored_candidates(human, crm)
-    if thread.linked_opportunity is None and scored:
+    if thread.linked_opportunity is None and scored and _about_a_deal(scored, human):
         proposals.append(_link(thread, scored, human))
     target = _target(thread, scored)
     if target is not None:
@@ -113,22 +114,38 @@ def _first_statement(text: str) -> str:
 
 
 def _scored_candidates(human: list[Match], crm: CrmSnapshot) -> list[tuple[float, OpportunityRef]]:
-    """Open opportunities of the thread's accounts, best first, scored on name words in the thread."""
+    """Open opportunities of the thread's accounts, best first: CRM phrase hits, then name words."""
     seen: dict[int, OpportunityRef] = {}
     for msg in human:
         for account in msg.accounts:
             for opp in crm.open_opportunities.get(account.id, ()):
                 seen.setdefault(opp.id, opp)
-    text = " ".join(f"{m.subject} {m.text}" for m in human).lower()
-    scored = [(_score(opp, text), opp) for opp in seen.values()]
+    if not seen:
+        return []
+    text = "\n".join(f"{m.subject}\n{m.text}" for m in human)
+    index = index_for(crm)
+    mentions = index.mentions(text)
+    lowered = text.lower()
+    scored = [
+        (0.7 * index.score(opp.id, mentions) + 0.3 * _word_overlap(opp, crm, lowered), opp)
+        for opp in seen.values()
+    ]
     return sorted(scored, key=lambda so: (-so[0], so[1].id))
 
 
-def _score(opp: OpportunityRef, text: str) -> float:
-    words = {w.lower() for w in _WORD.findall(opp.name)} - _STOP
+def _word_overlap(opp: OpportunityRef, crm: CrmSnapshot, text: str) -> float:
+    """Share of the opportunity's own words (not its account's: those are in every signature) in text."""
+    account = crm.accounts.get(opp.account_id)
+    account_words = {w.lower() for w in _WORD.findall(account.name)} if account else set()
+    words = {w.lower() for w in _WORD.findall(opp.name)} - _STOP - account_words
     if not words:
         return 0.0
     return sum(1 for w in words if w in text) / len(words)
+
+
+def _about_a_deal(scored: list[tuple[float, OpportunityRef]], human: list[Match]) -> bool:
+    """A link claims the conversation is about a deal: it names one, or talks deals at all."""
+    return scored[0][0] > 0 or any(h.kind != "selling" for m in human for h in find_signals(m.text))
 
 
 def _clear_winner(scored: list[tuple[float, OpportunityRef]]) -> bool:

@@ -32,38 +32,30 @@ def apply_crm_import(session: Session, payload: dict[str, list[dict[str, Any]]])
     """Upsert reps, accounts, contacts and opportunities; returns new/updated/unchanged counts."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for row in payload.get("reps", []):
-        rep = session.scalar(select(m.Rep).where(m.Rep.email == row["email"]))
-        counts["reps"][_upsert(session, rep, m.Rep, row)] += 1
+        counts["reps"][_upsert(session, m.Rep, m.Rep.email, row)[1]] += 1
     session.flush()
     accounts: dict[str, m.Account] = {}
     for row in payload.get("accounts", []):
-        account = session.scalar(select(m.Account).where(m.Account.external_id == row["id"]))
-        fields = {"external_id": row["id"], "name": row["name"]}
-        outcome = _upsert(session, account, m.Account, fields)
-        account = account or session.scalar(select(m.Account).where(m.Account.external_id == row["id"]))
-        assert account is not None  # noqa: S101 - just upserted
-        if _set_domains(session, account, row["domains"]) and outcome == "unchanged":
-            outcome = "updated"
-        counts["accounts"][outcome] += 1
+        account, outcome = _upsert(
+            session, m.Account, m.Account.external_id, {"external_id": row["id"], "name": row["name"]}
+        )
+        domains = _set_keys(session, account.domains, m.AccountDomain, {d.lower() for d in row["domains"]})
+        counts["accounts"][_changed(outcome, domains)] += 1
         accounts[row["id"]] = account
     session.flush()
     for row in payload.get("contacts", []):
-        account_id = _account_pk(session, accounts, row.get("account_id"))
-        contact = session.scalar(select(m.Contact).where(m.Contact.external_id == row["id"]))
         fields = {
             "external_id": row["id"],
             "name": row["name"],
-            "account_id": account_id,
+            "account_id": _account_pk(session, accounts, row.get("account_id")),
             "owner_rep": row.get("owner_rep"),
         }
-        outcome = _upsert(session, contact, m.Contact, fields)
-        contact = contact or session.scalar(select(m.Contact).where(m.Contact.external_id == row["id"]))
-        assert contact is not None  # noqa: S101 - just upserted
-        if _set_addresses(session, contact, row["emails"]) and outcome == "unchanged":
-            outcome = "updated"
-        counts["contacts"][outcome] += 1
+        contact, outcome = _upsert(session, m.Contact, m.Contact.external_id, fields)
+        addresses = _set_keys(
+            session, contact.addresses, m.ContactAddress, {normalise_email(e) for e in row["emails"]}
+        )
+        counts["contacts"][_changed(outcome, addresses)] += 1
     for row in payload.get("opportunities", []):
-        opportunity = session.scalar(select(m.Opportunity).where(m.Opportunity.external_id == row["id"]))
         stage = row["stage"]
         fields = {
             "external_id": row["id"],
@@ -77,21 +69,29 @@ def apply_crm_import(session: Session, payload: dict[str, list[dict[str, Any]]])
             "created_at": datetime.fromisoformat(row["created_at"]) if row.get("created_at") else None,
             "outcome": {"closed_won": "won", "closed_lost": "lost"}.get(stage),
         }
-        counts["opportunities"][_upsert(session, opportunity, m.Opportunity, fields)] += 1
+        counts["opportunities"][_upsert(session, m.Opportunity, m.Opportunity.external_id, fields)[1]] += 1
     session.flush()
     return dict(counts)
 
 
-def _upsert(session: Session, row: Any, model: type[m.Base], fields: dict[str, Any]) -> str:
+def _upsert(session: Session, model: type[Any], key: Any, fields: dict[str, Any]) -> tuple[Any, str]:
+    """The row whose `key` column equals fields[key.name], created or updated; and new/updated/unchanged."""
+    row = session.scalar(select(model).where(key == fields[key.name]))
     if row is None:
-        session.add(model(**fields))
-        return "new"
+        row = model(**fields)
+        session.add(row)
+        session.flush()
+        return row, "new"
     changed = False
     for name, value in fields.items():
         if getattr(row, name) != value:
             setattr(row, name, value)
             changed = True
-    return "updated" if changed else "unchanged"
+    return row, "updated" if changed else "unchanged"
+
+
+def _changed(outcome: str, children_changed: bool) -> str:
+    return "updated" if children_changed and outcome == "unchanged" else outcome
 
 
 def _account_pk(session: Session, cache: dict[str, m.Account], external_id: str | None) -> int | None:
@@ -103,33 +103,20 @@ def _account_pk(session: Session, cache: dict[str, m.Account], external_id: str 
     return account.id if account else None
 
 
-def _set_domains(session: Session, account: m.Account, domains: list[str]) -> bool:
-    wanted = {d.lower() for d in domains}
-    if {d.domain for d in account.domains} == wanted:
+def _set_keys(session: Session, owned: list[Any], model: type[Any], wanted: set[str]) -> bool:
+    """Give a row exactly the `wanted` domains or addresses; a key taken by another row moves here
+    (one domain, one address belongs to one account, one contact: the newest import wins)."""
+    key = model.__mapper__.primary_key[0].name
+    if {getattr(item, key) for item in owned} == wanted:
         return False
-    account.domains.clear()
+    owned.clear()
     session.flush()
-    for domain in sorted(wanted):
-        taken = session.get(m.AccountDomain, domain)
-        if taken is not None:  # a domain belongs to one account: the newest import wins
-            session.delete(taken)
-            session.flush()
-        account.domains.append(m.AccountDomain(domain=domain))
-    return True
-
-
-def _set_addresses(session: Session, contact: m.Contact, emails: list[str]) -> bool:
-    wanted = {normalise_email(e) for e in emails}
-    if {a.email for a in contact.addresses} == wanted:
-        return False
-    contact.addresses.clear()
-    session.flush()
-    for email in sorted(wanted):
-        taken = session.get(m.ContactAddress, email)
+    for value in sorted(wanted):
+        taken = session.get(model, value)
         if taken is not None:
             session.delete(taken)
             session.flush()
-        contact.addresses.append(m.ContactAddress(email=email))
+        owned.append(model(**{key: value}))
     return True
 
 

@@ -370,6 +370,29 @@ def status(ctx: typer.Context) -> None:
         for name, owner, count, last in rows:
             table.add_row(name, owner, str(count), f"{last:%Y-%m-%d %H:%M}" if last else "never")
         out.print(table)
+        folders = Table(title="IMAP folders")
+        for column in ("mailbox", "folder", "uidvalidity", "last uid", "last success"):
+            folders.add_column(column)
+        for name, folder, validity, last_uid, success in session.execute(
+            select(
+                m.Mailbox.name,
+                m.FolderState.name,
+                m.FolderState.uidvalidity,
+                m.FolderState.last_uid,
+                m.FolderState.last_success_at,
+            )
+            .join(m.Mailbox, m.Mailbox.id == m.FolderState.mailbox_id)
+            .order_by(m.Mailbox.name, m.FolderState.name)
+        ):
+            folders.add_row(
+                name,
+                folder,
+                str(validity),
+                str(last_uid),
+                f"{success:%Y-%m-%d %H:%M:%S}" if success else "never",
+            )
+        if folders.row_count:
+            out.print(folders)
         totals = Table(title="totals")
         totals.add_column("what")
         totals.add_column("count", justify="right")

@@ -133,3 +133,36 @@ def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monke
     assert "stop_requested" in events
     assert events[-1] == "daemon_stopped"
     assert imap_user.password not in "".join(lines) + rest
+
+
+def test_daemon_reconnects_with_backoff_after_the_server_goes_away(
+    tmp_path, dovecot_factory, monkeypatch, repo, pipeline
+):
+    server = dovecot_factory(users={"rita": "ritapw"})
+
+    class User:
+        name, password = "rita", "ritapw"
+
+    settings = load_settings(daemon_config(tmp_path, server, User, monkeypatch))
+    server.append("rita", "INBOX", mail("before the outage"))
+    metrics = Metrics(["imap"])
+    daemon = Daemon(settings, pipeline, metrics)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        assert wait_for(lambda: messages(repo) == 1, 15)
+        server.stop()
+        assert wait_for(
+            lambda: (
+                "mailsync_sync_errors_total" in get(f"http://127.0.0.1:{daemon.ops.port}/metrics")[1]
+                and 'kind="SourceUnavailable"' in get(f"http://127.0.0.1:{daemon.ops.port}/metrics")[1]
+            ),
+            15,
+        )
+        server.start()
+        server.append("rita", "INBOX", mail("after the outage"))
+        assert wait_for(lambda: messages(repo) == 2, 30), "not recaptured after the server came back"
+    finally:
+        daemon.request_stop()
+        runner.join(30)
+    assert not runner.is_alive()

@@ -134,3 +134,19 @@ def test_noise_and_internal_threads_have_no_proposals(repo, imported):
         "Q2 pipeline review - Thursday",
     ]
     assert [subject.lower().startswith("out of office") for subject in auto_replies] == [True]
+
+
+def test_mbox_export_of_the_same_mail_is_the_same_messages(tmp_path, settings, repo, pipeline, imported):
+    import mailbox  # noqa: PLC0415
+
+    export = mailbox.mbox(tmp_path / "dana.mbox")
+    sent = sorted((DEMO / "Maildir" / ".Sent" / "cur").iterdir())
+    for path in sent:
+        data = path.read_bytes()
+        export.add(data.replace(b"\nFrom ", b"\n>From "))  # quoted as an mbox export would
+    export.close()
+    counts = import_source(pipeline, FileSource(tmp_path / "dana.mbox", "dana"), "dana@northwind.example")
+    assert counts == Counter({"copy": len(sent)})  # known emails, new places: no new messages
+    with repo.session() as s:
+        paths = s.scalars(select(m.Provenance.path).where(m.Provenance.path.like("%dana.mbox#%"))).all()
+    assert len(paths) == len(sent)

@@ -209,6 +209,10 @@ def test_cli_sync_once_wrong_password_is_one_clear_error_and_others_carry_on(
     assert [line for line in err.splitlines() if line.startswith("broken:")]
     assert "imap" in out
     assert "INBOX" in out
+    assert main(["-c", str(config), "status"]) == 0
+    status = capsys.readouterr().out
+    assert "IMAP folders" in status
+    assert "INBOX" in status
 
 
 @pytest.mark.slow

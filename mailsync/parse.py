@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from config.settings import ParseLimits
 
+_LEADING_BLANK = re.compile(rb"\A(?:[ \t]*\r?\n)+")
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,}$")
 _MSGIDS = re.compile(r"<([^<>\s]+)>")
@@ -31,25 +32,30 @@ _MAX_SUBJECT = 1000
 _MAX_REFS = 100
 
 
-def check_envelope(raw: bytes, limits: ParseLimits) -> None:
-    """Cheap checks before any parser runs; raise ParseError naming the limit."""
+def check_envelope(raw: bytes, limits: ParseLimits) -> bytes:
+    """Cheap checks before any parser runs; raise ParseError naming the limit.
+
+    Returns the bytes to parse: without whitespace-only lines before the headers, which some
+    exporters and clients write (the archive keeps the exact bytes).
+    """
     if len(raw) > limits.max_bytes:
         raise ParseError(f"message too large: {len(raw):,} bytes > limit {limits.max_bytes:,}")
     if not raw.strip():
         raise ParseError("empty message")
+    raw = _LEADING_BLANK.sub(b"", raw, count=1)
     head, _ = split_message(raw)
-    first = head.lstrip(b"\r\n").split(b"\n", 1)[0]
+    first = head.split(b"\n", 1)[0]
     if not _HEADER_LINE.match(first):
         raise ParseError("no header block: the first line is not a header")
     lines = head.count(b"\n") + 1
     if lines > limits.max_header_lines:
         raise ParseError(f"too many header lines: {lines:,} > limit {limits.max_header_lines:,}")
+    return raw
 
 
 def parse_message(raw: bytes, *, fingerprint: str, archive_key: str, limits: ParseLimits) -> ParsedEmail:
     """Parse one message; raise ParseError for anything over a limit or not mail."""
-    check_envelope(raw, limits)
-    parsed = mailparser.parse_from_bytes(raw)
+    parsed = mailparser.parse_from_bytes(check_envelope(raw, limits))
     message: Message = parsed.message
     _check_tree(message, limits)
     message_id = normalise_message_id(_header(message, "Message-ID"))

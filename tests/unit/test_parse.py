@@ -137,3 +137,8 @@ def test_deep_recursion_in_the_worker_is_a_parse_error():
     limits = ParseLimits(max_mime_depth=100_000, max_bytes=100 * 1024 * 1024)
     with ParseWorker(limits) as worker, pytest.raises(ParseError):
         worker.parse(nested(3000), fingerprint="f", archive_key="k")
+
+
+def test_blank_lines_before_the_headers_are_tolerated():
+    raw = b"   \r\n\r\nFrom: a@x.example\r\nSubject: late start\r\n\r\nbody\r\n"
+    assert parse(raw).subject == "late start"

@@ -47,5 +47,8 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 eval: $(STAMP) ## score matching on the labelled set in fixtures/eval (precision/recall table)
 	$(BIN)/python -m mailsync.evaluate --set fixtures/eval
 
+bench: $(STAMP) system-deps ## benchmarks against peers (spaCy PhraseMatcher, mbsync, notmuch), printed as tables
+	$(BIN)/python -m bench.run
+
 clean: ## remove var/ (demo database, archive) and caches; keeps .venv
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

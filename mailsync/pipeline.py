@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from config.errors import ParseError
+from mailsync import faults
 from mailsync import thread as threading_rules
 from mailsync.identity import identify
 from nlp.match import free_mail_domains, match_message, match_people
@@ -71,6 +72,7 @@ class Pipeline:
     def ingest(self, raw: RawMessage, owner: str) -> IngestResult:
         """Take one message from a source through every stage; CaptureError subclasses propagate."""
         sha256 = self.archive.put(raw.data)  # first, durably: nothing below may lose it
+        faults.point("after_archive")
         identity = identify(raw.data)
         structlog.contextvars.bind_contextvars(message=identity.fingerprint[:16])
         try:
@@ -100,8 +102,10 @@ class Pipeline:
                     )
                     return IngestResult("quarantined", identity.fingerprint, str(exc))
                 message.message_id = parsed.message_id
+                faults.point("during_match")
                 match = match_message(parsed, self.crm, automated_reason(parsed))
                 mailstore.fill_parsed(session, message, parsed, match)
+                faults.point("during_thread")
                 thread = mailstore.assign_thread(
                     session,
                     message,
@@ -112,6 +116,8 @@ class Pipeline:
                     join_by_subject=threading_rules.may_join_by_subject(parsed),
                 )
                 proposals = self._propose(session, thread, owner)
+                faults.point("before_commit")
+            faults.point("after_commit")
             log.debug("message_ingested", thread=thread.key, proposals=proposals)
             return IngestResult("new", identity.fingerprint)
         finally:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from mailsync import faults
 from mailsync.sync_state import Cursor, load_cursor, mark_gone, save_cursor
 from storage import mailstore
 
@@ -29,6 +30,7 @@ CURSOR_EVERY = 100  # messages between cursor saves within one folder pass
 
 
 def _save(pipeline: Pipeline, mailbox: str, folder: str, cursor: Cursor, modseq: int | None) -> None:
+    faults.point("before_cursor")
     with pipeline.repo.session() as session:
         save_cursor(session, mailbox, folder, cursor, highest_modseq=modseq)
 
@@ -107,6 +109,7 @@ def _sync_folder(
         if stop is not None and stop.is_set():
             result.complete = False
             break
+        faults.point("after_fetch")
         result.fetched += 1
         outcome = pipeline.ingest(raw, mailbox.owner).outcome
         result.count(outcome)

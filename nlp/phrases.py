@@ -38,11 +38,20 @@ class PhraseIndex:
 
     def __post_init__(self) -> None:
         self.matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
+        # One label per distinct phrase, however many opportunities share it ("FleetSense" names many):
+        # a mention then costs one match, not one per opportunity.
+        owners: dict[str, set[int]] = {}
         for opportunities in self.crm.open_opportunities.values():
             for opp in opportunities:
-                self._add(opp)
+                for phrase in self._phrases(opp):
+                    owners.setdefault(phrase.lower(), set()).add(opp.id)
+        self.owners: dict[int, tuple[str, frozenset[int]]] = {}
+        for phrase, ids in owners.items():
+            key = self.nlp.vocab.strings.add(f"phrase:{phrase}")
+            self.owners[key] = (phrase, frozenset(ids))
+            self.matcher.add(f"phrase:{phrase}", [self.nlp.make_doc(phrase)])
 
-    def _add(self, opp: OpportunityRef) -> None:
+    def _phrases(self, opp: OpportunityRef) -> set[str]:
         account = self.crm.accounts.get(opp.account_id)
         parts = [p for p in _SEPARATORS.split(opp.name) if p.strip()]
         descriptive = [p for p in parts if not account or p.strip().lower() != account.name.lower()]
@@ -50,17 +59,16 @@ class PhraseIndex:
         phrases |= {re.sub(r"\s*\(.*?\)\s*", " ", p).strip() for p in phrases}  # without "(40 vans)"
         terms = {w.strip("(),.") for w in opp.name.split() if _PRODUCT.match(w.strip("(),."))}
         self.products[opp.id] = frozenset(t.lower() for t in terms)
-        patterns = [self.nlp.make_doc(p) for p in sorted(phrases | terms) if p]
-        if patterns:
-            self.matcher.add(f"phrase:{opp.id}", patterns[:20])
+        return {p for p in phrases | terms if p}
 
     def mentions(self, text: str) -> dict[int, set[str]]:
         """Opportunity id -> the distinct phrases of it found in `text` (lower-cased)."""
         doc = self.nlp.make_doc(text[:20_000])
         found: dict[int, set[str]] = {}
-        for label, start, end in self.matcher(doc):
-            opp_id = int(self.nlp.vocab.strings[label].split(":", 1)[1])
-            found.setdefault(opp_id, set()).add(doc[start:end].text.lower())
+        for label in {label for label, _, _ in self.matcher(doc)}:
+            phrase, ids = self.owners[label]
+            for opp_id in ids:
+                found.setdefault(opp_id, set()).add(phrase)
         return found
 
     def score(self, opp_id: int, mentions: dict[int, set[str]]) -> float:

@@ -1,0 +1,1 @@
+"""Benchmarks against peers, printed as tables (`python -m bench.run`); they report, never gate."""

@@ -1,0 +1,65 @@
+"""Named fault-injection points for crash tests: a real SIGKILL at a chosen point, off unless a test asks.
+
+A test sets the environment variable `MAILSYNC_TEST_FAULT` of a `mailsync` subprocess to `name` (fire
+the first time the point is reached) or `name:N` (fire the Nth time, counted in this process). When a
+point fires, the process kills itself with SIGKILL: no `finally`, no commit, no flush, exactly like
+the OOM killer or a power cut of the process. Without the variable every `point()` is one comparison.
+
+The points, in the order one message meets them:
+
+    after_fetch     sync.py      a RawMessage came from IMAP, nothing written yet
+    after_archive   pipeline.py  the blob is in the archive, the database knows nothing
+    during_match    pipeline.py  inside the message's transaction, before the match stage
+    during_thread   pipeline.py  inside the transaction, before the thread is assigned
+    before_commit   pipeline.py  the transaction's work is done, the commit has not happened
+    after_commit    pipeline.py  the message is committed, the caller has not heard of it
+    before_cursor   sync.py      messages are committed, the folder cursor is not yet saved
+
+Test-only: production never sets the variable. The variable is read once, at import.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "MAILSYNC_TEST_FAULT"
+POINTS = frozenset(
+    {
+        "after_fetch",
+        "after_archive",
+        "during_match",
+        "during_thread",
+        "before_commit",
+        "after_commit",
+        "before_cursor",
+    }
+)
+
+
+def _parse(value: str) -> tuple[str | None, int]:
+    if not value:
+        return None, 0
+    name, _, nth = value.partition(":")
+    if name not in POINTS:
+        msg = f"{ENV}={value!r}: unknown point {name!r} (known: {', '.join(sorted(POINTS))})"
+        raise ValueError(msg)
+    count = int(nth) if nth else 1
+    if count < 1:
+        msg = f"{ENV}={value!r}: N must be 1 or more"
+        raise ValueError(msg)
+    return name, count
+
+
+_ARMED, _FIRE_AT = _parse(os.environ.get(ENV, "").strip())
+_reached = 0
+
+
+def point(name: str) -> None:
+    """Kill this process with SIGKILL if `MAILSYNC_TEST_FAULT` names this point and its count is due."""
+    global _reached  # noqa: PLW0603 - one counter per process is the contract
+    if name != _ARMED:
+        return
+    _reached += 1
+    if _reached >= _FIRE_AT:
+        os.kill(os.getpid(), signal.SIGKILL)

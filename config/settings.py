@@ -146,6 +146,15 @@ class DaemonSettings(_Strict):
     http_port: int = Field(default=9325, ge=0, le=65535)
 
 
+class MatchingSettings(_Strict):
+    """How sure the match stage must be before it acts, and which spaCy pipeline it builds on."""
+
+    link_threshold: float = Field(default=0.6, ge=0.0, le=1.0)  # link a thread at or above this score
+    suggest_threshold: float = Field(default=0.2, ge=0.0, le=1.0)  # below it, no candidate is listed
+    lost_after_days: int = Field(default=30, ge=1)  # an unanswered rep follow-up this old is a lost signal
+    spacy_model: str | None = None  # an installed spaCy pipeline package, e.g. "en_core_web_sm"; None: blank
+
+
 class Settings(BaseSettings):
     """Everything mailsync reads from the outside world, validated."""
 
@@ -161,6 +170,7 @@ class Settings(BaseSettings):
     mailboxes: tuple[MailboxSettings, ...] = ()
     limits: ParseLimits = ParseLimits()
     daemon: DaemonSettings = DaemonSettings()
+    matching: MatchingSettings = MatchingSettings()
     stage_map: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

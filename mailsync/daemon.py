@@ -105,7 +105,7 @@ class Daemon:
         backoff = 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
-                with ImapSource(mailbox) as source:
+                with ImapSource.configured(mailbox, self.settings) as source:
                     self._sync(mailbox, source)
                     backoff = 1.0
                     self._idle(mailbox, source, deadline)

@@ -14,6 +14,10 @@ import re
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _CRLF = re.compile(rb"\r+\n")
@@ -39,13 +43,6 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
     return raw[: found.start()], raw[found.end() :]
 
 
-def normalise_body(body: bytes) -> bytes:
-    """Line endings to LF, NULs dropped, mbox `>From ` quoting undone, trailing blank space cut."""
-    body = _CRLF.sub(b"\n", body.replace(b"\x00", b""))
-    body = _MBOX_FROM.sub(rb"\1", body)
-    return body.rstrip()
-
-
 def normalise_message_id(value: str | None) -> str | None:
     """The first <id> in a header value, without brackets; None when there is none."""
     if not value:
@@ -57,6 +54,70 @@ def normalise_message_id(value: str | None) -> str | None:
     return bare if bare and " " not in bare and len(bare) < 1000 else None  # noqa: PLR2004
 
 
+def _normalise_lines(lines: bytes) -> bytes:
+    """NULs dropped, line endings to LF, mbox `>From ` quoting undone; `lines` starts at a line start."""
+    return _MBOX_FROM.sub(rb"\1", _CRLF.sub(b"\n", lines.replace(b"\x00", b"")))
+
+
+class _BodyDigest:
+    """Feeds the normalised body to a hash piece by piece: line endings to LF, NULs dropped, mbox
+    `>From ` quoting undone, trailing blank space cut. Works on whole lines, so a chunk boundary
+    anywhere gives the same digest as the body in one piece."""
+
+    def __init__(self, digest: hashlib._Hash) -> None:
+        self._digest = digest
+        self._partial = b""  # an unfinished last line
+        self._blank = b""  # trailing whitespace, hashed only once something follows it
+
+    def update(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        if cut:
+            self._emit(_normalise_lines(data[:cut]))
+
+    def finish(self) -> None:
+        self._emit(_normalise_lines(self._partial))
+        self._partial = b""
+
+    def _emit(self, text: bytes) -> None:
+        core = text.rstrip()
+        if core:
+            self._digest.update(self._blank)
+            self._digest.update(core)
+            self._blank = text[len(core) :]
+        else:
+            self._blank += text
+
+
+class _HeadReader:
+    """Splits a stream at the first empty line, keeping the first `keep` bytes of the header block."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.head = bytearray()
+        self.done = False
+        self._held = b""  # up to 4 unexamined bytes: an empty line may straddle two chunks
+
+    def feed(self, chunk: bytes, *, final: bool = False) -> bytes:
+        """Take the next chunk; once the head has ended, return the body bytes that followed it."""
+        window = self._held + chunk
+        found = _BLANK_LINE.search(window)
+        # A match touching the window's end might grow (\r?) with the next chunk: wait for it.
+        if found and (found.end() < len(window) or final):
+            self._take(window[: found.start()])
+            self._held, self.done = b"", True
+            return window[found.end() :]
+        held = 0 if final else min(len(window), 4)
+        self._take(window[: len(window) - held])
+        self._held, self.done = window[len(window) - held :], final
+        return b""
+
+    def _take(self, data: bytes) -> None:
+        if len(self.head) < self.keep:
+            self.head += data[: self.keep - len(self.head)]
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     fingerprint: str  # hex SHA-256: the message's identity
@@ -65,20 +126,40 @@ class Identity:
 
 def identify(raw: bytes) -> Identity:
     """The identity of the email in `raw`."""
-    head, body = split_message(raw)
-    headers = BytesHeaderParser(policy=compat32).parsebytes(head[:_MAX_HEADER_BYTES].replace(b"\x00", b""))
+    return identify_stream(lambda: iter((raw,)))
+
+
+def identify_stream(chunks: Callable[[], Iterator[bytes]]) -> Identity:
+    """The identity of the email whose bytes `chunks()` yields; called twice for content that is not mail."""
+    reader = _HeadReader(_MAX_HEADER_BYTES)
+    pieces = chunks()
+    body_start = b""
+    for piece in pieces:
+        body_start = reader.feed(piece)
+        if reader.done:
+            break
+    else:
+        body_start = reader.feed(b"", final=True)
+    head = bytes(reader.head).replace(b"\x00", b"")
+    headers = BytesHeaderParser(policy=compat32).parsebytes(head)
     digest = hashlib.sha256()
     message_id = normalise_message_id(str(headers.get("Message-ID", "") or ""))
     if message_id:
         fields = [message_id, _squash(headers.get("Date")), _squash(headers.get("From")).lower()]
     else:
         fields = [f"{k.lower()}:{_squash(v)}" for k, v in headers.items() if k.lower() not in _TRANSIT]
-        if not fields:  # not mail at all: the whole content is its identity
-            body = raw
     for item in fields:
         digest.update(item.encode("utf-8", "surrogateescape"))
         digest.update(b"\x00")
-    digest.update(normalise_body(body))
+    body = _BodyDigest(digest)
+    if fields:
+        body.update(body_start)
+        for piece in pieces:
+            body.update(piece)
+    else:  # not mail at all: the whole content is its identity
+        for piece in chunks():
+            body.update(piece)
+    body.finish()
     return Identity(fingerprint=digest.hexdigest(), message_id=message_id)
 
 

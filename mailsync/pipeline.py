@@ -15,7 +15,7 @@ import structlog
 from config.errors import ParseError
 from mailsync import faults
 from mailsync import thread as threading_rules
-from mailsync.identity import identify
+from mailsync.identity import identify_stream
 from nlp.match import free_mail_domains, match_message, match_people
 from nlp.noise import automated_reason
 from nlp.propose import ThreadView, propose
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from storage.archive import Archive
     from storage.models import Message, Thread
     from storage.models import Participant as ParticipantRow
-    from storage.records import CrmSnapshot, Match, RawMessage
+    from storage.records import CrmSnapshot, Match, ParsedEmail, RawMessage
     from storage.repo import Repo
 
 log = structlog.get_logger()
@@ -71,27 +71,31 @@ class Pipeline:
 
     def ingest(self, raw: RawMessage, owner: str) -> IngestResult:
         """Take one message from a source through every stage; CaptureError subclasses propagate."""
-        sha256 = self.archive.put(raw.data)  # first, durably: nothing below may lose it
+        size = raw.size
+        # First, durably: nothing below may lose it. Spooled (huge) mail is never read whole.
+        sha256 = (
+            self.archive.put(raw.data) if raw.spool is None else self.archive.put_stream(raw.chunks(), size)
+        )
         faults.point("after_archive")
-        identity = identify(raw.data)
+        identity = identify_stream(raw.chunks)
         structlog.contextvars.bind_contextvars(message=identity.fingerprint[:16])
         try:
             with self.repo.session() as session:
                 mailstore.ensure_mailbox(session, raw.provenance.mailbox, owner)
                 message = mailstore.find_message(session, identity.fingerprint)
                 if message is not None:
-                    added = mailstore.record_copy(session, message, sha256, len(raw.data), raw.provenance)
+                    added = mailstore.record_copy(session, message, sha256, size, raw.provenance)
                     return IngestResult("copy" if added else "known", identity.fingerprint)
                 message = mailstore.new_message(
                     session,
                     identity.fingerprint,
                     sha256,
-                    len(raw.data),
+                    size,
                     identity.message_id or f"{identity.fingerprint}@mailsync.invalid",
                 )
-                mailstore.record_copy(session, message, sha256, len(raw.data), raw.provenance)
+                mailstore.record_copy(session, message, sha256, size, raw.provenance)
                 try:
-                    parsed = self.parser.parse(raw.data, fingerprint=identity.fingerprint, archive_key=sha256)
+                    parsed = self._parse(raw, identity.fingerprint, sha256)
                 except ParseError as exc:
                     mailstore.quarantine(session, message, str(exc))
                     log.warning(
@@ -122,6 +126,13 @@ class Pipeline:
             return IngestResult("new", identity.fingerprint)
         finally:
             structlog.contextvars.unbind_contextvars("message")
+
+    def _parse(self, raw: RawMessage, fingerprint: str, sha256: str) -> ParsedEmail:
+        limit = self.settings.limits.max_bytes
+        if raw.size > limit:  # checked here too so that huge spooled mail is never read into memory
+            msg = f"message too large: {raw.size:,} bytes > limit {limit:,}"
+            raise ParseError(msg)
+        return self.parser.parse(raw.read(), fingerprint=fingerprint, archive_key=sha256)
 
     def _propose(self, session: Session, thread: Thread, owner: str) -> int:
         view = ThreadView(

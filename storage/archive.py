@@ -7,7 +7,7 @@ Layout (stable; back it up with any file tool, check it with `mailsync verify`):
 where h is the SHA-256 (hex) of the bytes as received and each file is one zstd frame of exactly
 those bytes. A blob is written to a temporary file in its final directory, fsynced, renamed into
 place and the directory fsynced, so a crash leaves either the whole blob or nothing (plus perhaps a
-`.tmp-*` file that verify reports and removes). The same bytes are stored once.
+`.tmp-*` file that verify reports and `verify --repair` removes). The same bytes are stored once.
 """
 
 from __future__ import annotations
@@ -56,28 +56,48 @@ class Archive:
     def put(self, data: bytes) -> str:
         """Store `data` durably (unless already stored) and return its SHA-256."""
         sha256 = hashlib.sha256(data).hexdigest()
-        path = self.path_for(sha256)
-        if path.exists():
+        if self.path_for(sha256).exists():  # a second copy of known bytes: nothing to write
             return sha256
-        compressed = zstandard.ZstdCompressor(level=self._level, write_content_size=True).compress(data)
+        return self.put_stream(iter((data,)), len(data))
+
+    def put_stream(self, chunks: Iterator[bytes], size: int) -> str:
+        """Store the `size` bytes `chunks` yields, compressing as they come; return their SHA-256.
+
+        Memory stays at one chunk whatever the size. The blob's name is known only at the end, so the
+        temporary file is written in the blobs directory and renamed into its place when complete.
+        """
+        digest = hashlib.sha256()
+        compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
+        tmp: Path | None = None
         try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".tmp-", dir=self.blobs)
+            tmp = Path(name)
+            with os.fdopen(fd, "wb") as out:
+                with compressor.stream_writer(out, size=size, closefd=False) as writer:
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        writer.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha256 = digest.hexdigest()
+            path = self.path_for(sha256)
+            if path.exists():
+                tmp.unlink()
+                return sha256
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(compressed)
-                    out.flush()
-                    os.fsync(out.fileno())
-                Path(tmp).replace(path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            tmp.replace(path)
+            tmp = None
             _fsync_dir(path.parent)
-        except OSError as exc:
+            _fsync_dir(self.blobs)
+        except (OSError, zstandard.ZstdError) as exc:
             raise ArchiveError(
-                f"cannot write blob {sha256[:12]} to {path.parent}: {exc.strerror}",
+                f"cannot write a {size:,}-byte blob to {self.blobs}: {getattr(exc, 'strerror', None) or exc}",
                 fix="free disk space or fix the archive directory's permissions; the message is retried",
             ) from exc
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         return sha256
 
     def get(self, sha256: str) -> bytes:
@@ -122,7 +142,7 @@ class Archive:
                 progress()
         report.missing = sorted(expected - on_disk)
         if self.blobs.exists():
-            report.partial = sorted(str(p) for p in self.blobs.glob("*/*/.tmp-*"))
+            report.partial = sorted(str(p) for p in self.blobs.glob("**/.tmp-*"))
         return report
 
 

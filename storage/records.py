@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +36,32 @@ class Provenance:
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
-    """The exact bytes a source delivered, with where they came from. Sources never parse."""
+    """The exact bytes a source delivered, with where they came from. Sources never parse.
+
+    Mail too big to hold in memory comes as a `spool` file instead (then `data` is empty): the
+    source's own file, or a temporary one the source removes once the consumer moves on.
+    """
 
     data: bytes
     provenance: Provenance
+    spool: Path | None = None
+
+    @property
+    def size(self) -> int:
+        return self.spool.stat().st_size if self.spool is not None else len(self.data)
+
+    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes in pieces, without reading a spool file whole."""
+        if self.spool is None:
+            yield self.data
+            return
+        with self.spool.open("rb") as stream:
+            while piece := stream.read(chunk_size):
+                yield piece
+
+    def read(self) -> bytes:
+        """All the bytes at once; for spooled mail only below the parse size limit."""
+        return self.spool.read_bytes() if self.spool is not None else self.data
 
 
 @dataclass(frozen=True, slots=True)

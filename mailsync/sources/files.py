@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 _NOT_MAIL = ("readme", "copying", "license", "licence")
 _NOT_MAIL_SUFFIXES = (".md", ".json", ".py", ".toml", ".csv")
 
+READ_WHOLE_BYTES = 16 * 1024 * 1024  # bigger files are handed on by path, never read whole here
+
 
 def _is_maildir(path: Path) -> bool:
     return (path / "cur").is_dir() or (path / "new").is_dir()
@@ -84,6 +86,9 @@ class FileSource:
                         yield RawMessage(box.get_bytes(key), self._provenance(folder, f"{where}#{index}"))
                 finally:
                     box.close()
+                return
+            if path.stat().st_size > READ_WHOLE_BYTES:  # the pipeline streams it from the file
+                yield RawMessage(b"", self._provenance(folder, where), spool=path)
                 return
             data = path.read_bytes()
         except OSError as exc:

@@ -6,7 +6,8 @@ The model (RFC 3501, 4551, 2177, 6154):
     (TLS,       (names and    (EXAMINE:         (UID SEARCH UID        (BODY.PEEK[] in        (IDLE until
      LOGIN,      \\Sent-style    read-only,       last+1:*, minus        batches; big mail      EXISTS, or
      ENABLE      SPECIAL-USE     FolderStatus)    the <= last_uid        in 8 MB partial        timeout)
-     CONDSTORE)  flags)                           one `*` returns)       pieces)
+     CONDSTORE)  flags)                           one `*` returns)       pieces to a spool
+                                                                         file)
 
 A message is identified by (folder, UIDVALIDITY, UID). UIDs only grow inside one UIDVALIDITY; when the
 server changes UIDVALIDITY (folder deleted and re-created, server restore) every UID the caller stored
@@ -21,9 +22,12 @@ deleted on the server: it is logged and skipped, not an error.
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import structlog
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     from datetime import date
     from types import TracebackType
 
-    from config.settings import MailboxSettings
+    from config.settings import MailboxSettings, Settings
 
 log = structlog.get_logger()
 
@@ -80,15 +84,24 @@ class ImapSource:
         timeout: float = 60.0,
         batch_size: int = 200,
         max_fetch_bytes: int = 50 * 1024 * 1024,
+        spool_dir: Path | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.timeout = timeout
         self.batch_size = batch_size
-        self.max_fetch_bytes = max_fetch_bytes
+        self.max_fetch_bytes = max_fetch_bytes  # bigger messages are spooled to a file in pieces
+        self.spool_dir = spool_dir  # where; None: the system's temporary directory
         self._client: IMAPClient | None = None
         self._caps: frozenset[str] = frozenset()
         self._selected: FolderStatus | None = None
         self._log = log.bind(mailbox=mailbox.name, host=mailbox.host)
+
+    @classmethod
+    def configured(cls, mailbox: MailboxSettings, settings: Settings) -> ImapSource:
+        """The source as the daemon runs it: mail over the parse size limit is spooled next to the archive."""
+        return cls(
+            mailbox, max_fetch_bytes=settings.limits.max_bytes, spool_dir=settings.archive_dir / "spool"
+        )
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -267,22 +280,32 @@ class ImapSource:
                 self._vanished(uid)
 
     def _fetch_in_pieces(self, status: FolderStatus, uid: int, size: int) -> Iterator[RawMessage]:
+        """Fetch one big message in partial pieces straight into a spool file, never whole in memory."""
         piece = min(PIECE_BYTES, self.max_fetch_bytes)
-        parts: list[bytes] = []
-        offset = 0
-        while True:
-            with self._translate("fetch piece"):
-                got = self._conn().fetch([uid], [f"BODY.PEEK[]<{offset}.{piece}>"])
-            data = got.get(uid, {}).get(f"BODY[]<{offset}>".encode())
-            if not isinstance(data, bytes):
-                self._vanished(uid)
-                return
-            parts.append(data)
-            offset += len(data)
-            if len(data) < piece:  # the last piece; trusts the bytes, not RFC822.SIZE
-                break
-        self._log.info("message_fetched_in_pieces", uid=uid, size=size, pieces=len(parts), bytes=offset)
-        yield self._raw(status, uid, b"".join(parts))
+        if self.spool_dir is not None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"uid{uid}-", suffix=".eml", dir=self.spool_dir)
+        spool = Path(name)
+        try:
+            offset = pieces = 0
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    with self._translate("fetch piece"):
+                        got = self._conn().fetch([uid], [f"BODY.PEEK[]<{offset}.{piece}>"])
+                    data = got.get(uid, {}).get(f"BODY[]<{offset}>".encode())
+                    if not isinstance(data, bytes):
+                        self._vanished(uid)
+                        return
+                    out.write(data)
+                    offset += len(data)
+                    pieces += 1
+                    if len(data) < piece:  # a short piece is the last; trusts the bytes, not RFC822.SIZE
+                        break
+            self._log.info("message_fetched_in_pieces", uid=uid, size=size, pieces=pieces, bytes=offset)
+            where = Provenance(self.mailbox.name, status.name, status.uidvalidity, uid)
+            yield RawMessage(data=b"", provenance=where, spool=spool)
+        finally:
+            spool.unlink(missing_ok=True)
 
     def _raw(self, status: FolderStatus, uid: int, data: bytes) -> RawMessage:
         where = Provenance(self.mailbox.name, status.name, status.uidvalidity, uid)

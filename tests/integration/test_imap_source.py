@@ -170,10 +170,14 @@ def test_large_message_fetched_in_pieces(dovecot, imap_user, source_for) -> None
         source_for(dovecot, user, password, options={"max_fetch_bytes": 100_000}) as source,
     ):
         status = source.select("INBOX")
-        got = list(source.fetch(status, uids))
-    assert [m.provenance.uid for m in got] == uids
-    assert got[1].data == stored
-    assert got[0].data == got[2].data == _crlf(small)
+        # A spool file lives until the consumer moves on: read each message as it comes.
+        got = [(m.provenance.uid, m.read(), m.spool) for m in source.fetch(status, uids)]
+    assert [uid for uid, _, _ in got] == uids
+    assert got[1][1] == stored
+    assert got[1][2] is not None
+    assert not got[1][2].exists()  # removed after use
+    assert got[0][1] == got[2][1] == _crlf(small)
+    assert got[0][2] is None
     pieces = [e for e in logs if e["event"] == "message_fetched_in_pieces"]
     assert [p["uid"] for p in pieces] == [uids[1]]
     assert pieces[0]["pieces"] == len(stored) // 100_000 + 1

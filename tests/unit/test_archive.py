@@ -66,7 +66,7 @@ def test_verify_reports_missing_corrupt_orphan_and_partial(tmp_path):
 def test_unwritable_archive_is_an_archive_error(tmp_path):
     blocker = tmp_path / "archive"
     blocker.write_text("a file where the archive directory should be")
-    with pytest.raises(ArchiveError, match="cannot write blob") as caught:
+    with pytest.raises(ArchiveError, match="cannot write a 1-byte blob") as caught:
         Archive(blocker).put(b"x")
     assert caught.value.fix
     assert not list(tmp_path.rglob("*.zst"))

@@ -2,8 +2,10 @@
 
 One APScheduler interval job per mailbox (max one instance, missed runs coalesced). A job connects,
 runs a sync pass, then waits for new mail with IDLE (in short slices, so SIGTERM is noticed) until
-its interval is over; a dropped connection is retried with exponential backoff inside the job. One
-mailbox failing never touches the others. SIGTERM/SIGINT: the current message finishes and commits,
+its interval is over; a fault that passes by itself (dropped connection, archive disk full, database
+locked or down) is logged once and retried with exponential backoff inside the job, and nothing is
+lost meanwhile: a message is committed whole or not at all and the cursor only covers committed
+ones. One mailbox failing never touches the others. SIGTERM/SIGINT: the current message finishes and commits,
 cursors are saved, the scheduler stops, exit code 0.
 """
 
@@ -18,13 +20,15 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
-from config.errors import CaptureError, SourceUnavailable, StorageError
+from config.errors import ArchiveError, CaptureError, SourceUnavailable, StorageError
 from mailsync.http_app import OpsServer, evaluate_health
 from mailsync.sources.imap import ImapSource
 from mailsync.sync import sync_mailbox
 
 if TYPE_CHECKING:
     from types import FrameType
+
+    from structlog.typing import FilteringBoundLogger as BoundLogger
 
     from config.settings import MailboxSettings, Settings
     from mailsync.http_app import HealthReport
@@ -34,6 +38,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 IDLE_SLICE = 5.0  # seconds per IDLE wait, so a stop request is seen promptly
 MAX_BACKOFF = 60.0
+# Faults that clear by themselves: the poll retries them with backoff instead of waiting a whole interval.
+_FAULT_EVENTS: dict[type[CaptureError], str] = {
+    SourceUnavailable: "mailbox_unavailable",
+    ArchiveError: "archive_unavailable",
+    StorageError: "database_unavailable",
+}
+TRANSIENT = tuple(_FAULT_EVENTS)
 
 
 class Daemon:
@@ -44,6 +55,7 @@ class Daemon:
         self.stop = threading.Event()
         self.started_at = time.time()
         self.mailboxes = [m for m in settings.mailboxes if m.host]
+        self._faults: dict[str, str] = {}  # mailbox -> the event logged when its current fault began
         self.ops = OpsServer(settings.daemon.http_host, settings.daemon.http_port, metrics, self.health)
 
     def health(self) -> HealthReport:
@@ -99,7 +111,8 @@ class Daemon:
         return 0
 
     def poll(self, mailbox: MailboxSettings) -> None:
-        """One scheduled poll: sync, then IDLE until the interval ends; reconnect with backoff."""
+        """One scheduled poll: sync, then IDLE until the interval ends; retry with backoff on faults
+        that pass by themselves (server away, archive disk full, database locked or down)."""
         bound = log.bind(mailbox=mailbox.name)
         deadline = time.monotonic() + self.settings.daemon.poll_interval
         backoff = 1.0
@@ -108,10 +121,11 @@ class Daemon:
                 with ImapSource.configured(mailbox, self.settings) as source:
                     self._sync(mailbox, source)
                     backoff = 1.0
+                    self._recovered(bound, mailbox)
                     self._idle(mailbox, source, deadline)
-            except SourceUnavailable as exc:
+            except TRANSIENT as exc:
                 self.metrics.error(mailbox.name, exc)
-                bound.warning("mailbox_unavailable", error=str(exc), retry_in=backoff)
+                self._paused(bound, mailbox, exc, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except CaptureError as exc:
@@ -120,6 +134,22 @@ class Daemon:
                 return
             else:
                 return
+
+    def _paused(
+        self, bound: BoundLogger, mailbox: MailboxSettings, exc: CaptureError, backoff: float
+    ) -> None:
+        """One clear line when a fault starts (or changes); quiet retries until it clears."""
+        event = next(name for kind, name in _FAULT_EVENTS.items() if isinstance(exc, kind))
+        if self._faults.get(mailbox.name) == event:
+            bound.debug(event, error=str(exc), retry_in=backoff)
+            return
+        self._faults[mailbox.name] = event
+        bound.error(event, error=str(exc), fix=exc.fix, retry_in=backoff, retrying="with backoff up to 60 s")
+
+    def _recovered(self, bound: BoundLogger, mailbox: MailboxSettings) -> None:
+        fault = self._faults.pop(mailbox.name, None)
+        if fault is not None:
+            bound.info("mailbox_recovered", after=fault)
 
     def _idle(self, mailbox: MailboxSettings, source: ImapSource, deadline: float) -> None:
         """Until the poll's interval ends: IDLE on INBOX, sync when the server announces mail."""

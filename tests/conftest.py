@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 
 from config.settings import Settings, load_settings
 from mailsync.logs import configure_logging
@@ -13,6 +16,9 @@ from mailsync.parse_worker import ParseWorker
 from mailsync.pipeline import Pipeline
 from storage.archive import Archive
 from storage.repo import Repo
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # Unconfigured structlog prints every debug event; tests that look at logs use capture_logs().
 configure_logging(json=False, level="warning")
@@ -81,3 +87,12 @@ def corpora() -> Path:
     if not CORPORA.is_dir():
         pytest.fail(f"the shared corpora are missing at {CORPORA}: clone beside ../shared as CI does")
     return CORPORA
+
+
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """Let debug/info events through the filtering logger that conftest configures at warning."""
+    old = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(wrapper_class=old)

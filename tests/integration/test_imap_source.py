@@ -8,10 +8,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from config.errors import SourceError, SourceUnavailable
@@ -37,15 +36,6 @@ def _message(subject: str, body: str = "Hello,\nline two\n") -> bytes:
 
 def _crlf(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-@pytest.fixture
-def debug_logging() -> Iterator[None]:
-    """Let debug/info events through the filtering logger that conftest configures at warning."""
-    old = structlog.get_config()["wrapper_class"]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    yield
-    structlog.configure(wrapper_class=old)
 
 
 @pytest.fixture

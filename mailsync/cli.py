@@ -31,6 +31,8 @@ from storage.repo import Repo
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from mailsync.repair import RepairResult
+
 app = typer.Typer(
     help="mailsync: capture a sales team's mail into its CRM. Archives every message, threads and "
     "matches it to contacts, accounts and deals, and proposes what is missing.",
@@ -267,7 +269,7 @@ def sync_once(
 
         for target in targets:
             try:
-                with ImapSource(target) as source:
+                with ImapSource.configured(target, settings) as source:
                     results = sync_mailbox(target, pipeline, source, progress=track)
             except CaptureError as exc:
                 failed += 1
@@ -318,11 +320,24 @@ def digest(
 
 
 @app.command("verify")
-def verify(ctx: typer.Context) -> None:
-    """Re-hash every archived blob; report missing, corrupt and orphan files."""
+def verify(
+    ctx: typer.Context,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="After verifying, restore each missing or corrupt blob from a copy the database knows "
+            "(its IMAP folder and UID, or the imported file) whose bytes still hash to the blob's name, "
+            "keeping a corrupt file as <name>.corrupt; remove .tmp-* files a crash left (older than 10 "
+            "minutes). Orphans are listed, never deleted. Exits 1 while anything is left.",
+        ),
+    ] = False,
+) -> None:
+    """Re-hash every archived blob; report missing, corrupt and orphan files (--repair fixes what it can)."""
     state = _state(ctx)
     settings = state.settings()
-    with state.repo().session() as session:
+    repo = state.repo()
+    with repo.session() as session:
         known = list(session.scalars(select(m.Blob.sha256)))
     archive = Archive(settings.archive_dir)
     with _progress() as progress:
@@ -339,8 +354,50 @@ def verify(ctx: typer.Context) -> None:
     for label, keys in (("missing", report.missing), ("corrupt", report.corrupt), ("orphan", report.orphans)):
         for key in keys:
             err.print(f"{label}: {archive.path_for(key)}", soft_wrap=True, highlight=False)
-    if not report.ok:
+    if repair:
+        from mailsync.repair import repair_archive  # noqa: PLC0415 - imports the IMAP client
+
+        result = repair_archive(report, repo, archive, settings)
+        _print_repair(result, archive)
+        if not result.ok:
+            raise typer.Exit(1)
+    elif not report.ok:
         raise typer.Exit(1)
+
+
+def _print_repair(result: RepairResult, archive: Archive) -> None:
+    table = Table(title="repair")
+    table.add_column("outcome")
+    table.add_column("files", justify="right")
+    rows = {"repaired": len(result.repaired), "unrepairable": len(result.unrepairable),
+            "partial writes removed": len(result.partial_removed),
+            "partial writes kept": len(result.partial_kept), "orphans kept": len(result.orphans)}  # fmt: skip
+    for label, value in rows.items():
+        table.add_row(label, str(value))
+    out.print(table)
+    for fixed in result.repaired:
+        kept = f"; the corrupt file is kept as {fixed.kept}" if fixed.kept else ""
+        out.print(f"repaired ({fixed.damage}): {archive.path_for(fixed.sha256)} from {fixed.source}{kept}",
+                  soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+    for broken in result.unrepairable:
+        err.print(f"unrepairable ({broken.damage}): {archive.path_for(broken.sha256)}: {broken.reason}",
+                  soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+    if result.unrepairable:
+        err.print(
+            f"{len(result.unrepairable)} blob(s) could not be repaired: restore them from a backup of "
+            f"{archive.blobs} (same layout), then run `mailsync verify` again.",
+            soft_wrap=True, highlight=False, markup=False,
+        )  # fmt: skip
+    for path, why in result.partial_kept:
+        err.print(f"partial write kept: {path}: {why}", soft_wrap=True, highlight=False, markup=False)
+    if result.orphans:
+        err.print(
+            f"{len(result.orphans)} orphan blob(s) kept (listed above): on disk but unknown to the database. "
+            "They are still mail and are never deleted; a later sync of the same message adopts one.",
+            highlight=False,
+        )
+    if result.ok:
+        out.print("[green]archive ok[/green]")
 
 
 @app.command("status")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailsync.identity import identify, normalise_message_id
+from mailsync.identity import identify, identify_stream, normalise_message_id
 
 MAIL = (
     b"Received: from mx1.example by mx2.example; Mon, 2 Mar 2026 10:00:01 +0000\n"
@@ -51,3 +51,23 @@ def test_message_id_normalisation():
     assert normalise_message_id("bare@id") == "bare@id"
     assert normalise_message_id("two words") is None
     assert normalise_message_id(None) is None
+
+
+def _in_pieces(data: bytes, size: int):
+    return lambda: iter([data[i : i + size] for i in range(0, len(data), size)] or [b""])
+
+
+def test_identity_read_in_pieces_is_the_identity_of_the_whole(corpora):
+    """Huge mail is identified from a spool file in pieces: any chunking must give the same fingerprint."""
+    samples = sorted(p for p in corpora.rglob("*") if p.is_file())[::7]
+    edge_cases = [
+        b"",
+        b"\n\n",
+        b"From: a\r\n\r",
+        b"From: a\r\n\r\nbody \r\n\r\n  ",
+        b"no headers at all\n\n>From x",
+    ]
+    for data in [p.read_bytes() for p in samples] + edge_cases + [MAIL, MAIL.replace(b"\n", b"\r\n")]:
+        whole = identify(data)
+        for size in (1, 2, 3, 5, 4096):
+            assert identify_stream(_in_pieces(data, size)) == whole, (size, data[:80])

@@ -97,6 +97,12 @@ class Daemon:
                 id=mailbox.name,
                 name=f"poll {mailbox.name}",
             )
+        from mailsync.followups import daily_job  # noqa: PLC0415 - scheduled here, nowhere else
+
+        scheduler.add_job(  # lost signals from follow-ups nobody answered: once a day, before the digests
+            daily_job, "cron", args=[self.pipeline], hour=6, minute=15, jitter=600, id="no-reply",
+            name="lost signals: unanswered follow-ups",
+        )  # fmt: skip
         scheduler.start()
         log.info(
             "daemon_started",

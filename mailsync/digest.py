@@ -16,6 +16,7 @@ KIND_TITLES = {
     "stage_change": "Stage changes",
     "link_thread": "Conversations to link",
     "new_contact": "New contacts",
+    "contact_moved": "Contacts who changed company",
 }
 
 
@@ -38,7 +39,8 @@ class Digest:
 
 def _details(payload: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     shown = ("account", "new_account_domain", "opportunity", "amount", "currency", "first_seen_at",
-             "from_stage", "to_stage", "contacts", "candidates", "outcome", "email")  # fmt: skip
+             "from_stage", "to_stage", "reason", "silent_since", "contacts", "candidates", "because",
+             "outcome", "contact", "email", "old_account", "new_account")  # fmt: skip
     return tuple((k.replace("_", " "), str(payload[k])) for k in shown if payload.get(k) not in (None, ""))
 
 

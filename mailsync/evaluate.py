@@ -7,9 +7,12 @@
    parse worker and pipeline (mailbox "eval", owner and internal domains from `labels.json`). Order:
    thread directory, then file name (`--order date` sorts by the Date header instead). The directories
    are only the judge's grouping: the product threads by headers itself.
-2. Reads back what the product stored (participants, threads, open suggestions) and scores it against
+2. Runs the daily no-reply job (mailsync/followups.py) once, at NOW = the latest Date in the set plus
+   one day: the set is read as if the job ran the morning after its last message, so a follow-up of
+   ours that nobody answered for `matching.lost_after_days` before that is a lost signal.
+3. Reads back what the product stored (participants, threads, open suggestions) and scores it against
    `labels.json` (schema in `<set>/README.md`). It measures; it never tunes or approves anything.
-3. Prints the scores against the quality targets, then every miss; `--json` writes all numbers.
+4. Prints the scores against the quality targets, then every miss; `--json` writes all numbers.
 
 Scoring
 -------
@@ -32,8 +35,10 @@ the message-pair threading row shows both splits and merges.
 Predictions on a product thread: links = the thread's opportunity plus every open link_thread
 suggestion; new opportunity = any open new_opportunity suggestion; won/lost = a stage_change to
 closed_won/closed_lost or a new_opportunity whose outcome is won/lost; stage advances = stage_change
-to demo/proposal/negotiation. Language is the labelled one (the product does not detect language): a
-message's own, and for a thread its first message's.
+to demo/proposal/negotiation; moved contacts = the contact of every open contact_moved suggestion
+(label `moved_contacts`); automatic links (info) = the thread's opportunity plus link suggestions in
+mode "link", the ones made without asking. Language is the labelled one (the product does not detect
+language): a message's own, and for a thread its first message's.
 
 Exit status: 0 whenever the run completes (a measurement, not a gate), 2 on a harness error.
 """
@@ -48,7 +53,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
@@ -65,6 +70,7 @@ from sqlalchemy import select
 from config.errors import CaptureError, ConfigError
 from config.settings import load_settings
 from mailsync.crm_import import import_crm
+from mailsync.followups import flag_unanswered
 from mailsync.importer import import_source
 from mailsync.logs import configure_logging
 from mailsync.parse_worker import ParseWorker
@@ -89,11 +95,19 @@ METRICS: dict[str, tuple[str, float | None, float | None]] = {
     "won": ("won signal", 0.90, 0.85),
     "lost": ("lost signal", 0.90, 0.85),
     "stage_advances": ("stage adv. (info)", None, None),
+    "moved_contacts": ("contact moved (info)", None, None),
+    "auto_links": ("auto links (info)", None, None),
     "threading": ("thread pairs (info)", None, None),
 }
 _WHY_CHARS = 110
 # Suggestion keys start with these (nlp/propose.py), then the thread key: the current thread's come first.
-_KEY_PREFIX = {"link_thread": "link", "new_opportunity": "new_opportunity", "stage_change": "stage"}
+_KEY_PREFIX = {
+    "link_thread": "link",
+    "new_opportunity": "new_opportunity",
+    "stage_change": "stage",
+    "contact_moved": "contact_moved",
+}
+NOW_AFTER_LAST = timedelta(days=1)  # the evaluation's "now": the latest Date in the set plus this
 
 Language = Literal["en", "de", "es"]
 
@@ -119,6 +133,7 @@ class ThreadLabel(_Label):
     new_opportunity: NewOpportunityLabel | None
     signal: Literal["won", "lost"] | None
     stage: Literal["demo", "proposal", "negotiation"] | None
+    moved_contacts: tuple[str, ...] = ()  # CRM contacts the thread shows moving to another company
     note: str = ""
 
 
@@ -300,6 +315,7 @@ class Suggested:
     quote: str
     opportunity: str | None  # external id of payload opportunity_id
     account: str | None  # external id of payload account_id
+    contact: str | None = None  # external id of payload contact_id
 
 
 @dataclass
@@ -325,10 +341,17 @@ class Observed:
         current = f"{_KEY_PREFIX[kind]}:{self.thread_key.get(thread_id)}"
         return sorted(found, key=lambda s: (not s.key.startswith(current), -s.id))
 
-    def links(self, thread_id: int | None) -> frozenset[str]:
+    def links(self, thread_id: int | None, *, automatic: bool = False) -> frozenset[str]:
         linked = self.thread_opportunity.get(thread_id) if thread_id is not None else None
-        proposed = {s.opportunity for s in self.of_kind(thread_id, "link_thread") if s.opportunity}
+        proposed = {
+            s.opportunity
+            for s in self.of_kind(thread_id, "link_thread")
+            if s.opportunity and (not automatic or s.payload.get("mode") == "link")
+        }
         return frozenset(proposed | ({linked} if linked else set()))
+
+    def moved(self, thread_id: int | None) -> frozenset[str]:
+        return frozenset(s.contact for s in self.of_kind(thread_id, "contact_moved") if s.contact)
 
     def outcomes(self, thread_id: int | None) -> dict[str, str]:
         """won/lost -> the evidence for it."""
@@ -361,6 +384,8 @@ class Observed:
                 parts.append(f"stage→{s.payload.get('to_stage')}")
             elif s.kind == "new_opportunity":
                 parts.append("new opp")
+            elif s.kind == "contact_moved":
+                parts.append(f"moved {s.contact}")
         return "product: " + (", ".join(parts) if parts else "no deal suggestion")
 
 
@@ -403,6 +428,7 @@ def observe(repo: Repo, message_ids: Mapping[str, str]) -> Observed:
             if row.thread_id is None:
                 continue
             opp, acc = row.payload.get("opportunity_id"), row.payload.get("account_id")
+            con = row.payload.get("contact_id")
             quote = str(row.evidence[0].get("quote", "")) if row.evidence else ""
             seen.suggestions[row.thread_id].append(
                 Suggested(
@@ -413,6 +439,7 @@ def observe(repo: Repo, message_ids: Mapping[str, str]) -> Observed:
                     " ".join(quote.split()),
                     opp_ids.get(opp) if isinstance(opp, int) else None,
                     acc_ids.get(acc) if isinstance(acc, int) else None,
+                    contact_ids.get(con) if isinstance(con, int) else None,
                 )
             )
     return seen
@@ -554,6 +581,29 @@ def thread_items(
             "stage_advances", unit, language, _set(label.stage), frozenset(stages), _clip(stage_why), fragment
         )
     )
+    items.append(
+        Item(
+            "moved_contacts",
+            unit,
+            language,
+            frozenset(label.moved_contacts),
+            seen.moved(thread_id),
+            _clip(context),
+            fragment,
+        )
+    )
+    auto = seen.links(thread_id, automatic=True)
+    items.append(
+        Item(
+            "auto_links",
+            unit,
+            language,
+            _set(label.opportunity),
+            auto,
+            _clip(f"{label.kind}; {link_why}"),
+            fragment,
+        )
+    )
     return items
 
 
@@ -622,6 +672,12 @@ def check_labels(labels: Labels, files: Sequence[MailFile], seen: Observed) -> l
         ]
         if thread.opportunity and thread.opportunity in seen.known_ids - seen.open_opportunities:
             problems.append(f"{slug}: {thread.opportunity} is closed in the CRM, so it cannot be linked")
+    for slug, thread in labels.threads.items():
+        problems += [
+            f"{slug}: moved contact {c} is not in the product's CRM"
+            for c in thread.moved_contacts
+            if c not in seen.known_ids
+        ]
     for message_id, message in labels.messages.items():
         problems += [
             f"{message_id}: {c} is not in the product's CRM"
@@ -728,6 +784,9 @@ def run_evaluation(set_dir: Path, order: Literal["slug", "date"] = "slug") -> Ev
                 pipeline.refresh_crm()
                 for f in files:
                     ingest += import_source(pipeline, FileSource(f.path, MAILBOX), labels.mailbox_owner)
+                now = max((f.sent_at for f in files if f.sent_at.year < date.max.year), default=None)
+                if now is not None:
+                    flag_unanswered(repo, pipeline.crm, settings.matching, now + NOW_AFTER_LAST)
             seen = observe(repo, {str(f.path): f.message_id for f in files})
         finally:
             repo.dispose()

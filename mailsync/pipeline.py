@@ -15,13 +15,14 @@ import structlog
 from config.errors import ParseError
 from mailsync import faults
 from mailsync import thread as threading_rules
+from mailsync.followups import thread_view, thresholds
 from mailsync.identity import identify_stream
-from nlp.match import free_mail_domains, match_message, match_people
+from nlp.match import free_mail_domains, match_message
 from nlp.noise import automated_reason
-from nlp.propose import ThreadView, propose
+from nlp.phrases import build_index
+from nlp.propose import propose
 from storage import mailstore
 from storage.crm import load_snapshot
-from storage.records import Address
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -29,9 +30,8 @@ if TYPE_CHECKING:
     from config.settings import Settings
     from mailsync.parse_worker import ParseWorker
     from storage.archive import Archive
-    from storage.models import Message, Thread
-    from storage.models import Participant as ParticipantRow
-    from storage.records import CrmSnapshot, Match, ParsedEmail, RawMessage
+    from storage.models import Thread
+    from storage.records import CrmSnapshot, ParsedEmail, RawMessage
     from storage.repo import Repo
 
 log = structlog.get_logger()
@@ -68,6 +68,7 @@ class Pipeline:
         free = free_mail_domains() | frozenset(self.settings.extra_free_mail_domains)
         with self.repo.session() as session:
             self._crm = load_snapshot(session, frozenset(self.settings.internal_domains), free)
+        build_index(self._crm, self.settings.matching.spacy_model)  # ConfigError if the model is missing
 
     def ingest(self, raw: RawMessage, owner: str) -> IngestResult:
         """Take one message from a source through every stage; CaptureError subclasses propagate."""
@@ -135,24 +136,7 @@ class Pipeline:
         return self.parser.parse(raw.read(), fingerprint=fingerprint, archive_key=sha256)
 
     def _propose(self, session: Session, thread: Thread, owner: str) -> int:
-        view = ThreadView(
-            key=thread.key,
-            subject=thread.subject,
-            linked_opportunity=thread.opportunity_id,
-            messages=tuple(
-                self._rematch(msg, people) for msg, people in mailstore.thread_messages(session, thread.id)
-            ),
-            owner=owner,
-        )
-        return mailstore.save_proposals(session, thread.id, propose(view, self.crm))
-
-    def _rematch(self, message: Message, people: list[ParticipantRow]) -> Match:
-        return match_people(
-            fingerprint=message.fingerprint,
-            sent_at=message.sent_at,
-            subject=message.subject,
-            body=message.body_text,
-            people=[(p.role, Address(name=p.name, email=p.email)) for p in people],
-            automated=message.automated,
-            crm=self.crm,
-        )
+        """Re-propose for the whole thread; suggestions it no longer supports are withdrawn."""
+        view = thread_view(session, thread, owner, self.crm)
+        proposals = propose(view, self.crm, thresholds(self.settings.matching))
+        return mailstore.sync_suggestions(session, thread.id, proposals)

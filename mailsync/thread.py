@@ -4,6 +4,9 @@ JWZ-style: a message joins the thread of any message it references (In-Reply-To,
 any message that already references it (children that arrived first), or of a thread keyed by the
 root it references (siblings under a missing "ghost" root). Without references, a reply-looking
 subject ("Re:", "AW:", "RV:" ...) joins a recent thread with the same subject and a shared participant.
+So does a forward ("Fwd:", "WG:", "TR:" ...): Outlook and Gmail forwards carry no In-Reply-To or
+References, and a customer forwarding our mail back with their colleagues' answer below is the same
+conversation (the shared participant keeps a forward to strangers out).
 storage/threads.py runs these rules against the database, incrementally.
 """
 
@@ -23,6 +26,7 @@ _PREFIX = re.compile(
 _REPLY = re.compile(
     r"^\s*(?:re|aw|antw|sv|vs|rv|r|ref|res|odp)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]", re.IGNORECASE
 )
+_FORWARD = re.compile(r"^\s*(?:fw|fwd|wg|tr|enc|rif|i)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]", re.IGNORECASE)
 _MIN_SUBJECT_KEY = 4
 
 
@@ -58,6 +62,13 @@ def thread_key(parsed: ParsedEmail) -> str:
     return refs[0] if refs else parsed.message_id
 
 
+def is_forward_subject(subject: str) -> bool:
+    return bool(_FORWARD.match(subject))
+
+
 def may_join_by_subject(parsed: ParsedEmail) -> bool:
-    """Whether a message without references may join a thread by subject: only a reply-looking one."""
-    return is_reply_subject(parsed.subject) and len(subject_key(parsed.subject)) >= _MIN_SUBJECT_KEY
+    """Whether a message without references may join a thread by subject: a reply- or forward-looking one."""
+    subject = parsed.subject
+    return (is_reply_subject(subject) or is_forward_subject(subject)) and len(
+        subject_key(subject)
+    ) >= _MIN_SUBJECT_KEY

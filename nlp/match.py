@@ -3,10 +3,16 @@
 Addresses are looked up in a dictionary built from the CRM (exact, extra addresses, plus-addressing
 and case all normalise to one key), never by scanning. A domain maps to an account unless it is
 free-mail or internal; sub-domains (mail.acme.example) map to their parent's account.
+`known_person` finds a CRM contact by display name, for mail from an address the CRM does not know
+(a contact who changed company); only names that belong to exactly one contact count.
 """
 
 from __future__ import annotations
 
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -19,7 +25,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime
 
-    from storage.records import AccountRef, CrmSnapshot, ParsedEmail
+    from storage.records import AccountRef, ContactRef, CrmSnapshot, ParsedEmail
+
+_TITLE = re.compile(r"^(?:dr|prof|mr|mrs|ms|herr|frau|sr|sra|don|doña)\.?$", re.IGNORECASE)
+_MIN_NAME_WORDS = 2
 
 
 @lru_cache(maxsize=1)
@@ -107,3 +116,55 @@ def match_message(parsed: ParsedEmail, crm: CrmSnapshot, automated: str | None) 
         crm=crm,
         attachments=tuple(a.filename for a in parsed.attachments if a.filename),
     )
+
+
+def normalise_name(display: str) -> str:
+    """A display name as a lookup key: "Lindner, Petra" and "Dr. Petra Lindner" -> "petra lindner"."""
+    name = display.strip().strip("\"'")
+    if name.count(",") == 1:
+        last, first = name.split(",")
+        name = f"{first} {last}"
+    plain = unicodedata.normalize("NFKD", name.lower())
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    words = [w for w in re.findall(r"[a-z]+\.?", plain) if not _TITLE.match(w)]
+    return " ".join(w.rstrip(".") for w in words)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownPerson:
+    contact: ContactRef
+    emails: frozenset[str]
+    domains: frozenset[str]  # of the contact's addresses
+
+
+@dataclass
+class _NameIndex:
+    crm: CrmSnapshot
+    people: dict[str, KnownPerson]
+
+
+_names_lock = threading.Lock()
+_names: _NameIndex | None = None
+
+
+def known_person(display: str, crm: CrmSnapshot) -> KnownPerson | None:
+    """The one CRM contact with this display name (two words at least), or None."""
+    key = normalise_name(display)
+    if len(key.split()) < _MIN_NAME_WORDS:
+        return None
+    global _names  # noqa: PLW0603 - one index per live snapshot, like the phrase index
+    with _names_lock:
+        if _names is None or _names.crm is not crm:
+            _names = _NameIndex(crm, _name_index(crm))
+        return _names.people.get(key)
+
+
+def _name_index(crm: CrmSnapshot) -> dict[str, KnownPerson]:
+    by_contact: dict[int, tuple[ContactRef, set[str]]] = {}
+    for email, contact in crm.contacts_by_email.items():
+        by_contact.setdefault(contact.id, (contact, set()))[1].add(email)
+    keys: dict[str, list[KnownPerson]] = {}
+    for contact, emails in by_contact.values():
+        person = KnownPerson(contact, frozenset(emails), frozenset(e.rpartition("@")[2] for e in emails))
+        keys.setdefault(normalise_name(contact.name), []).append(person)
+    return {key: found[0] for key, found in keys.items() if len(found) == 1 and key}

@@ -6,17 +6,25 @@ labels are opportunity ids. Each open opportunity contributes its name without t
 its product terms: CamelCase or upper-case words ("FleetSense", "RouteIQ", "SCADA") are product names
 in practice. Matching is case-insensitive on tokens, so "fleetsense" and "FLEETSENSE" hit too.
 The index is rebuilt whenever the CRM snapshot changes (a new import or an approval).
+
+With a statistical pipeline configured (`matching.spacy_model`, see nlp/pipeline.py) the same index
+tokenises with that pipeline and its NER finds ORG, MONEY and DATE entities; `new_account_names`
+keeps the organisations the CRM does not know. `build_index` loads the pipeline (a ConfigError when it
+is missing) and is called once per CRM snapshot; `index_for` returns the index of a snapshot.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import spacy
 from spacy.matcher import PhraseMatcher
+
+from nlp.pipeline import NO_ENTITIES, Entities, entities_of, load_pipeline, recognises_entities
 
 if TYPE_CHECKING:
     from storage.records import CrmSnapshot, OpportunityRef
@@ -26,6 +34,8 @@ _PRODUCT = re.compile(
     r"^(?:[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+|[A-Z]{3,}[0-9]*|[A-Za-z]+[0-9]+[A-Za-z0-9]*)$"
 )
 _MIN_PHRASE = 4
+_MAX_TEXT = 20_000  # characters of a text that are tokenised; quoted history is already stripped
+_ENTITY_CACHE = 512  # texts whose entities are kept: a thread re-reads its earlier messages per arrival
 
 
 @dataclass
@@ -37,6 +47,9 @@ class PhraseIndex:
     products: dict[int, frozenset[str]] = field(default_factory=dict)  # opportunity id -> product terms
 
     def __post_init__(self) -> None:
+        self.ner = recognises_entities(self.nlp)
+        self._entities: OrderedDict[str, Entities] = OrderedDict()
+        self._entities_lock = threading.Lock()  # guards the cache; the model runs outside it
         self.matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         # One label per distinct phrase, however many opportunities share it ("FleetSense" names many):
         # a mention then costs one match, not one per opportunity.
@@ -50,6 +63,8 @@ class PhraseIndex:
             key = self.nlp.vocab.strings.add(f"phrase:{phrase}")
             self.owners[key] = (phrase, frozenset(ids))
             self.matcher.add(f"phrase:{phrase}", [self.nlp.make_doc(phrase)])
+        # Names that are not a new account: the CRM's accounts, and its opportunity and product phrases.
+        self._known_orgs = {a.name.lower() for a in self.crm.accounts.values()} | owners.keys()
 
     def _phrases(self, opp: OpportunityRef) -> set[str]:
         account = self.crm.accounts.get(opp.account_id)
@@ -63,7 +78,7 @@ class PhraseIndex:
 
     def mentions(self, text: str) -> dict[int, set[str]]:
         """Opportunity id -> the distinct phrases of it found in `text` (lower-cased)."""
-        doc = self.nlp.make_doc(text[:20_000])
+        doc = self.nlp.make_doc(text[:_MAX_TEXT])
         found: dict[int, set[str]] = {}
         for label in {label for label, _, _ in self.matcher(doc)}:
             phrase, ids = self.owners[label]
@@ -81,15 +96,49 @@ class PhraseIndex:
         product_share = len(hits & products) / len(products) if products else 0.0
         return min(1.0, (0.6 if named else 0.0) + 0.4 * product_share)
 
+    def entities(self, text: str) -> Entities:
+        """ORG, MONEY and DATE entities in `text` by the statistical pipeline; none with the blank one."""
+        if not self.ner:
+            return NO_ENTITIES
+        with self._entities_lock:
+            found = self._entities.get(text)
+            if found is not None:
+                self._entities.move_to_end(text)
+                return found
+        found = entities_of(self.nlp(text[:_MAX_TEXT]))
+        with self._entities_lock:
+            self._entities[text] = found
+            if len(self._entities) > _ENTITY_CACHE:
+                self._entities.popitem(last=False)
+        return found
+
+    def new_account_names(self, text: str) -> tuple[str, ...]:
+        """Organisations named in `text` that are neither CRM accounts nor opportunity or product phrases."""
+        return tuple(org for org in self.entities(text).orgs if org.lower() not in self._known_orgs)
+
 
 _lock = threading.Lock()
 _current: PhraseIndex | None = None
+_model: str | None = None  # matching.spacy_model, as last passed to build_index
+
+
+def build_index(crm: CrmSnapshot, spacy_model: str | None) -> PhraseIndex:
+    """Build the pipeline and phrase index for a new CRM snapshot and make it current.
+
+    Called when the daemon starts and whenever the CRM changes; raises ConfigError when `spacy_model`
+    names a pipeline that is not installed.
+    """
+    global _current, _model  # one index per live snapshot, swapped when the CRM changes
+    index = PhraseIndex(crm, nlp=load_pipeline(spacy_model))
+    with _lock:
+        _current, _model = index, spacy_model
+    return index
 
 
 def index_for(crm: CrmSnapshot) -> PhraseIndex:
-    """The phrase index of this CRM snapshot, built once per snapshot."""
+    """The phrase index of this CRM snapshot, built once per snapshot (with the last configured pipeline)."""
     global _current  # noqa: PLW0603 - one index per live snapshot, swapped when the CRM changes
     with _lock:
         if _current is None or _current.crm is not crm:
-            _current = PhraseIndex(crm)
+            _current = PhraseIndex(crm, nlp=load_pipeline(_model))
         return _current

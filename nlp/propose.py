@@ -2,31 +2,46 @@
 
 Rules (a first, plain set; each suggestion is partial where the mail is):
 - new contact: an unknown person writing from, or copied at, a known account's domain;
-- link thread: the thread's accounts have open opportunities and the thread is not linked yet
-  (one candidate: link it; several: the best scored, with the others listed);
+- contact moved: a known contact writing from another company's address (nlp/moved.py);
+- link thread: the thread's accounts have open opportunities, scored in nlp/link.py. At or above the
+  link threshold, with a clear lead, the link is made: a link proposal in mode "link", which the
+  approval step may apply without asking (an automatic link is still a decision, so it goes through
+  the event log like any other; this stage is pure and never writes). Between the suggest and the
+  link threshold: mode "suggest", listing the top candidates with their scores. Below: nothing;
 - new opportunity: an external business thread with deal intent and no open opportunity to link,
   first_seen_at = date of the first message showing the intent;
-- stage change: won, lost or a stage advance stated by someone outside the company.
+- stage change: won, lost or a stage advance stated by someone outside the company. Evidence is a
+  sentence, an attached document by its name (our quote, their PO or signed contract), a customer's
+  calendar invite (a meeting on the thread: a demo when it says so), or a demo the customer agreed to
+  a date for. Lost by silence (no answer to our follow-up) is the daily job in nlp/stale.py.
+
+Calendar mail is machine mail (nlp/noise.py) except a customer's own invite or acceptance: that is
+a person saying a meeting will happen. Internal invites and calendar-service mail stay noise.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nlp.clean import sentences
+from nlp.link import CLEAR_MARGIN, Candidate, candidates, clear_winner
 from nlp.money import find_amounts
-from nlp.phrases import index_for
-from nlp.signals import Hit, find_signals
+from nlp.moved import moved_contacts
+from nlp.signals import CONFIRM, DEMO, Hit, attachment_signals, find_signals, meeting_signals
 from storage.records import Evidence, Proposal, ProposalKind
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
     from storage.records import CrmSnapshot, Match, OpportunityRef, Participant
 
-_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
-_STOP = frozenset({"the", "and", "for", "with", "renewal", "deal", "project", "new", "opportunity"})
 _MAX_EVIDENCE = 3
+_MAX_CANDIDATES = 3  # listed in a link suggestion
+_CONFIRM_LOOKBACK = 2  # a customer's "Thursday works" confirms a demo named this many messages earlier
+_MEETING = frozenset({"calendar: invite", "calendar: accepted"})
 _MIN_INTENT = 2  # distinct deal sentences needed when nobody asked for a quote and we sent none
 _ORDER = {"qualification": 0, "discovery": 1, "demo": 2, "proposal": 3, "negotiation": 4}
 _GREETING = re.compile(
@@ -43,18 +58,33 @@ class ThreadView:
     linked_opportunity: int | None
     messages: tuple[Match, ...]  # oldest first
     owner: str  # the rep whose mailbox brought the thread in
+    opened: Mapping[int, datetime] = field(default_factory=dict)  # candidate deal -> CRM created_at
+    history: Mapping[int, frozenset[str]] = field(default_factory=dict)  # deal -> people on its other threads
 
 
-def propose(thread: ThreadView, crm: CrmSnapshot) -> list[Proposal]:
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """settings.matching: link at or above `link`, list candidates at or above `suggest`."""
+
+    link: float = 0.6
+    suggest: float = 0.2
+
+
+def propose(thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None = None) -> list[Proposal]:
     """Every proposal the thread supports now; keys make re-proposing idempotent."""
-    human = [msg for msg in thread.messages if not msg.automated]
+    limits = thresholds or Thresholds()
+    human = human_messages(thread.messages)
     if not human or all(msg.internal_only for msg in human):
         return []
-    proposals = _new_contacts(human, crm, thread.owner)
-    scored = _scored_candidates(human, crm)
-    if thread.linked_opportunity is None and scored and _about_a_deal(scored, human):
-        proposals.append(_link(thread, scored, human))
-    target = _target(thread, scored)
+    moved = moved_contacts(human, crm, thread.owner)
+    skip = {str(p.payload["email"]) for p in moved}
+    proposals = [p for p in _new_contacts(human, crm, thread.owner) if p.payload["email"] not in skip]
+    proposals += moved
+    scored = candidates(human, crm, opened=thread.opened, history=thread.history)
+    listed = [c for c in scored if c.score >= limits.suggest]
+    if thread.linked_opportunity is None and listed and _about_a_deal(listed, human):
+        proposals.append(_link(thread, listed, human, limits))
+    target = _target(thread, scored, listed, crm)
     if target is not None:
         proposals.extend(_stage_changes(thread, target, human))
     elif not scored:
@@ -64,9 +94,37 @@ def propose(thread: ThreadView, crm: CrmSnapshot) -> list[Proposal]:
     return proposals
 
 
-def _from_outside(msg: Match) -> bool:
+def target_opportunity(
+    thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None = None
+) -> OpportunityRef | None:
+    """The open opportunity a stage change on this thread would apply to, if there is one."""
+    limits = thresholds or Thresholds()
+    human = human_messages(thread.messages)
+    scored = candidates(human, crm, opened=thread.opened, history=thread.history)
+    return _target(thread, scored, [c for c in scored if c.score >= limits.suggest], crm)
+
+
+def human_messages(messages: Sequence[Match]) -> list[Match]:
+    """What people wrote: everything but machine mail, plus a customer's own calendar invite."""
+    return [msg for msg in messages if not msg.automated or _customer_meeting(msg)]
+
+
+def from_outside(msg: Match) -> bool:
     sender = next((p for p in msg.participants if p.role == "from"), None)
     return sender is not None and not sender.internal
+
+
+def _customer_meeting(msg: Match) -> bool:
+    return msg.automated in _MEETING and from_outside(msg)
+
+
+def signals(msg: Match) -> list[Hit]:
+    """Every signal of one message: its sentences, its attachments by name, and a customer's invite."""
+    outside = from_outside(msg)
+    hits = find_signals(msg.text) + attachment_signals(msg.attachments, outside=outside)
+    if _customer_meeting(msg):
+        hits += meeting_signals(msg.subject, msg.text)
+    return hits
 
 
 def _evidence(msg: Match, quote: str) -> Evidence:
@@ -113,80 +171,65 @@ def _first_statement(text: str) -> str:
     return found[:200]
 
 
-def _scored_candidates(human: list[Match], crm: CrmSnapshot) -> list[tuple[float, OpportunityRef]]:
-    """Open opportunities of the thread's accounts, best first: CRM phrase hits, then name words."""
-    seen: dict[int, OpportunityRef] = {}
-    for msg in human:
-        for account in msg.accounts:
-            for opp in crm.open_opportunities.get(account.id, ()):
-                seen.setdefault(opp.id, opp)
-    if not seen:
-        return []
-    text = "\n".join(f"{m.subject}\n{m.text}" for m in human)
-    index = index_for(crm)
-    mentions = index.mentions(text)
-    lowered = text.lower()
-    scored = [
-        (0.7 * index.score(opp.id, mentions) + 0.3 * _word_overlap(opp, crm, lowered), opp)
-        for opp in seen.values()
-    ]
-    return sorted(scored, key=lambda so: (-so[0], so[1].id))
-
-
-def _word_overlap(opp: OpportunityRef, crm: CrmSnapshot, text: str) -> float:
-    """Share of the opportunity's own words (not its account's: those are in every signature) in text."""
-    account = crm.accounts.get(opp.account_id)
-    account_words = {w.lower() for w in _WORD.findall(account.name)} if account else set()
-    words = {w.lower() for w in _WORD.findall(opp.name)} - _STOP - account_words
-    if not words:
-        return 0.0
-    return sum(1 for w in words if w in text) / len(words)
-
-
-def _about_a_deal(scored: list[tuple[float, OpportunityRef]], human: list[Match]) -> bool:
+def _about_a_deal(listed: list[Candidate], human: list[Match]) -> bool:
     """A link claims the conversation is about a deal: it names one, or talks deals at all."""
-    return scored[0][0] > 0 or any(h.kind != "selling" for m in human for h in find_signals(m.text))
+    named = any(reason != "recency" for reason in listed[0].reasons)  # recency alone says nothing
+    return named or any(h.kind != "selling" for m in human for h in signals(m))
 
 
-def _clear_winner(scored: list[tuple[float, OpportunityRef]]) -> bool:
-    return len(scored) == 1 or scored[0][0] > scored[1][0]
-
-
-def _link(thread: ThreadView, scored: list[tuple[float, OpportunityRef]], human: list[Match]) -> Proposal:
-    best_score, best = scored[0]
-    single = len(scored) == 1
-    confidence = 0.85 if single else (0.5 + 0.3 * best_score if _clear_winner(scored) else 0.3)
+def _link(thread: ThreadView, listed: list[Candidate], human: list[Match], limits: Thresholds) -> Proposal:
+    best = listed[0]
+    made = best.score >= limits.link and clear_winner(listed, CLEAR_MARGIN)
+    others = f" ({len(listed)} candidates)" if len(listed) > 1 else ""
     first = human[0]
     return Proposal(
         kind=ProposalKind.LINK_THREAD,
         key=f"link:{thread.key}",
-        summary=f"Link “{thread.subject}” to {best.name}"
-        + ("" if single else f" ({len(scored)} open opportunities at this account)"),
+        summary=(
+            f"Linked “{thread.subject}” to {best.opp.name}"
+            if made
+            else f"Link “{thread.subject}” to {best.opp.name}?"
+        )
+        + others,
         payload={
-            "opportunity_id": best.id,
-            "opportunity": best.name,
-            "candidates": "; ".join(f"{o.name} ({s:.2f})" for s, o in scored),
+            "opportunity_id": best.opp.id,
+            "opportunity": best.opp.name,
+            "mode": "link" if made else "suggest",
+            "score": round(best.score, 2),
+            "because": ", ".join(best.reasons) or "the account",
+            "candidates": "; ".join(f"{c.opp.name} ({c.score:.2f})" for c in listed[:_MAX_CANDIDATES]),
         },
-        confidence=confidence,
+        confidence=best.score,
         evidence=(_evidence(first, f"{first.subject}"),),
-        owner_rep=best.owner_rep or thread.owner,
+        owner_rep=best.opp.owner_rep or thread.owner,
     )
 
 
-def _target(thread: ThreadView, scored: list[tuple[float, OpportunityRef]]) -> OpportunityRef | None:
+def _target(
+    thread: ThreadView, scored: list[Candidate], listed: list[Candidate], crm: CrmSnapshot
+) -> OpportunityRef | None:
     """The opportunity a stage change would apply to: the linked one, else a clear best candidate."""
     if thread.linked_opportunity is not None:
-        return next((o for _, o in scored if o.id == thread.linked_opportunity), None)
-    return scored[0][1] if scored and _clear_winner(scored) else None
+        found = next((c.opp for c in scored if c.opp.id == thread.linked_opportunity), None)
+        return found or next(
+            (
+                o
+                for opps in crm.open_opportunities.values()
+                for o in opps
+                if o.id == thread.linked_opportunity
+            ),
+            None,
+        )
+    return listed[0].opp if listed and clear_winner(listed) else None
 
 
 def _stage_changes(thread: ThreadView, opp: OpportunityRef, human: list[Match]) -> list[Proposal]:
     """Won or lost as the customer says it; otherwise the furthest stage advance either side states."""
-    outcome = next((mh for mh in reversed(_outcomes(human)) if mh[1].kind in {"won", "lost"}), None)
+    outcome = next((mh for mh in reversed(outcome_hits(human)) if mh[1].kind in {"won", "lost"}), None)
     if outcome is not None:
         chosen = outcome
     else:
-        advances = [(m, h) for m in human for h in find_signals(m.text) if h.kind in _ORDER]
+        advances = [(m, h) for m in human for h in signals(m) if h.kind in _ORDER] + _demo_agreed(human)
         if not advances:
             return []
         chosen = max(advances, key=lambda mh: _ORDER[mh[1].kind])
@@ -194,6 +237,7 @@ def _stage_changes(thread: ThreadView, opp: OpportunityRef, human: list[Match]) 
             return []
     msg, hit = chosen
     stage = {"won": "closed_won", "lost": "closed_lost"}.get(hit.kind, hit.kind)
+    outcome_confidence = 0.7 if hit.sentence.startswith("attachment:") else 0.8
     return [
         Proposal(
             kind=ProposalKind.STAGE_CHANGE,
@@ -205,19 +249,32 @@ def _stage_changes(thread: ThreadView, opp: OpportunityRef, human: list[Match]) 
                 "from_stage": opp.stage,
                 "to_stage": stage,
             },
-            confidence=0.8 if hit.kind in {"won", "lost"} else 0.6,
+            confidence=outcome_confidence if hit.kind in {"won", "lost"} else 0.6,
             evidence=(_evidence(msg, hit.sentence),),
             owner_rep=opp.owner_rep or thread.owner,
         )
     ]
 
 
-def _outcomes(human: list[Match]) -> list[tuple[Match, Hit]]:
-    """Won/lost as the customer states it, or a win our rep acknowledges ("thanks for the order")."""
+def _demo_agreed(human: list[Match]) -> list[tuple[Match, Hit]]:
+    """A demo named, then the customer agreeing to a date ("Thursday 11 works", "Confirmado el martes")."""
+    found = []
+    for index, msg in enumerate(human):
+        if not from_outside(msg):
+            continue
+        confirmed = next((s for s in sentences(msg.text) if CONFIRM.search(s)), None)
+        recent = human[max(0, index - _CONFIRM_LOOKBACK) : index + 1]
+        if confirmed and any(DEMO.search(m.text) or DEMO.search(m.subject) for m in recent):
+            found.append((msg, Hit("demo", confirmed[:400])))
+    return found
+
+
+def outcome_hits(human: list[Match]) -> list[tuple[Match, Hit]]:
+    """Won/lost as the customer states it (or attaches it), or a win our rep acknowledges."""
     found = []
     for msg in human:
-        outside = _from_outside(msg)
-        for hit in find_signals(msg.text):
+        outside = from_outside(msg)
+        for hit in signals(msg):
             if outside and hit.kind in {"won", "lost"}:
                 found.append((msg, hit))
             elif not outside and hit.kind == "won_ack":
@@ -228,14 +285,19 @@ def _outcomes(human: list[Match]) -> list[tuple[Match, Hit]]:
 def _new_opportunity(thread: ThreadView, human: list[Match]) -> Proposal | None:
     """A deal nobody entered: someone outside wrote, wants to buy, and is not selling to us."""
     external = [p for m in human for p in m.external]
-    inbound = [m for m in human if _from_outside(m)]
+    inbound = [m for m in human if from_outside(m)]
     if not external or not inbound:
         return None  # an unanswered cold email of ours is not a deal yet
-    signals = [(m, h, _from_outside(m)) for m in human for h in find_signals(m.text)]
-    intent = [(m, h) for m, h, _ in signals if h.kind in {"intent", "request", "proposal", "demo"}]
-    requested = any(h.kind == "request" for _, h, outside in signals if outside)
-    they_sell = any(h.kind == "selling" for _, h, outside in signals if outside)
-    we_sell = any(h.kind in {"selling", "proposal"} for _, h, outside in signals if not outside)
+    found = [(m, h, from_outside(m)) for m in human for h in signals(m)]
+    selling = {(m.fingerprint, h.sentence) for m, h, _ in found if h.kind == "selling"}
+    # A sentence that sells ("unser Angebot für Ihren Kundenabend") is never also a buyer's request.
+    found = [
+        (m, h, o) for m, h, o in found if h.kind != "request" or (m.fingerprint, h.sentence) not in selling
+    ]
+    intent = [(m, h) for m, h, _ in found if h.kind in {"intent", "request", "proposal", "demo"}]
+    requested = any(h.kind == "request" for _, h, outside in found if outside)
+    they_sell = any(h.kind == "selling" for _, h, outside in found if outside)
+    we_sell = any(h.kind in {"selling", "proposal"} for _, h, outside in found if not outside)
     if they_sell and not (requested or we_sell):
         return None  # a supplier quoting us: we are the buyer
     if not (requested or we_sell or len({h.sentence for _, h in intent}) >= _MIN_INTENT):
@@ -245,7 +307,7 @@ def _new_opportunity(thread: ThreadView, human: list[Match]) -> Proposal | None:
     company = next((p for p in external if not p.free_mail), None)
     # The deal's value is the largest amount named (unit prices and line items are smaller).
     amounts = sorted((a for m in human for a in find_amounts(m.text)), key=lambda a: a[0], reverse=True)
-    outcome = next((h.kind for _, h in reversed(_outcomes(human))), None)
+    outcome = next((h.kind for _, h in reversed(outcome_hits(human))), None)
     if account is not None:
         account_name = account.name
     elif company is not None:

@@ -123,6 +123,11 @@ WON = _words(
     r"(?:les|le)\s+adjudicamos",
     r"(?:pueden|puede)\s+(?:enviar|emitir)\s+(?:la|su)\s+factura",
     r"seguimos\s+adelante\s+con\s+(?:ustedes|su\s+propuesta|el\s+pedido)",
+    # The signed paper returned: "den gegengezeichneten Vertrag", "anbei ... den Vertrag zurück".
+    r"(?:unterschrieben|unterzeichnet|gegengezeichnet)\w*\s+(?:\w+\s+){0,2}?(?:vertrag|auftrag|bestellung|angebot)",
+    r"anbei\s+(?:erhalten\s+sie\s+)?(?:\w+\s+){0,4}?(?:vertrag|bestellung|auftrag)\w*\s+(?:\w+\s+){0,3}?zurück",
+    r"(?:here(?:'s|\s+is)|attached\s+is|returning)\s+(?:the|our)\s+(?:signed|countersigned|executed)\s+(?:contract|agreement|order\s+form|quote|sow|msa)",
+    r"(?:os|le|les)\s+(?:devolvemos|env[ií]o|enviamos|mando|mandamos)\s+(?:el\s+contrato|la\s+oferta)\s+firmad[oa]",
 )
 LOST = _words(
     rf"(?<!not\s)(?<!n't\s)(?:go|going|gone|went|decided\s+to\s+go|move|moving|moved)\s+(?:forward\s+)?with\s+{_OTHER}(?:\s+{_VENDOR})?",
@@ -161,6 +166,13 @@ WON_ACK = _words(
     r"(?:danke|dank)\s+für\s+(?:den|ihren|diesen|die)\s+(?:auftrag|bestellung)",
     r"gracias\s+por\s+(?:el|su|vuestro|vuestra|la)\s+(?:pedido|orden\s+de\s+compra|confianza)",
     r"copia\s+contrafirmada",
+    # Receipt of the signed contract or the order, acknowledged by our rep.
+    r"(?:received|got)\s+(?:the|your)\s+(?:signed|countersigned|executed)\s+(?:contract|agreement|order\s+form|copy|quote)",
+    r"(?:received|got)\s+(?:the|your)\s+(?:po|purchase\s+order)\b",
+    r"(?:signed|countersigned)\s+(?:contract|agreement|order\s+form|copy)\s+(?:has\s+)?(?:arrived|came\s+in|is\s+in)",
+    r"(?:vertrag|bestellung|auftrag)\s+ist\s+(?:heute\s+|gut\s+)?(?:bei\s+uns\s+)?(?:angekommen|eingegangen)",
+    r"(?:unterschriebene|unterzeichnete|gegengezeichnete)\w*\s+(?:vertrag|bestellung|auftrag)\w*\s+(?:ist\s+)?(?:bei\s+uns\s+)?(?:angekommen|eingegangen)",
+    r"(?:hemos\s+recibido|ya\s+tenemos|nos\s+(?:ha|han)\s+llegado)\s+(?:el\s+contrato\s+firmado|la\s+orden\s+de\s+compra|el\s+pedido|la\s+oc)\b",
 )
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("demo", _words(
@@ -174,11 +186,21 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"(?:proposal|quote|quotation)\s+(?:is\s+)?attached", r"(?:sending|sent)\s+(?:you\s+)?(?:our|the)\s+(?:\w+\s+)?(?:proposal|quote|quotation)",
         r"(?:angebot|kostenvoranschlag)\s+(?:\w+\s+)?(?:anbei|im\s+anhang|beigefügt)", r"anbei\s+(?:unser|das)\s+(?:\w+\s+)?angebot",
         r"adjunt[oa]\s+(?:la\s+|nuestra\s+)?(?:propuesta|cotizaci[oó]n|oferta|presupuesto)", r"(?:le|les)\s+(?:env[ií]o|enviamos)\s+(?:la|nuestra)\s+(?:propuesta|cotizaci[oó]n)",
+        r"(?:please\s+)?find\s+attached\s+(?:our|the|my)\s+(?:\w+\s+){0,2}?(?:proposal|quote|quotation|offer|estimate)",
+        r"anbei\s+(?:\w+\s+){0,3}?(?:unser|das|ihr)\w*\s+(?:\w+\s+)?(?:angebot|kostenvoranschlag)",
+        r"(?:erhalten|senden|schicken)\s+(?:sie|ihnen|wir\s+ihnen)\s+(?:\w+\s+){0,3}?(?:unser|das)\w*\s+(?:\w+\s+)?angebot",
+        r"(?:te|os|le|les)\s+(?:adjunto|adjuntamos|env[ií]o|enviamos|mando|paso)\s+(?:la|el|nuestra|nuestro)\s+(?:\w+\s+){0,2}?(?:propuesta|cotizaci[oó]n|oferta|presupuesto)",
+        r"va\s+adjunt[oa]\s+(?:la|el|nuestra|nuestro)\s+(?:\w+\s+){0,2}?(?:propuesta|cotizaci[oó]n|oferta|presupuesto)",
     )),
     ("negotiation", _words(
         r"redlines?", r"red-?lined", r"(?:discount|terms|payment\s+terms|pricing)\s+(?:request|proposal|counter)", r"counter-?offer",
         r"negotiat\w+", r"(?:legal|procurement)\s+(?:review|is\s+reviewing|comments)", r"(?:verhandlung|nachverhandl)\w*", r"rabatt\w*",
         r"(?:vertragsentwurf|änderungswünsche)", r"negociaci[oó]n", r"descuento", r"(?:condiciones|t[eé]rminos)\s+de\s+pago",
+        r"(?:projekt|preis)?nachlass\w*", r"gegenangebot", r"contra(?:propuesta|oferta)", r"counter-?proposal",
+        r"(?:payment\s+terms?|zahlungsziel|plazo\s+de\s+pago)\b[^.!?]{0,40}?(?:instead\s+of|rather\s+than|statt|anstatt|en\s+(?:lugar|vez)\s+de)",
+        r"(?:legal|procurement|our\s+lawyers?)\s+(?:team\s+)?(?:is|are)\s+(?:reviewing|going\s+through|looking\s+at)\s+(?:the|your)\s+(?:contract|agreement|msa|terms)",
+        r"(?:rechtsabteilung|einkauf|juristen)\s+(?:prüf|sieht|schaut|geht)\w*\s+(?:\w+\s+){0,3}?(?:vertrag|vertragsentwurf|bedingungen)",
+        r"(?:asesor[ií]a\s+jur[ií]dica|departamento\s+legal|jur[ií]dico|compras)\s+(?:est[aá]\s+)?revis\w*\s+(?:el\s+)?(?:contrato|borrador|condiciones)",
     )),
 )  # fmt: skip
 
@@ -202,3 +224,136 @@ def find_signals(text: str) -> list[Hit]:
             if pattern.search(sentence):
                 hits.append(Hit(kind, sentence[:400]))
     return hits
+
+
+# --- two-step and non-text evidence ------------------------------------------------------------------
+
+# A demo named (offered, asked for, planned) ...
+DEMO = _words(
+    r"(?:live\s+)?demo(?:nstration)?s?", r"walk-?through", r"vorführung\w*", r"demostraci[oó]n(?:es)?"
+)
+# ... and the customer then agreeing to a date: the demo is booked even if no sentence says "booked".
+CONFIRM = _words(
+    r"(?:works|suits)\s+(?:for\s+(?:me|us)|fine|great|well|perfectly)",
+    r"(?:monday|tuesday|wednesday|thursday|friday|\d{1,2}(?::\d\d)?\s*(?:am|pm)?)\b[^.!?]{0,25}?\b(?:works|is\s+fine|suits\s+us)",
+    r"(?:see|meet)\s+you\s+(?:then|there|on\s+\w+)",
+    r"(?:date|time|slot)\s+(?:is\s+)?confirmed",
+    r"(?:termin|datum|uhrzeit)\s+(?:ist\s+)?(?:bestätigt|notiert|eingetragen|fix)",
+    r"(?:ich|wir)\s+bestätige\w*\s+(?:den|die|das|ihnen)",
+    r"(?:passt|klappt)\s+(?:uns|mir|bei\s+uns)\b",
+    r"confirmad[oa]s?\b",
+    r"(?:nos|me)\s+(?:va|viene)\s+(?:bien|perfecto)",
+    r"all[ií]\s+estaremos",
+    r"de\s+acuerdo\s+con\s+la\s+fecha",
+)
+# Our rep chasing an answer: a thread that ends with one of these and stays silent is going cold.
+FOLLOW_UP = _words(
+    r"(?:just\s+)?(?:following|checking)\s+(?:up|in|back)\b",
+    r"follow(?:ing)?[\s-]up\s+on",
+    r"(?:a\s+)?(?:quick|gentle|friendly)\s+(?:follow[\s-]?up|reminder|nudge)",
+    r"any\s+(?:update|news|thoughts|feedback)",
+    r"(?:did|have)\s+you\s+(?:have\s+)?(?:had\s+)?(?:a\s+)?(?:chance|time)\s+to",
+    r"wanted\s+to\s+(?:check|see|circle\s+back|touch\s+base)",
+    r"circl(?:e|ing)\s+back",
+    r"bump(?:ing)?\s+this",
+    r"nachhaken",
+    r"nachfassen",
+    r"(?:melde|meldete)\s+mich\s+(?:noch\s+)?(?:einmal|mal|nochmal)",
+    r"(?:wollte|möchte)\s+(?:kurz\s+)?nachfragen",
+    r"(?:gibt\s+es|haben\s+sie)\s+(?:schon\s+)?(?:neuigkeiten|eine\s+rückmeldung)",
+    r"(?:schon\s+)?(?:gelegenheit|zeit)\s+(?:gehabt|gefunden)",
+    r"(?:konnten|könnten)\s+sie\s+(?:\w+\s+){0,4}?(?:schon\s+)?(?:prüfen|besprechen|anschauen|durchsehen)",
+    r"(?:alguna\s+)?novedad(?:es)?",
+    r"(?:hab[eé]is|han|ha)\s+podido\s+revisar",
+    r"retomo\s+(?:este|el)\s+(?:hilo|tema|correo)",
+    r"(?:te|os|le|les)\s+escribo\s+(?:de\s+nuevo|otra\s+vez)",
+    r"(?:hacer|hago)\s+seguimiento",
+    r"quer[ií]a\s+saber\s+si",
+)
+# Someone saying they changed company or address.
+MOVED = _words(
+    r"i(?:'ve|\s+have)?\s+(?:just\s+|recently\s+)?(?:moved|switched)\s+(?:over\s+)?to\b",
+    r"i(?:'ve|\s+have)?\s+(?:just\s+|recently\s+)?joined\b(?!\s+(?:the|this|our|your)\s+(?:call|meeting|webinar|session))", r"(?:my|this\s+is\s+my)\s+new\s+(?:e-?mail\s+)?address",
+    r"new\s+(?:company|employer|role|position|job)\b", r"no\s+longer\s+(?:with|at|working\s+(?:at|for))\b", r"(?:i(?:'ve|\s+have)|i'm|i\s+am)\s+(?:left|leaving)\b",
+    r"(?:meine\s+)?neue\w*\s+(?:e-?mail-?)?adresse", r"nicht\s+mehr\s+(?:bei|für)\b", r"(?:bin|arbeite)\s+(?:ich\s+)?(?:jetzt|nun|seit\s+\w+(?:\s+\w+){0,2})\s+bei\b",
+    r"(?:seit|ab)\s+(?:dem\s+)?\d{1,2}\.\s*\w+\s+(?:bin|arbeite)\s+ich\b", r"(?:gewechselt|wechsle)\s+(?:zu|zur|zum|nach)\b", r"neue\w*\s+(?:arbeitgeber|firma|stelle|aufgabe)\b",
+    r"(?:mi|nuestra)\s+nueva\s+(?:direcci[oó]n|cuenta|empresa)", r"nuevo\s+(?:correo|e-?mail)", r"(?:me\s+he\s+incorporado|me\s+incorporo|ahora\s+trabajo|ya\s+no\s+(?:estoy|trabajo))\b",
+    r"he\s+cambiado\s+de\s+(?:empresa|trabajo)",
+)  # fmt: skip
+
+_STEM = re.compile(r"\.[a-z0-9]{2,5}$", re.IGNORECASE)
+_IMAGE = re.compile(r"\.(?:png|jpe?g|gif|bmp|heic|webp|svg|tiff?)$", re.IGNORECASE)
+_TOKENS = re.compile(r"[^\W_]+", re.UNICODE)
+_QUOTE_DOC = frozenset({"quote", "quotation", "proposal", "offer", "estimate", "angebot", "kostenvoranschlag",
+                        "cotizacion", "cotización", "presupuesto", "propuesta", "oferta", "orderform", "bestellformular"})  # fmt: skip
+_PO_DOC = frozenset({"po", "purchaseorder", "bestellung", "auftrag", "ordendecompra", "oc", "pedido"})
+_CONTRACT_DOC = frozenset(
+    {"contract", "agreement", "msa", "sow", "vertrag", "rahmenvertrag", "contrato", "acuerdo"}
+)
+_SIGNED_DOC = frozenset({"signed", "countersigned", "executed", "unterschrieben", "unterzeichnet", "gegengezeichnet",
+                         "signiert", "firmado", "firmada", "contrafirmado"})  # fmt: skip
+_RFP_DOC = frozenset({"rfp", "rfq", "tender", "ausschreibung", "licitacion", "licitación", "pliego"})
+_ORDER_CONFIRMED = frozenset(
+    {"auftragsbestätigung", "auftragsbestaetigung", "orderconfirmation", "confirmaciondepedido"}
+)
+_PAIRS = (("purchase", "order"), ("order", "form"), ("order", "confirmation"), ("orden", "compra"))
+
+
+def _doc_words(filename: str) -> set[str]:
+    """The words of a file name, with the usual two-word names joined: PO-4471.pdf -> {po, 4471}."""
+    words = [w.lower() for w in _TOKENS.findall(_STEM.sub("", filename))]
+    joined = {a + b for a, b in _PAIRS for i in range(len(words) - 1) if words[i] == a and words[i + 1] == b}
+    if "orden" in words and "compra" in words:
+        joined.add("ordendecompra")
+    if "pedido" in words and {"confirmación", "confirmacion"} & set(words):
+        joined.add("confirmaciondepedido")
+    return set(words) | joined
+
+
+def attachment_signals(filenames: tuple[str, ...], *, outside: bool) -> list[Hit]:
+    """What attached documents say, by name: our quote is a proposal, a supplier's quote is selling,
+    the customer's PO or signed contract is won, a contract draft or redlines is negotiation."""
+    hits = []
+    for name in filenames:
+        if _IMAGE.search(name):
+            continue
+        words = _doc_words(name)
+        quote = f"attachment: {name}"
+        if words & _CONTRACT_DOC and words & _SIGNED_DOC:
+            hits.append(Hit("won" if outside else "negotiation", quote))
+        elif words & _ORDER_CONFIRMED:
+            hits.append(Hit("selling" if outside else "won_ack", quote))
+        elif words & _PO_DOC and outside:
+            hits.append(Hit("won", quote))
+        elif words & _CONTRACT_DOC or "redlines" in words or "redline" in words:
+            hits.append(Hit("negotiation", quote))
+        elif words & _QUOTE_DOC:
+            hits.append(Hit("selling" if outside else "proposal", quote))
+        elif words & _RFP_DOC and outside:
+            hits.append(Hit("request", quote))
+    return hits
+
+
+_INVITE_PREFIX = re.compile(
+    r"^\s*(?:(?:updated\s+)?invitation|einladung|aktualisierte\s+einladung|invitaci[oó]n|invitaci[oó]n\s+actualizada|"
+    r"accepted|akzeptiert|zugesagt|aceptad[oa])\s*:\s*",
+    re.IGNORECASE,
+)
+_WHEN = re.compile(r"\s+@\s+.*$")
+_MEETING_NEGOTIATION = _words(
+    r"contract\w*", r"negotiat\w+", r"redlines?", r"(?:commercial|pricing|payment)\s+terms", r"vertrag\w*", r"verhandlung\w*",
+    r"konditionen", r"contrato\w*", r"negociaci[oó]n", r"condiciones",
+)  # fmt: skip
+
+
+def meeting_signals(subject: str, text: str) -> list[Hit]:
+    """A calendar invite's stage: a demo when its title or text names one, negotiation when it is about
+    the contract or terms; any other meeting is no stage on its own."""
+    title = _WHEN.sub("", subject).strip()
+    summary = _INVITE_PREFIX.sub("", title).strip() or title
+    quote = f"calendar invite: {summary}"[:400]
+    if DEMO.search(title) or DEMO.search(text[:2000]):
+        return [Hit("demo", quote)]
+    if _MEETING_NEGOTIATION.search(title):
+        return [Hit("negotiation", quote)]
+    return []

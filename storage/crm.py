@@ -123,37 +123,59 @@ def _set_keys(session: Session, owned: list[Any], model: type[Any], wanted: set[
 def load_snapshot(
     session: Session, internal_domains: frozenset[str], free_mail_domains: frozenset[str]
 ) -> CrmSnapshot:
-    """The CRM as lookups, for the match stage."""
-    accounts = {a.id: AccountRef(id=a.id, name=a.name) for a in session.scalars(select(m.Account))}
-    by_domain = {
-        d.domain: accounts[d.account_id]
-        for d in session.scalars(select(m.AccountDomain))
-        if d.domain not in free_mail_domains and d.domain not in internal_domains
+    """The CRM as lookups, for the match stage.
+
+    Reads plain columns, not ORM objects: at 50,000 contacts the ORM's identity map alone held more
+    memory than the whole snapshot. A contact with several addresses is one ContactRef, and the
+    few distinct rep addresses are shared strings.
+    """
+    shared: dict[str, str] = {}
+
+    def rep(email: str | None) -> str | None:
+        return None if email is None else shared.setdefault(email, email)
+
+    accounts = {
+        account_id: AccountRef(id=account_id, name=name)
+        for account_id, name in session.execute(select(m.Account.id, m.Account.name))
     }
-    contacts = {c.id: c for c in session.scalars(select(m.Contact))}
-    by_email = {
-        a.email: ContactRef(
-            id=a.contact_id,
-            name=contacts[a.contact_id].name,
-            account_id=contacts[a.contact_id].account_id,
-            owner_rep=contacts[a.contact_id].owner_rep,
+    by_domain = {
+        domain: accounts[account_id]
+        for domain, account_id in session.execute(select(m.AccountDomain.domain, m.AccountDomain.account_id))
+        if domain not in free_mail_domains and domain not in internal_domains
+    }
+    contacts = {
+        contact_id: ContactRef(id=contact_id, name=name, account_id=account_id, owner_rep=rep(owner))
+        for contact_id, name, account_id, owner in session.execute(
+            select(m.Contact.id, m.Contact.name, m.Contact.account_id, m.Contact.owner_rep)
         )
-        for a in session.scalars(select(m.ContactAddress))
+    }
+    by_email = {
+        email: contacts[contact_id]
+        for email, contact_id in session.execute(select(m.ContactAddress.email, m.ContactAddress.contact_id))
     }
     open_opps: dict[int, list[OpportunityRef]] = defaultdict(list)
-    for opp in session.scalars(
-        select(m.Opportunity).where(m.Opportunity.stage.not_in(CLOSED)).order_by(m.Opportunity.id)
-    ):
-        open_opps[opp.account_id].append(
+    columns = (
+        m.Opportunity.id,
+        m.Opportunity.external_id,
+        m.Opportunity.account_id,
+        m.Opportunity.name,
+        m.Opportunity.stage,
+        m.Opportunity.amount,
+        m.Opportunity.currency,
+        m.Opportunity.owner_rep,
+    )
+    query = select(*columns).where(m.Opportunity.stage.not_in(CLOSED)).order_by(m.Opportunity.id)
+    for opp_id, external_id, account_id, name, stage, amount, currency, owner in session.execute(query):
+        open_opps[account_id].append(
             OpportunityRef(
-                id=opp.id,
-                external_id=opp.external_id,
-                account_id=opp.account_id,
-                name=opp.name,
-                stage=opp.stage,
-                amount=opp.amount,
-                currency=opp.currency,
-                owner_rep=opp.owner_rep,
+                id=opp_id,
+                external_id=external_id,
+                account_id=account_id,
+                name=name,
+                stage=stage,
+                amount=amount,
+                currency=currency,
+                owner_rep=rep(owner),
             )
         )
     return CrmSnapshot(

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, true, update
 
 from storage import models as m
 from storage.models import db_time, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from datetime import datetime
 
     from sqlalchemy.orm import Session
 
@@ -80,6 +81,7 @@ def fill_parsed(session: Session, message: m.Message, parsed: ParsedEmail, match
     message.sent_at = db_time(parsed.sent_at)
     message.body_text = parsed.body_text
     message.automated = match.automated
+    message.attachments = list(match.attachments)
     for person in match.participants:
         session.add(
             m.Participant(
@@ -242,3 +244,135 @@ def open_suggestions(session: Session, rep: str) -> list[m.Suggestion]:
             .order_by(m.Suggestion.kind, m.Suggestion.confidence.desc(), m.Suggestion.id)
         )
     )
+
+
+# --- proposals over time: superseded suggestions, deal context, quiet threads -------------------------
+
+THREAD_KINDS = ("link_thread", "new_opportunity", "stage_change")
+
+
+def sync_suggestions(
+    session: Session, thread_id: int, proposals: Iterable[Proposal], *, withdraw: bool = True
+) -> int:
+    """save_proposals, plus: a withdrawn suggestion proposed again is open again, and (with `withdraw`)
+    an open link/new-opportunity/stage suggestion of this thread that the thread no longer supports is
+    withdrawn (a later message showed it was wrong, or a merge left a duplicate). Returns changes."""
+    proposals = list(proposals)
+    keys = {p.key for p in proposals}
+    changed = 0
+    if keys:
+        for row in session.scalars(
+            select(m.Suggestion).where(m.Suggestion.key.in_(keys), m.Suggestion.status == "withdrawn")
+        ):
+            row.status = "open"
+            changed += 1
+    changed += save_proposals(session, thread_id, proposals)
+    if withdraw:
+        for row in session.scalars(
+            select(m.Suggestion).where(
+                m.Suggestion.thread_id == thread_id,
+                m.Suggestion.status == "open",
+                m.Suggestion.kind.in_(THREAD_KINDS),
+            )
+        ):
+            if row.key not in keys:
+                row.status = "withdrawn"
+                row.updated_at = utcnow()
+                changed += 1
+    return changed
+
+
+def opportunity_context(
+    session: Session, opportunity_ids: Iterable[int], thread_id: int | None
+) -> tuple[dict[int, datetime], dict[int, frozenset[str]]]:
+    """For candidate deals: when each was opened in the CRM, and the CRM contacts who wrote on other
+    threads linked to it (by the thread's opportunity, an approved link, or an open automatic link)."""
+    ids = sorted(set(opportunity_ids))
+    if not ids:
+        return {}, {}
+    opened = {
+        opp_id: created
+        for opp_id, created in session.execute(
+            select(m.Opportunity.id, m.Opportunity.created_at).where(m.Opportunity.id.in_(ids))
+        )
+        if created is not None
+    }
+    other = m.Thread.id != thread_id if thread_id is not None else m.Thread.id.is_not(None)
+    threads: dict[int, set[int]] = {}
+    for tid, opp_id in session.execute(
+        select(m.Thread.id, m.Thread.opportunity_id).where(m.Thread.opportunity_id.in_(ids), other)
+    ):
+        if opp_id is not None:
+            threads.setdefault(tid, set()).add(opp_id)
+    linked_to = m.Suggestion.payload["opportunity_id"].as_integer()
+    for tid, opp_id in session.execute(
+        select(m.Suggestion.thread_id, linked_to).where(
+            m.Suggestion.kind == "link_thread",
+            m.Suggestion.thread_id.is_not(None),
+            m.Suggestion.thread_id != thread_id if thread_id is not None else true(),
+            or_(
+                m.Suggestion.status == "approved",
+                and_(m.Suggestion.status == "open", m.Suggestion.payload["mode"].as_string() == "link"),
+            ),
+            linked_to.in_(ids),
+        )
+    ):
+        if tid is not None and opp_id is not None:
+            threads.setdefault(tid, set()).add(int(opp_id))
+    people: dict[int, set[str]] = {}
+    if threads:
+        for on_thread, email in session.execute(
+            select(m.Message.thread_id, m.Participant.email)
+            .join(m.Participant, m.Participant.message_pk == m.Message.id)
+            .where(
+                m.Message.thread_id.in_(threads),
+                m.Participant.contact_id.is_not(None),
+                m.Participant.role == "from",
+            )
+        ):
+            for opp_id in threads.get(on_thread, set()) if on_thread is not None else ():
+                people.setdefault(opp_id, set()).add(email)
+    return opened, {k: frozenset(v) for k, v in people.items()}
+
+
+def quiet_threads(session: Session, before: datetime, since: datetime) -> list[tuple[m.Thread, str, str]]:
+    """Threads whose last person-written message (not machine mail) is dated in [since, before], each
+    with that message's sender and the owner of a mailbox that holds it: candidates for the no-reply
+    rule, which decides the rest."""
+    latest = (
+        select(m.Message.thread_id, func.max(m.Message.sent_at).label("at"))
+        .where(m.Message.status == "parsed", m.Message.automated.is_(None), m.Message.thread_id.is_not(None))
+        .group_by(m.Message.thread_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(m.Thread, m.Message.sender, m.Mailbox.owner)
+        .join(latest, latest.c.thread_id == m.Thread.id)
+        .join(m.Message, and_(m.Message.thread_id == m.Thread.id, m.Message.sent_at == latest.c.at))
+        .join(m.Provenance, m.Provenance.message_pk == m.Message.id)
+        .join(m.Mailbox, m.Mailbox.name == m.Provenance.mailbox)
+        .where(latest.c.at <= db_time(before), latest.c.at >= db_time(since))
+        .order_by(m.Thread.id, m.Provenance.id)
+    )
+    found: dict[int, tuple[m.Thread, str, str]] = {}
+    for thread, sender, owner in rows:
+        found.setdefault(thread.id, (thread, sender or "", owner))
+    return list(found.values())
+
+
+def last_inbound_by_account(session: Session) -> dict[int, datetime]:
+    """Account id -> the date of the latest person-written message sent from that account."""
+    return {
+        account_id: at
+        for account_id, at in session.execute(
+            select(m.Participant.account_id, func.max(m.Message.sent_at))
+            .join(m.Message, m.Message.id == m.Participant.message_pk)
+            .where(
+                m.Participant.role == "from",
+                m.Participant.account_id.is_not(None),
+                m.Message.automated.is_(None),
+            )
+            .group_by(m.Participant.account_id)
+        )
+        if at is not None and account_id is not None
+    }

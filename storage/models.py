@@ -159,6 +159,7 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     body_text: Mapped[str] = mapped_column(Text, default="")
     automated: Mapped[str | None] = mapped_column(String(100))  # why it is machine mail, if it is
+    attachments: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # file names
     captured_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

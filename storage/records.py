@@ -210,6 +210,7 @@ class ProposalKind(StrEnum):
     LINK_THREAD = "link_thread"
     NEW_OPPORTUNITY = "new_opportunity"
     STAGE_CHANGE = "stage_change"
+    CONTACT_MOVED = "contact_moved"  # a known contact writes from another company's address
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,42 @@ def test_predictions_are_read_from_the_products_suggestions():
     assert evaluation.problems == []
 
 
+def test_moved_contacts_and_automatic_links_are_scored():
+    labels = Labels.model_validate(
+        {
+            "mailbox_owner": "lena@halvorsen.example",
+            "internal_domains": ["halvorsen.example"],
+            "messages": {"m1@x": {"thread": "moved", "language": "en", "contacts": []}},
+            "threads": {
+                "moved": {"kind": "existing_opportunity", "opportunity": "OPP-1", "new_opportunity": None,
+                          "signal": None, "stage": None, "moved_contacts": ["CON-1"]},
+            },
+        }
+    )  # fmt: skip
+    files = [
+        MailFile(Path("/x/moved/01.eml"), "moved/01.eml", "moved", "m1@x", datetime(2026, 7, 14, tzinfo=UTC))
+    ]
+    seen = Observed(
+        thread_of={"m1@x": 1},
+        status={"m1@x": "parsed"},
+        thread_key={1: "k1"},
+        thread_opportunity={1: None},
+        known_ids=frozenset({"OPP-1", "CON-1"}),
+        open_opportunities=frozenset({"OPP-1"}),
+    )
+    seen.suggestions[1] += [
+        Suggested(1, "link_thread", "link:k1", {"opportunity_id": 5, "mode": "suggest"}, "", "OPP-1", None),
+        Suggested(
+            2, "contact_moved", "contact_moved:7:a@new.example", {"contact_id": 7}, "", None, None, "CON-1"
+        ),
+    ]
+    evaluation = evaluate_observed(labels, files, seen)
+    assert evaluation.score("links") == Score(tp=1)
+    assert evaluation.score("auto_links") == Score(fn=1)  # only suggested, not made
+    assert evaluation.score("moved_contacts") == Score(tp=1)
+    assert evaluation.problems == []
+
+
 # --- end to end --------------------------------------------------------------------------------------
 
 
@@ -213,7 +249,15 @@ def test_the_harness_runs_the_real_pipeline_on_the_labelled_set(tmp_path, capsys
     contacts = report["metrics"]["contacts"]
     assert contacts["recall"] > 0
     assert sum(contacts["by_language"][lang]["tp"] for lang in ("en", "de", "es")) == contacts["tp"]
-    for metric in ("links", "new_opportunities", "won", "lost", "stage_advances"):
+    for metric in (
+        "links",
+        "new_opportunities",
+        "won",
+        "lost",
+        "stage_advances",
+        "moved_contacts",
+        "auto_links",
+    ):
         numbers = report["metrics"][metric]
         assert set(numbers) >= {"tp", "fp", "fn", "precision", "recall", "f1", "by_language"}
     assert report["runtime_seconds"] < 60

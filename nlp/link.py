@@ -1,0 +1,127 @@
+"""Thread -> opportunity: the open deals of the thread's accounts, scored on what the mail says.
+
+    score = prior + (1 - prior) * evidence          prior = 0.5 / (number of candidates)
+
+The prior is what the account alone says: with one open deal a thread about business is probably
+about it (0.5), with two it is a coin toss (0.25 each). The evidence (0..1) is a weighted sum:
+
+    name     0.55  CRM phrase hits: the opportunity's name beats its product terms (nlp/phrases.py)
+    words    0.15  share of the opportunity's own name words in the text
+    amount   0.15  an amount in the thread within a few percent of the deal's amount, same currency
+    people   0.10  someone who writes on this thread wrote on another thread linked to the deal
+    recency  0.05  the deal was opened near the thread's start (fades out over a year)
+
+So a single candidate reaches the default link threshold (0.6) with a little evidence, and one of
+two needs its name or several weaker hints. The CRM holds no contact-to-opportunity relation, so
+"people" comes from thread history: the customer-side senders of threads already linked to the deal.
+Senders, not everyone copied: the manager in Cc on every deal of an account says nothing about which.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nlp.money import find_amounts
+from nlp.phrases import index_for
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+    from decimal import Decimal
+
+    from storage.records import CrmSnapshot, Match, OpportunityRef
+
+_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
+_STOP = frozenset({"the", "and", "for", "with", "renewal", "deal", "project", "new", "opportunity"})
+WEIGHTS = {"name": 0.55, "words": 0.15, "amount": 0.15, "people": 0.10, "recency": 0.05}
+_PRIOR = 0.5
+_AMOUNT_EXACT = 0.03  # within 3 %: the deal's amount
+_AMOUNT_NEAR = 0.15  # within 15 %: a revised figure of it
+_YEAR = 365.0
+CLEAR_MARGIN = 0.1  # how far ahead the best candidate must be for the link to be made
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    opp: OpportunityRef
+    score: float  # 0..1, prior included
+    evidence: float  # 0..1, what the mail says beyond the account
+    reasons: tuple[str, ...]  # the evidence parts that counted, strongest first
+
+
+def candidates(
+    human: Sequence[Match],
+    crm: CrmSnapshot,
+    *,
+    opened: Mapping[int, datetime] | None = None,
+    history: Mapping[int, frozenset[str]] | None = None,
+) -> list[Candidate]:
+    """Open opportunities of the thread's accounts, best first (ties: lower id)."""
+    seen: dict[int, OpportunityRef] = {}
+    for msg in human:
+        for account in msg.accounts:
+            for opp in crm.open_opportunities.get(account.id, ()):
+                seen.setdefault(opp.id, opp)
+    if not seen:
+        return []
+    text = "\n".join(f"{m.subject}\n{m.text}" for m in human)
+    index = index_for(crm)
+    mentions = index.mentions(text)
+    lowered = text.lower()
+    amounts = [(value, currency) for m in human for value, currency, _ in find_amounts(m.text)]
+    people = {p.address.email for m in human for p in m.external if p.role == "from"}
+    start = next((m.sent_at for m in human if m.sent_at is not None), None)
+    prior = _PRIOR / len(seen)
+    found = []
+    for opp in seen.values():
+        parts = {
+            "name": index.score(opp.id, mentions),
+            "words": _word_overlap(opp, crm, lowered),
+            "amount": _amount_fit(opp, amounts),
+            "people": 1.0 if people & (history or {}).get(opp.id, frozenset()) else 0.0,
+            "recency": _recency(start, (opened or {}).get(opp.id)),
+        }
+        evidence = sum(WEIGHTS[k] * v for k, v in parts.items())
+        reasons = tuple(k for k, v in sorted(parts.items(), key=lambda kv: -WEIGHTS[kv[0]] * kv[1]) if v > 0)
+        found.append(Candidate(opp, prior + (1 - prior) * evidence, evidence, reasons))
+    return sorted(found, key=lambda c: (-c.score, c.opp.id))
+
+
+def clear_winner(scored: Sequence[Candidate], margin: float = 0.0) -> bool:
+    """One candidate, or the best ahead of the next by more than `margin`."""
+    return len(scored) == 1 or scored[0].score - scored[1].score > margin
+
+
+def _word_overlap(opp: OpportunityRef, crm: CrmSnapshot, text: str) -> float:
+    """Share of the opportunity's own words (not its account's: those are in every signature) in text."""
+    account = crm.accounts.get(opp.account_id)
+    account_words = {w.lower() for w in _WORD.findall(account.name)} if account else set()
+    words = {w.lower() for w in _WORD.findall(opp.name)} - _STOP - account_words
+    if not words:
+        return 0.0
+    return sum(1 for w in words if w in text) / len(words)
+
+
+def _amount_fit(opp: OpportunityRef, amounts: Sequence[tuple[Decimal, str]]) -> float:
+    """1.0 for an amount within 3 % of the deal's, 0.5 within 15 %; a different currency never fits."""
+    if not opp.amount:
+        return 0.0
+    best = 0.0
+    for value, currency in amounts:
+        if opp.currency and currency and currency != opp.currency:
+            continue
+        low, high = sorted((value, opp.amount))
+        if high <= 0:
+            continue
+        gap = float(1 - low / high)
+        best = max(best, 1.0 if gap <= _AMOUNT_EXACT else 0.5 if gap <= _AMOUNT_NEAR else 0.0)
+    return best
+
+
+def _recency(start: datetime | None, opened: datetime | None) -> float:
+    if start is None or opened is None:
+        return 0.0
+    days = abs((start.replace(tzinfo=None) - opened.replace(tzinfo=None)).days)
+    return max(0.0, 1.0 - days / _YEAR)

@@ -1,0 +1,112 @@
+"""Stored threads through the propose stage: attachments read back, superseded suggestions withdrawn,
+the no-reply job at a given "now". On the migrated SQLite database and parse worker of tests/conftest.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import pytest
+from sqlalchemy import select
+
+from mailsync.crm_import import import_crm
+from mailsync.followups import flag_unanswered
+from storage import mailstore
+from storage import models as m
+from storage.records import Proposal, ProposalKind, Provenance, RawMessage
+
+REP = "dana@northwind.example"
+CUSTOMER = "rachel@acme.example"
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def crm(tmp_path, settings, repo, pipeline):
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    (folder / "reps.csv").write_text(f"email,name,team\n{REP},Dana,West\n", encoding="utf-8")
+    (folder / "accounts.csv").write_text(
+        "id,name,domain\nACC-1,Acme Logistics,acme.example\n", encoding="utf-8"
+    )
+    (folder / "contacts.csv").write_text(
+        f"id,account_id,name,email,owner_rep\nCON-1,ACC-1,Rachel Kim,{CUSTOMER},{REP}\n", encoding="utf-8"
+    )
+    (folder / "opportunities.csv").write_text(
+        "id,account_id,name,stage,amount,currency,owner_rep,created_at\n"
+        f"OPP-1,ACC-1,Acme - FleetSense rollout,Demo,48000.00,USD,{REP},2026-02-01\n",
+        encoding="utf-8",
+    )
+    import_crm(settings, repo, [folder], {})
+    pipeline.refresh_crm()
+    return pipeline.crm
+
+
+def mail(number, sender, to, body, *, day, reply_to=None, attachment=None, subject="FleetSense rollout"):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject if reply_to is None else f"Re: {subject}"
+    msg["Date"] = format_datetime(START + timedelta(days=day))
+    msg["Message-ID"] = f"<m{number}@test.example>"
+    if reply_to is not None:
+        msg["In-Reply-To"] = msg["References"] = f"<m{reply_to}@test.example>"
+    msg.set_content(body)
+    if attachment:
+        msg.add_attachment(b"%PDF-1.4 fake", maintype="application", subtype="pdf", filename=attachment)
+    return RawMessage(msg.as_bytes(), Provenance("dana", path=f"m{number}.eml"))
+
+
+def suggestions(repo):
+    with repo.session() as session:
+        rows = session.scalars(select(m.Suggestion).order_by(m.Suggestion.id))
+        return [(r.kind, r.status, r.payload.get("to_stage") or r.payload.get("mode")) for r in rows]
+
+
+def test_attachment_names_stored_with_the_message_count_as_evidence_later(crm, repo, pipeline):
+    pipeline.ingest(mail(1, CUSTOMER, REP, "Can you send pricing for FleetSense?", day=0), REP)
+    pipeline.ingest(
+        mail(2, CUSTOMER, REP, "All approved, see attached.", day=5, reply_to=1, attachment="PO-4471.pdf"),
+        REP,
+    )
+    assert ("stage_change", "open", "closed_won") in suggestions(repo)
+
+
+def test_a_suggestion_the_thread_no_longer_supports_is_withdrawn_and_may_come_back(crm, repo, pipeline):
+    # From a private address nothing ties the request to Acme: a new opportunity, for now.
+    pipeline.ingest(
+        mail(1, "rachel.kim@gmail.com", REP, "Could you send us a quote for 40 vans?", day=0), REP
+    )
+    assert ("new_opportunity", "open", None) in suggestions(repo)
+    # Our answer goes to her company address: the thread is about Acme's open deal after all.
+    pipeline.ingest(
+        mail(2, REP, f"{CUSTOMER}, rachel.kim@gmail.com", "Quote attached.", day=1, reply_to=1), REP
+    )
+    found = suggestions(repo)
+    assert ("new_opportunity", "withdrawn", None) in found
+    assert ("link_thread", "open", "link") in found
+    with repo.session() as session:
+        thread_id = session.scalar(select(m.Thread.id))
+        row = session.scalar(select(m.Suggestion).where(m.Suggestion.kind == "new_opportunity"))
+        again = Proposal(ProposalKind.NEW_OPPORTUNITY, row.key, row.summary, dict(row.payload), 0.5, (), REP)
+        assert (
+            mailstore.sync_suggestions(session, thread_id, [again], withdraw=False) == 2
+        )  # reopened, updated
+    assert ("new_opportunity", "open", None) in suggestions(repo)
+
+
+def test_the_no_reply_job_flags_an_unanswered_follow_up_and_a_reply_withdraws_it(
+    crm, settings, repo, pipeline
+):
+    pipeline.ingest(mail(1, CUSTOMER, REP, "Could you send the FleetSense quote?", day=0), REP)
+    pipeline.ingest(mail(2, REP, CUSTOMER, "Quote attached: USD 48,000.", day=1, reply_to=1), REP)
+    pipeline.ingest(mail(3, REP, CUSTOMER, "Just checking in on the quote.", day=10, reply_to=2), REP)
+    follow_up = START + timedelta(days=10)
+    days = settings.matching.lost_after_days
+    assert flag_unanswered(repo, crm, settings.matching, follow_up + timedelta(days=days - 1)) == 0
+    assert flag_unanswered(repo, crm, settings.matching, follow_up + timedelta(days=days + 1)) == 1
+    assert ("stage_change", "open", "closed_lost") in suggestions(repo)
+    assert (
+        flag_unanswered(repo, crm, settings.matching, follow_up + timedelta(days=days + 2)) == 0
+    )  # idempotent
+    pipeline.ingest(mail(4, CUSTOMER, REP, "Sorry for the silence, still on it.", day=60, reply_to=3), REP)
+    assert ("stage_change", "withdrawn", "closed_lost") in suggestions(repo)
+    assert flag_unanswered(repo, crm, settings.matching, START + timedelta(days=200)) == 0

@@ -233,6 +233,7 @@ def run_daemon(ctx: typer.Context) -> None:
         )
     parser = ParseWorker(settings.limits)
     pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
+    pipeline.refresh_crm()  # at start: a missing spaCy model or database fails here, not per message
     raise typer.Exit(Daemon(settings, pipeline, Metrics(m.name for m in settings.mailboxes)).run())
 
 

@@ -22,9 +22,11 @@ from nlp.noise import automated_reason
 from nlp.phrases import build_index
 from nlp.propose import propose
 from storage import mailstore
-from storage.crm import load_snapshot
+from storage.crm import crm_version, load_snapshot
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.orm import Session
 
     from config.settings import Settings
@@ -55,6 +57,7 @@ class Pipeline:
         self.archive = archive
         self.parser = parser
         self._crm: CrmSnapshot | None = None
+        self._crm_version: tuple[int, datetime | None] | None = None
 
     @property
     def crm(self) -> CrmSnapshot:
@@ -67,8 +70,19 @@ class Pipeline:
         """Rebuild the match stage's view of the CRM (after an import or an approval)."""
         free = free_mail_domains() | frozenset(self.settings.extra_free_mail_domains)
         with self.repo.session() as session:
+            self._crm_version = crm_version(session)
             self._crm = load_snapshot(session, frozenset(self.settings.internal_domains), free)
         build_index(self._crm, self.settings.matching.spacy_model)  # ConfigError if the model is missing
+
+    def refresh_crm_if_changed(self) -> bool:
+        """Reload the snapshot when a CRM import was applied since (e.g. by `mailsync crm import`)."""
+        with self.repo.session() as session:
+            version = crm_version(session)
+        if self._crm is not None and version == self._crm_version:
+            return False
+        self.refresh_crm()
+        log.info("crm_loaded", events=version[0])
+        return True
 
     def ingest(self, raw: RawMessage, owner: str) -> IngestResult:
         """Take one message from a source through every stage; CaptureError subclasses propagate."""

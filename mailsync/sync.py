@@ -58,6 +58,7 @@ def sync_mailbox(
     progress: Callable[[str, int], Callable[[], None]] | None = None,
 ) -> list[FolderResult]:
     """Sync every configured folder of `mailbox` once. CaptureErrors propagate to the caller."""
+    pipeline.refresh_crm_if_changed()  # a CRM import since the last pass changes what mail matches
     with pipeline.repo.session() as session:
         mailstore.ensure_mailbox(session, mailbox.name, mailbox.owner)
     results = []

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from storage import models as m
 from storage.records import AccountRef, ContactRef, CrmSnapshot, OpportunityRef, normalise_email
@@ -118,6 +118,12 @@ def _set_keys(session: Session, owned: list[Any], model: type[Any], wanted: set[
             session.flush()
         owned.append(model(**{key: value}))
     return True
+
+
+def crm_version(session: Session) -> tuple[int, datetime | None]:
+    """Changes whenever a CRM import (or any other event) is applied: the snapshot is stale then."""
+    count, last = session.execute(select(func.count(), func.max(m.AppliedEvent.at))).one()
+    return int(count), last
 
 
 def load_snapshot(

@@ -40,3 +40,15 @@ def test_reimport_updates_changes_and_moves_keys(repo):
     assert domains == {"acme.example": "A2", "globex.example": "A2"}
     assert addresses == {"rachel@acme.example": "C2", "joe@globex.example": "C2"}
     assert names == {"Acme Corp", "Globex"}
+
+
+def test_pipeline_reloads_its_crm_snapshot_after_an_import(config_file, pipeline):
+    from mailsync.cli import main  # noqa: PLC0415
+    from tests.conftest import ROOT  # noqa: PLC0415
+
+    assert not pipeline.crm.accounts
+    assert not pipeline.refresh_crm_if_changed()  # nothing applied since the snapshot
+    assert main(["--config", str(config_file), "crm", "import", str(ROOT / "fixtures/demo/crm")]) == 0
+    assert pipeline.refresh_crm_if_changed()  # another process imported: the daemon's next pass sees it
+    assert pipeline.crm.accounts
+    assert not pipeline.refresh_crm_if_changed()

@@ -17,22 +17,9 @@ from mailsync.sources.imap import ImapSource
 from mailsync.sync import sync_mailbox
 from storage import models as m
 from tests.conftest import write_config
+from tests.support.config import imap_mailbox
 
 pytestmark = pytest.mark.slow
-
-
-def _mailbox(name: str, dovecot, user: str, env: str) -> str:
-    return f"""
-        [[mailboxes]]
-        name = "{name}"
-        owner = "{name}@northwind.example"
-        host = "{dovecot.host}"
-        port = {dovecot.port}
-        security = "plain"
-        username = "{user}"
-        password_env = "{env}"
-        folders = ["INBOX"]
-        """
 
 
 def test_corpora_synced_from_dovecot_are_archived_as_served_and_parsed_or_quarantined(
@@ -54,8 +41,12 @@ def test_corpora_synced_from_dovecot_are_archived_as_served_and_parsed_or_quaran
     settings = load_settings(
         write_config(
             tmp_path,
-            _mailbox("rita", dovecot, "rita", "TEST_RITA_PW")
-            + _mailbox("sam", dovecot, "sam", "TEST_SAM_PW"),
+            imap_mailbox(
+                dovecot, "rita", name="rita", owner="rita@northwind.example", password_env="TEST_RITA_PW"
+            )
+            + imap_mailbox(
+                dovecot, "sam", name="sam", owner="sam@northwind.example", password_env="TEST_SAM_PW"
+            ),
         )
     )
     pipeline.settings = settings

@@ -26,7 +26,7 @@ from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
 from tests.integration.test_daemon import daemon_config, wait_for
-from tests.integration.test_sync import mail
+from tests.support.mail import plain_mail as mail
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("debug_logging")]
 

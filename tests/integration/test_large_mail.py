@@ -24,6 +24,7 @@ from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
 from tests.conftest import write_config
+from tests.support.config import imap_config
 
 pytestmark = pytest.mark.slow
 
@@ -122,22 +123,7 @@ def huge_mail(tmp_path_factory) -> Path:
 
 
 def _imap_config(tmp_path: Path, dovecot, user: str, password: str, monkeypatch, limits: str = "") -> Path:
-    monkeypatch.setenv("TEST_LARGE_IMAP_PW", password)
-    return write_config(
-        tmp_path,
-        f"""
-        [[mailboxes]]
-        name = "imap"
-        owner = "dana@northwind.example"
-        host = "{dovecot.host}"
-        port = {dovecot.port}
-        security = "plain"
-        username = "{user}"
-        password_env = "TEST_LARGE_IMAP_PW"
-        folders = ["INBOX"]
-        {limits}
-        """,
-    )
+    return imap_config(tmp_path, dovecot, user, password, monkeypatch, folders=["INBOX"], extra=limits)
 
 
 def _only_message(config: Path) -> tuple[m.Message, list[m.Provenance], str | None]:
@@ -218,7 +204,7 @@ def test_50mb_header_line_within_the_size_limit_is_parsed_or_quarantined_without
         client.append("INBOX", mail.read_bytes())
     # Raise the size limit over the message so the parser itself has to cope with the line.
     config = _imap_config(
-        tmp_path, dovecot, user, password, monkeypatch, limits="[limits]\nmax_bytes = 104857600"
+        tmp_path, dovecot, user, password, monkeypatch, limits="\n[limits]\nmax_bytes = 104857600\n"
     )
     assert run_cli(config, "db", "upgrade")[0] == 0
 

@@ -6,9 +6,7 @@ archive directory; the damage is done to the files on disk.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
-import itertools
 import mailbox
 import os
 import re
@@ -25,38 +23,21 @@ from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
 from tests.conftest import DEMO, write_config
+from tests.support import config as support_config
+from tests.support.mail import plain_mail
 
 pytestmark = pytest.mark.integration
 
-_numbers = itertools.count(1)
 HOUR_AGO = time.time() - 3600
 
 
 def mail(subject: str) -> bytes:
-    n = next(_numbers)
-    return (
-        f"From: Rachel Kim <rachel@acme.example>\nTo: dana@northwind.example\nSubject: {subject}\n"
-        f"Date: {email.utils.format_datetime(email.utils.localtime())}\n"
-        f"Message-ID: <repair-{n}@acme.example>\n\nPricing for {subject}, please. {n}\n"
-    ).encode()
+    return plain_mail(subject, f"Pricing for {subject}, please.", id_prefix="repair")
 
 
-def imap_config(tmp_path, server, user, password, monkeypatch, folders='["INBOX"]', extra=""):
-    monkeypatch.setenv("TEST_REPAIR_PW", password)
-    return write_config(
-        tmp_path,
-        f"""
-        [[mailboxes]]
-        name = "imap"
-        owner = "dana@northwind.example"
-        host = "{server.host}"
-        port = {server.port}
-        security = "plain"
-        username = "{user}"
-        password_env = "TEST_REPAIR_PW"
-        folders = {folders}
-        """
-        + extra,
+def imap_config(tmp_path, server, user, password, monkeypatch, folders=("INBOX",), extra=""):
+    return support_config.imap_config(
+        tmp_path, server, user, password, monkeypatch, folders=folders, extra=extra
     )
 
 
@@ -181,7 +162,7 @@ def test_mail_expunged_on_the_server_is_reported_unrepairable(synced, dovecot, i
 def test_uidvalidity_change_is_a_reason_until_a_resync_records_the_new_copy(
     dovecot, imap_user, tmp_path, monkeypatch, capsys
 ):
-    config = imap_config(tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, '["Deals"]')
+    config = imap_config(tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, ("Deals",))
     cli(capsys, config, "db", "upgrade")
     dovecot.create_folder(imap_user.name, "Deals")
     messages = [mail("renewal"), mail("expansion")]

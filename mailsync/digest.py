@@ -40,7 +40,8 @@ class Digest:
 def _details(payload: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     shown = ("account", "new_account_domain", "opportunity", "amount", "currency", "first_seen_at",
              "from_stage", "to_stage", "reason", "silent_since", "contacts", "candidates", "because",
-             "outcome", "contact", "email", "old_account", "new_account")  # fmt: skip
+             "outcome", "contact", "email", "old_account", "new_account", "organisations", "money_named",
+             "dates_named")  # fmt: skip
     return tuple((k.replace("_", " "), str(payload[k])) for k in shown if payload.get(k) not in (None, ""))
 
 

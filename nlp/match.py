@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -139,8 +139,16 @@ class KnownPerson:
 
 @dataclass
 class _NameIndex:
+    """Normalised name -> the one contact of that name (None: several); addresses read on a hit.
+
+    Compact on purpose: one dict entry per distinct name, sharing the snapshot's ContactRefs. A hit's
+    addresses come from the snapshot (one scan, then kept), since hits are rare: mail from an address
+    the CRM does not know under a name it does.
+    """
+
     crm: CrmSnapshot
-    people: dict[str, KnownPerson]
+    contacts: dict[str, ContactRef | None]
+    people: dict[int, KnownPerson] = field(default_factory=dict)  # contacts found so far
 
 
 _names_lock = threading.Lock()
@@ -155,16 +163,29 @@ def known_person(display: str, crm: CrmSnapshot) -> KnownPerson | None:
     global _names  # noqa: PLW0603 - one index per live snapshot, like the phrase index
     with _names_lock:
         if _names is None or _names.crm is not crm:
+            _names = None  # let the old index go before the new one is built
             _names = _NameIndex(crm, _name_index(crm))
-        return _names.people.get(key)
+        contact = _names.contacts.get(key)
+        if contact is None:
+            return None
+        person = _names.people.get(contact.id)
+        if person is None:
+            person = _names.people[contact.id] = _person(contact, crm)
+        return person
 
 
-def _name_index(crm: CrmSnapshot) -> dict[str, KnownPerson]:
-    by_contact: dict[int, tuple[ContactRef, set[str]]] = {}
-    for email, contact in crm.contacts_by_email.items():
-        by_contact.setdefault(contact.id, (contact, set()))[1].add(email)
-    keys: dict[str, list[KnownPerson]] = {}
-    for contact, emails in by_contact.values():
-        person = KnownPerson(contact, frozenset(emails), frozenset(e.rpartition("@")[2] for e in emails))
-        keys.setdefault(normalise_name(contact.name), []).append(person)
-    return {key: found[0] for key, found in keys.items() if len(found) == 1 and key}
+def _name_index(crm: CrmSnapshot) -> dict[str, ContactRef | None]:
+    found: dict[str, ContactRef | None] = {}
+    for contact in crm.contacts_by_email.values():
+        key = normalise_name(contact.name)
+        if not key:
+            continue
+        current = found.setdefault(key, contact)
+        if current is not None and current.id != contact.id:
+            found[key] = None  # two contacts share the name: it identifies nobody
+    return found
+
+
+def _person(contact: ContactRef, crm: CrmSnapshot) -> KnownPerson:
+    emails = frozenset(e for e, c in crm.contacts_by_email.items() if c.id == contact.id)
+    return KnownPerson(contact, emails, frozenset(e.rpartition("@")[2] for e in emails))

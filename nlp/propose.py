@@ -29,6 +29,7 @@ from nlp.clean import sentences
 from nlp.link import CLEAR_MARGIN, Candidate, candidates, clear_winner
 from nlp.money import find_amounts
 from nlp.moved import moved_contacts
+from nlp.phrases import index_for
 from nlp.signals import CONFIRM, DEMO, Hit, attachment_signals, find_signals, meeting_signals
 from storage.records import Evidence, Proposal, ProposalKind
 
@@ -88,7 +89,7 @@ def propose(thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None 
     if target is not None:
         proposals.extend(_stage_changes(thread, target, human))
     elif not scored:
-        proposal = _new_opportunity(thread, human)
+        proposal = _new_opportunity(thread, human, crm)
         if proposal is not None:
             proposals.append(proposal)
     return proposals
@@ -282,8 +283,12 @@ def outcome_hits(human: list[Match]) -> list[tuple[Match, Hit]]:
     return found
 
 
-def _new_opportunity(thread: ThreadView, human: list[Match]) -> Proposal | None:
-    """A deal nobody entered: someone outside wrote, wants to buy, and is not selling to us."""
+def _new_opportunity(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -> Proposal | None:
+    """A deal nobody entered: someone outside wrote, wants to buy, and is not selling to us.
+
+    With no CRM account for the other side, the new account is named by the first organisation the
+    customer's mail names that the CRM does not know (statistical pipeline only), else by the domain.
+    """
     external = [p for m in human for p in m.external]
     inbound = [m for m in human if from_outside(m)]
     if not external or not inbound:
@@ -308,29 +313,49 @@ def _new_opportunity(thread: ThreadView, human: list[Match]) -> Proposal | None:
     # The deal's value is the largest amount named (unit prices and line items are smaller).
     amounts = sorted((a for m in human for a in find_amounts(m.text)), key=lambda a: a[0], reverse=True)
     outcome = next((h.kind for _, h in reversed(outcome_hits(human))), None)
+    named, entities = _customer_entities(inbound, crm)
     if account is not None:
         account_name = account.name
+    elif named is not None:
+        account_name = named
     elif company is not None:
         account_name = company.address.domain.split(".")[0].replace("-", " ").title()
     else:
         account_name = external[0].address.name or external[0].address.email
     contacts = sorted({p.address.email for p in external})
+    payload: dict[str, str | int | float | None] = {
+        "name": f"{account_name} – {thread.subject}"[:200],
+        "account_id": account.id if account else None,
+        "account": account_name,
+        "new_account_domain": company.address.domain if company and not account else None,
+        "contacts": "; ".join(contacts),
+        "amount": str(amounts[0][0]) if amounts else None,
+        "currency": amounts[0][1] if amounts else None,
+        "first_seen_at": first_msg.sent_at.date().isoformat() if first_msg.sent_at else None,
+        "outcome": outcome,
+    }
+    payload.update(entities)  # extra evidence; nothing with the blank pipeline
     return Proposal(
         kind=ProposalKind.NEW_OPPORTUNITY,
         key=f"new_opportunity:{thread.key}",
         summary=f"New opportunity: {account_name} – {thread.subject or '(no subject)'}",
-        payload={
-            "name": f"{account_name} – {thread.subject}"[:200],
-            "account_id": account.id if account else None,
-            "account": account_name,
-            "new_account_domain": company.address.domain if company and not account else None,
-            "contacts": "; ".join(contacts),
-            "amount": str(amounts[0][0]) if amounts else None,
-            "currency": amounts[0][1] if amounts else None,
-            "first_seen_at": first_msg.sent_at.date().isoformat() if first_msg.sent_at else None,
-            "outcome": outcome,
-        },
+        payload=payload,
         confidence=min(0.9, 0.5 + 0.1 * len(intent) + (0.2 if requested else 0.0)),
         evidence=tuple(_evidence(m, h.sentence) for m, h in intent[:_MAX_EVIDENCE]),
         owner_rep=thread.owner,
     )
+
+
+def _customer_entities(inbound: list[Match], crm: CrmSnapshot) -> tuple[str | None, dict[str, str]]:
+    """The first organisation the customer names that the CRM does not know, and the ORG, MONEY and DATE
+    entities of the customer's mail as payload fields (none with the blank pipeline)."""
+    index = index_for(crm)
+    if not index.ner:
+        return None, {}
+    named = next((n for m in inbound for n in index.new_account_names(m.text)), None)
+    found: dict[str, dict[str, None]] = {"organisations": {}, "money_named": {}, "dates_named": {}}
+    for msg in inbound:
+        entities = index.entities(msg.text)
+        for field_name, values in zip(found, (entities.orgs, entities.money, entities.dates), strict=True):
+            found[field_name].update(dict.fromkeys(values))
+    return named, {k: "; ".join(v) for k, v in found.items() if v}

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DEMO := $(BIN)/mailsync --config fixtures/demo/mailsync.toml
 
-.PHONY: help install system-deps demo test test-fast check format bench eval clean
+.PHONY: help install system-deps demo test test-fast check format bench eval fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 
 eval: $(STAMP) ## score matching on the labelled set in fixtures/eval (precision/recall table)
 	$(BIN)/python -m mailsync.evaluate --set fixtures/eval
+
+fuzz: $(STAMP) ## fuzz parse and identity with hostile mail, 25x the examples of make test (~10 min)
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/unit/test_fuzz.py -q --timeout=1800
 
 bench: $(STAMP) system-deps ## benchmarks against peers (spaCy PhraseMatcher, mbsync, notmuch), printed as tables
 	$(BIN)/python -m bench.run

@@ -40,6 +40,7 @@ from rich.table import Table
 
 from bench.synth import Crm, Mail, make_mail
 from storage.records import ContactRef, CrmSnapshot
+from tests.support.config import imap_mailbox
 from tests.support.dovecot import DovecotServer, missing_requirement
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CRM = ROOT / "fixtures" / "demo" / "crm"
 USER, PASSWORD = "bob", "bobpw"
+ENV_VAR = "BENCH_IMAP_PW"  # the environment variable mailsync reads the IMAP password from
 FETCH_BATCH = 500
 STAGES = (  # (label, file suffix, function name) looked up in the profile
     ("archive.put (compress + fsync)", "storage/archive.py", "put"),
@@ -213,23 +215,11 @@ def _mailsync_setup(server: DovecotServer, work: Path) -> Settings:
     from mailsync.logs import configure_logging  # noqa: PLC0415
 
     work.mkdir()
-    os.environ["BENCH_IMAP_PW"] = PASSWORD
+    os.environ[ENV_VAR] = PASSWORD
     config = work / "mailsync.toml"
     config.write_text(
-        textwrap.dedent(f"""\
-            database_url = "sqlite:///var/mailsync.db"
-            internal_domains = ["northwind.example"]
-
-            [[mailboxes]]
-            name = "bench"
-            owner = "dana@northwind.example"
-            host = "{server.host}"
-            port = {server.port}
-            security = "plain"
-            username = "{USER}"
-            password_env = "BENCH_IMAP_PW"
-            folders = ["INBOX"]
-            """)
+        'database_url = "sqlite:///var/mailsync.db"\ninternal_domains = ["northwind.example"]\n'
+        + imap_mailbox(server, USER, password_env=ENV_VAR, name="bench")
     )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         for argv in (["db", "upgrade"], ["crm", "import", str(DEMO_CRM)]):

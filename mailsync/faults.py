@@ -15,7 +15,8 @@ The points, in the order one message meets them:
     after_commit    pipeline.py  the message is committed, the caller has not heard of it
     before_cursor   sync.py      messages are committed, the folder cursor is not yet saved
 
-Test-only: production never sets the variable. The variable is read once, at import.
+Test-only: production never sets the variable. The variable is read once, at import (and again by
+`reload()`, which a test harness that forks already-imported processes calls in each child).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def _parse(value: str) -> tuple[str | None, int]:
 
 _ARMED, _FIRE_AT = _parse(os.environ.get(ENV, "").strip())
 _reached = 0
+
+
+def reload() -> None:
+    """Read `MAILSYNC_TEST_FAULT` again and reset the count (tests/support/forkserver.py forks children)."""
+    global _ARMED, _FIRE_AT, _reached  # noqa: PLW0603 - the same per-process state as at import
+    _ARMED, _FIRE_AT = _parse(os.environ.get(ENV, "").strip())
+    _reached = 0
 
 
 def point(name: str) -> None:

@@ -120,11 +120,12 @@ def _addresses(message: Message, name: str) -> tuple[Address, ...]:
 
 
 def _decode_name(display: str) -> str:
-    from email.header import decode_header, make_header  # noqa: PLC0415 - small, rarely needed
+    from email.errors import MessageError  # noqa: PLC0415 - small, rarely needed
+    from email.header import decode_header, make_header  # noqa: PLC0415
 
     try:
         return " ".join(str(make_header(decode_header(display))).split())[:200]
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, MessageError):  # HeaderParseError, CharsetError
         return " ".join(display.split())[:200]
 
 

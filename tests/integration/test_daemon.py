@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,8 @@ from mailsync.pipeline import Pipeline
 from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
-from tests.integration.test_sync import imap_config, mail
+from tests.support.config import imap_config
+from tests.support.mail import plain_mail as mail
 
 
 def wait_for(predicate, timeout, step=0.05):
@@ -38,13 +40,24 @@ def messages(repo):
         return s.scalar(select(func.count()).select_from(m.Message))
 
 
-def daemon_config(tmp_path, dovecot, user, monkeypatch, **kwargs):
-    path = imap_config(
-        tmp_path, dovecot, user.name, user.password, monkeypatch, folders='["INBOX"]', **kwargs
+def daemon_config(tmp_path, dovecot, user, monkeypatch):
+    daemon = "\n[daemon]\npoll_interval = 600\njitter = 0\nhttp_port = 0\n"
+    return imap_config(
+        tmp_path, dovecot, user.name, user.password, monkeypatch, folders=["INBOX"], extra=daemon
     )
-    with path.open("a") as config:
-        config.write("\n[daemon]\npoll_interval = 600\njitter = 0\nhttp_port = 0\n")
-    return path
+
+
+@contextlib.contextmanager
+def running(daemon):
+    """Run the daemon in a thread for the with-block, then stop it; it must stop within 30 s."""
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        daemon.request_stop()
+        runner.join(30)
+    assert not runner.is_alive()
 
 
 def get(url):
@@ -61,9 +74,7 @@ def test_idle_captures_new_mail_within_seconds_and_health_is_ok(
     settings = load_settings(daemon_config(tmp_path, dovecot, imap_user, monkeypatch))
     dovecot.append(imap_user.name, "INBOX", mail("before start"))
     daemon = Daemon(settings, pipeline, Metrics(["imap"]))
-    runner = threading.Thread(target=daemon.run)
-    runner.start()
-    try:
+    with running(daemon):
         assert wait_for(lambda: daemon.metrics.last_success("imap") is not None, 15)
         assert messages(repo) == 1
         base = f"http://127.0.0.1:{daemon.ops.port}"
@@ -78,10 +89,6 @@ def test_idle_captures_new_mail_within_seconds_and_health_is_ok(
         assert status == 200
         assert 'mailsync_messages_fetched_total{mailbox="imap"} 2.0' in text
         print(f"IDLE capture took {took:.2f} s")
-    finally:
-        daemon.request_stop()
-        runner.join(30)
-    assert not runner.is_alive()
 
 
 def test_health_is_503_when_the_database_is_unreachable(
@@ -147,9 +154,7 @@ def test_daemon_reconnects_with_backoff_after_the_server_goes_away(
     server.append("rita", "INBOX", mail("before the outage"))
     metrics = Metrics(["imap"])
     daemon = Daemon(settings, pipeline, metrics)
-    runner = threading.Thread(target=daemon.run)
-    runner.start()
-    try:
+    with running(daemon):
         assert wait_for(lambda: messages(repo) == 1, 15)
         server.stop()
         assert wait_for(
@@ -162,7 +167,3 @@ def test_daemon_reconnects_with_backoff_after_the_server_goes_away(
         server.start()
         server.append("rita", "INBOX", mail("after the outage"))
         assert wait_for(lambda: messages(repo) == 2, 30), "not recaptured after the server came back"
-    finally:
-        daemon.request_stop()
-        runner.join(30)
-    assert not runner.is_alive()

@@ -23,7 +23,7 @@ from mailsync.sync import sync_mailbox
 from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
-from tests.conftest import write_config
+from tests.support.config import imap_config
 
 HEAD = b"From: Rachel Kim <rachel@acme.example>\r\nTo: dana@northwind.example\r\nDate: Mon, 3 Jun 2024 10:00:00 +0000\r\n"
 
@@ -209,20 +209,8 @@ def test_hostile_files_are_archived_and_parsed_or_quarantined(tmp_path, pipeline
 def test_hostile_mail_synced_from_dovecot_is_archived_and_parsed_or_quarantined(
     tmp_path, dovecot, imap_user, monkeypatch, parse_worker
 ):
-    monkeypatch.setenv("TEST_HOSTILE_IMAP_PW", imap_user.password)
-    config = write_config(
-        tmp_path,
-        f"""
-        [[mailboxes]]
-        name = "imap"
-        owner = "dana@northwind.example"
-        host = "{dovecot.host}"
-        port = {dovecot.port}
-        security = "plain"
-        username = "{imap_user.name}"
-        password_env = "TEST_HOSTILE_IMAP_PW"
-        folders = ["INBOX"]
-        """,
+    config = imap_config(
+        tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders=["INBOX"]
     )
     settings = load_settings(config)
     repo = Repo(settings.database_url)

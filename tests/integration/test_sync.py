@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
-import itertools
-
 import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
@@ -15,38 +12,8 @@ from mailsync.cli import main
 from mailsync.sources.imap import ImapSource
 from mailsync.sync import sync_mailbox
 from storage import models as m
-from tests.conftest import write_config
-
-_numbers = itertools.count(1)
-
-
-def mail(subject: str, body: str = "Hello, can you send pricing?") -> bytes:
-    n = next(_numbers)
-    return (
-        f"From: Rachel Kim <rachel@acme.example>\nTo: dana@northwind.example\nSubject: {subject}\n"
-        f"Date: {email.utils.format_datetime(email.utils.localtime())}\nMessage-ID: <sync-{n}@acme.example>\n\n{body} {n}\n"
-    ).encode()
-
-
-def imap_config(
-    tmp_path, server, user, password, monkeypatch, *, folders='["INBOX", "\\\\Sent"]', extra_mailbox=""
-):
-    monkeypatch.setenv("TEST_IMAP_PW", password)
-    return write_config(
-        tmp_path,
-        f"""
-        [[mailboxes]]
-        name = "imap"
-        owner = "dana@northwind.example"
-        host = "{server.host}"
-        port = {server.port}
-        security = "plain"
-        username = "{user}"
-        password_env = "TEST_IMAP_PW"
-        folders = {folders}
-        """
-        + extra_mailbox,
-    )
+from tests.support.config import imap_config, imap_mailbox
+from tests.support.mail import plain_mail as mail
 
 
 @pytest.fixture
@@ -103,7 +70,7 @@ def test_uidvalidity_change_resyncs_by_identity_without_duplicates(
     dovecot, imap_user, tmp_path, monkeypatch, repo, pipeline
 ):
     settings = load_settings(
-        imap_config(tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders='["Deals"]')
+        imap_config(tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders=["Deals"])
     )
     mailbox = settings.mailbox("imap")
     dovecot.create_folder(imap_user.name, "Deals")
@@ -156,9 +123,7 @@ def test_outage_mid_sync_resumes_with_nothing_lost_or_duplicated(
     dovecot_factory, tmp_path, monkeypatch, repo, pipeline
 ):
     server = dovecot_factory(users={"olga": "olgapw"})
-    settings = load_settings(
-        imap_config(tmp_path, server, "olga", "olgapw", monkeypatch, folders='["INBOX"]')
-    )
+    settings = load_settings(imap_config(tmp_path, server, "olga", "olgapw", monkeypatch, folders=["INBOX"]))
     mailbox = settings.mailbox("imap")
     server.append_many("olga", "INBOX", [mail(f"outage {i}") for i in range(12)])
     seen = []
@@ -186,19 +151,17 @@ def test_cli_sync_once_wrong_password_is_one_clear_error_and_others_carry_on(
     dovecot, imap_user, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("TEST_BAD_PW", "not-the-password")
+    broken = imap_mailbox(
+        dovecot,
+        imap_user.name,
+        password_env="TEST_BAD_PW",
+        name="broken",
+        owner="sam@northwind.example",
+        folders=None,
+    )
     config = imap_config(
-        tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders='["INBOX"]',
-        extra_mailbox=f"""
-        [[mailboxes]]
-        name = "broken"
-        owner = "sam@northwind.example"
-        host = "{dovecot.host}"
-        port = {dovecot.port}
-        security = "plain"
-        username = "{imap_user.name}"
-        password_env = "TEST_BAD_PW"
-        """,
-    )  # fmt: skip
+        tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders=["INBOX"], extra=broken
+    )
     dovecot.append_many(imap_user.name, "INBOX", [mail("cli one"), mail("cli two")])
     assert main(["-c", str(config), "db", "upgrade"]) == 0
     code = main(["-c", str(config), "sync", "--once"])

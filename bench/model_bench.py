@@ -23,7 +23,6 @@ Target: ours >= 0.8 x the bare model's rate.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import spacy
 from rich.console import Console
 from rich.table import Table
 
-from bench.match_bench import REPS_OWNER, _match
+from bench.match_bench import REPS_OWNER, _best, _match
 from bench.synth import Crm, Mail, build_crm, make_mail
 from nlp.phrases import PhraseIndex, build_index
 from nlp.pipeline import Entities, load_pipeline
@@ -89,16 +88,6 @@ def _pipe(nlp: spacy.language.Language, texts: list[str]) -> Callable[[], int]:
         return len(texts)
 
     return run
-
-
-def _best(run: Callable[[], int], repeat: int) -> float:
-    best = 0.0
-    for _ in range(repeat):
-        gc.collect()
-        began = time.perf_counter()
-        count = run()
-        best = max(best, count / (time.perf_counter() - began))
-    return best
 
 
 def run(

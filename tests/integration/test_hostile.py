@@ -2,8 +2,8 @@
 
 Each message must end up archived (its blob readable) and either parsed or quarantined with a reason;
 an import never reports "failed". The parse worker's limits and timeout do the work; these tests
-only prove the whole path holds. Not covered here (too big for CI): a 50 MB header and a 150 MB
-message (see RELIABILITY.md).
+only prove the whole path holds. The 50 MB header line and the 150 MB message are in
+test_large_mail.py (streamed, with peak memory measured).
 """
 
 from __future__ import annotations

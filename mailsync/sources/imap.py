@@ -34,7 +34,7 @@ import structlog
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
 
-from config.errors import SourceError, SourceUnavailable
+from config.errors import ArchiveError, SourceError, SourceUnavailable
 from storage.records import Provenance, RawMessage
 
 if TYPE_CHECKING:
@@ -98,10 +98,10 @@ class ImapSource:
 
     @classmethod
     def configured(cls, mailbox: MailboxSettings, settings: Settings) -> ImapSource:
-        """The source as the daemon runs it: mail over the parse size limit is spooled next to the archive."""
-        return cls(
-            mailbox, max_fetch_bytes=settings.limits.max_bytes, spool_dir=settings.archive_dir / "spool"
-        )
+        """As the daemon runs it: mail over the parse size limit is spooled in archive_dir/spool."""
+        spool = settings.archive_dir / "spool"
+        _remove_stale_spool(spool)
+        return cls(mailbox, max_fetch_bytes=settings.limits.max_bytes, spool_dir=spool)
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -282,9 +282,12 @@ class ImapSource:
     def _fetch_in_pieces(self, status: FolderStatus, uid: int, size: int) -> Iterator[RawMessage]:
         """Fetch one big message in partial pieces straight into a spool file, never whole in memory."""
         piece = min(PIECE_BYTES, self.max_fetch_bytes)
-        if self.spool_dir is not None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"uid{uid}-", suffix=".eml", dir=self.spool_dir)
+        try:
+            if self.spool_dir is not None:
+                self.spool_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"uid{uid}-", suffix=".eml", dir=self.spool_dir)
+        except OSError as exc:
+            raise _spool_error(self.spool_dir, exc) from exc
         spool = Path(name)
         try:
             offset = pieces = 0
@@ -296,7 +299,10 @@ class ImapSource:
                     if not isinstance(data, bytes):
                         self._vanished(uid)
                         return
-                    out.write(data)
+                    try:
+                        out.write(data)
+                    except OSError as exc:  # disk full: like the archive's, it passes; retried
+                        raise _spool_error(self.spool_dir, exc) from exc
                     offset += len(data)
                     pieces += 1
                     if len(data) < piece:  # a short piece is the last; trusts the bytes, not RFC822.SIZE
@@ -402,6 +408,23 @@ class ImapSource:
                 self.close()
                 raise SourceUnavailable(f"{where}: {_server_text(exc)}", fix="retried next tick") from exc
             raise SourceError(f"{where}: {_server_text(exc)}", fix="see the server's reply above") from exc
+
+
+def _spool_error(spool_dir: Path | None, exc: OSError) -> ArchiveError:
+    return ArchiveError(
+        f"cannot spool a large message in {spool_dir or tempfile.gettempdir()}: {exc.strerror or exc}",
+        fix="free disk space there; the message is fetched again on the next try",
+    )
+
+
+def _remove_stale_spool(spool_dir: Path, older_than: float = 24 * 3600) -> None:
+    """Spool files a killed process left behind (a live fetch's file is minutes old at most)."""
+    cutoff = time.time() - older_than
+    with contextlib.suppress(OSError):
+        for leftover in spool_dir.glob("uid*.eml"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
 
 def _wait_for_new(client: IMAPClient, seconds: float) -> bool:

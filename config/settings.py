@@ -7,6 +7,7 @@ here: a `*_env` key names an environment variable and a `*_file` key names a fil
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from contextvars import ContextVar
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
 DEFAULT_CONFIG = Path("mailsync.toml")
+ENV_PREFIX = "MAILSYNC_"
+ENV_ONLY = "MAILSYNC_DATABASE_URL"  # a deployment configured by environment alone names its database
 CANONICAL_STAGES = (
     "qualification",
     "discovery",
@@ -261,10 +264,12 @@ def load_settings(explicit: Path | None = None) -> Settings:
             raise ConfigError(f"{path}: not valid TOML: {exc}", fix="fix the syntax at that line") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}", fix="check the path and permissions") from exc
-    elif explicit is not None or os.environ.get("MAILSYNC_CONFIG"):
+    elif explicit is not None or os.environ.get("MAILSYNC_CONFIG") or ENV_ONLY not in os.environ:
+        # Defaults alone would quietly make ./var/mailsync.db wherever the command happens to run.
         raise ConfigError(
             f"config file {path} does not exist",
-            fix="pass --config PATH to an existing file (see config/mailsync.example.toml)",
+            fix="copy config/mailsync.example.toml to ./mailsync.toml, or pass --config PATH "
+            f"(or configure by environment alone, starting with {ENV_ONLY})",
         )
     token = _toml_data.set(data)
     try:
@@ -273,7 +278,35 @@ def load_settings(explicit: Path | None = None) -> Settings:
         raise ConfigError(_describe(exc, path), fix=_fix_for(exc, path)) from exc
     finally:
         _toml_data.reset(token)
+    _check_environment(settings)
     return _resolve_paths(settings, path.resolve().parent)
+
+
+def _setting_names(model: type[BaseModel], prefix: str = ENV_PREFIX) -> set[str]:
+    """Every MAILSYNC_* variable that names a setting: `MAILSYNC_KEY` and `MAILSYNC_SECTION__KEY`."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        names.add(f"{prefix}{name.upper()}")
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            names |= _setting_names(section, f"{prefix}{name.upper()}__")
+    return names
+
+
+def _check_environment(settings: Settings) -> None:
+    """A MAILSYNC_* variable one typo away from a setting is a mistake, not the user's own variable."""
+    known = _setting_names(Settings) | {"MAILSYNC_CONFIG"}
+    secrets = {m.password_env for m in settings.mailboxes if m.password_env}
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or name in secrets:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.85)
+        if close:
+            raise ConfigError(
+                f"environment variable {name} is not a mailsync setting; did you mean {close[0]}?",
+                fix=f"rename {name} to {close[0]} (or unset it)",
+            )
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -305,19 +338,29 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
+def _source(loc: tuple[int | str, ...], path: Path) -> str:
+    """Where a bad value came from: the environment variable that set it, else the file."""
+    names = [str(p).upper() for p in loc if isinstance(p, str)]
+    for depth in range(len(names), 0, -1):  # MAILSYNC_LIMITS__MAX_BYTES, then MAILSYNC_LIMITS
+        env = ENV_PREFIX + "__".join(names[:depth])
+        if env in os.environ:
+            return f"${env}"
+    return str(path)
+
+
 def _describe(exc: ValidationError, path: Path) -> str:
-    problems = []
-    for err in exc.errors():
-        where = _location(tuple(err["loc"]))
-        env = "MAILSYNC_" + "__".join(str(p).upper() for p in err["loc"] if isinstance(p, str))
-        source = f"{path}" if where.split(".")[0].split("[")[0] in _toml_data.get() else f"{path} or ${env}"
-        problems.append(f"{where}: {err['msg']} (in {source})")
-    return "; ".join(problems)
+    return "; ".join(
+        f"{_location(tuple(err['loc']))}: {err['msg']} (in {_source(tuple(err['loc']), path)})"
+        for err in exc.errors()
+    )
 
 
 def _fix_for(exc: ValidationError, path: Path) -> str:
     first = exc.errors()[0]
     where = _location(tuple(first["loc"]))
+    source = _source(tuple(first["loc"]), path)
+    if source.startswith("$"):
+        return f"correct or unset the environment variable {source[1:]}"
     if first["type"] == "extra_forbidden":
         return f"remove or rename {where} in {path}; config/mailsync.example.toml lists every key"
     if first["type"] == "missing":

@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 
 from config.errors import CaptureError, ConfigError
 from config.settings import Settings, config_path, load_settings
 from mailsync.crm_import import import_crm
 from mailsync.digest import render_digest
+from mailsync.display import safe_line, safe_text
 from mailsync.importer import import_source
 from mailsync.logs import configure_logging, wants_json
 from mailsync.parse_worker import ParseWorker
@@ -47,8 +49,37 @@ app.add_typer(db_app, name="db")
 app.add_typer(crm_app, name="crm")
 app.add_typer(config_app, name="config")
 
-out = Console()
-err = Console(stderr=True)
+_UNWRAPPED_WIDTH = 10_000  # off a terminal: wide enough that no table is squeezed, no line broken
+
+
+class _Console(Console):
+    """A rich Console for text from outside (mail, IMAP servers, CSV files, paths).
+
+    Markup and emoji codes are off, so `[link=javascript:...]` or `:x:` in a CSV value or a folder name
+    prints as written; our own styles are Text styles, never markup. Off a terminal (logs, pipes, CI)
+    nothing is wrapped or squeezed: each line is whole, whatever the path length or COLUMNS says.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        super().__init__(stderr=stderr, markup=False, emoji=False, soft_wrap=True)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(_UNWRAPPED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:  # Console's size is settable; stays so
+        self._width, self._height = new_size
+
+
+out = _Console()
+err = _Console(stderr=True)
+
+
+def _labelled(label: str, style: str, text: object) -> Text:
+    """`label` in `style`, then text from outside as written, minus control and invisible characters."""
+    return Text.assemble((label, style), " ", safe_text(str(text)))
 
 
 @dataclass
@@ -123,7 +154,7 @@ def config_check(ctx: typer.Context) -> None:
     out.print(table)
     if problems:
         raise problems[0]
-    out.print("[green]config ok[/green]")
+    out.print("config ok", style="green")
 
 
 @db_app.command("upgrade")
@@ -151,6 +182,15 @@ def crm_import(
             "--map", help="Rename a column of another CRM's export: --map 'Account Name=name'. Repeatable."
         ),
     ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter",
+            help="The field separator, one character or 'tab'. Default: detected per file from its header "
+            "(, ; tab or |).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Import CRM records from CSV (upsert by the CRM's id); bad rows are reported, good rows kept."""
     state = _state(ctx)
@@ -162,27 +202,25 @@ def crm_import(
                 f"--map {item!r} is not COLUMN=FIELD", fix="write it as --map 'Their Column=field'"
             )
         mapping[source.strip()] = target.strip()
-    report = import_crm(state.settings(), state.repo(), paths, mapping)
+    report = import_crm(state.settings(), state.repo(), paths, mapping, delimiter)
     for warning in report.files.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(_labelled("warning:", "yellow", warning))
     for problem in report.files.errors:
-        err.print(f"[red]rejected[/red] {problem}")
+        err.print(_labelled("rejected", "red", problem))
     table = Table(title="CRM import")
     for column in ("file", "rows read", "rejected", "new", "updated", "unchanged"):
         table.add_column(column, justify="left" if column == "file" else "right")
     for kind, read in report.files.read.items():
-        rejected = sum(1 for e in report.files.errors if Path(e.file).stem == kind)
+        rejected = sum(1 for e in report.files.errors if Path(e.file).stem.lower() == kind)
         counts = report.counts.get(kind)
         unchanged = counts["unchanged"] if counts else (read - rejected if report.unchanged else 0)
         table.add_row(f"{kind}.csv", str(read), str(rejected), str(counts["new"] if counts else 0),
                       str(counts["updated"] if counts else 0), str(unchanged))  # fmt: skip
     out.print(table)
-    if report.unchanged:
-        out.print("nothing changed: these rows were imported before")
+    summary = report.summary()
+    if summary:
+        (err if report.files.errors else out).print(summary, highlight=False)
     if report.files.errors:
-        err.print(
-            f"{len(report.files.errors)} row(s) rejected; the good rows were imported. Fix them and re-run."
-        )
         raise typer.Exit(1)
 
 
@@ -204,7 +242,7 @@ def import_mail(
     with ParseWorker(settings.limits) as parser:
         pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
         with _progress() as progress:
-            task = progress.add_task(f"importing {path.name}", total=len(source))
+            task = progress.add_task(f"importing {safe_line(path.name)}", total=len(source))
             counts = import_source(pipeline, source, owner, lambda: progress.advance(task))
     table = Table(title=f"import {path} -> mailbox {mailbox}")
     table.add_column("outcome")
@@ -265,7 +303,7 @@ def sync_once(
         pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
 
         def track(folder: str, total: int) -> Callable[[], None]:
-            task = progress.add_task(f"{folder}", total=total)
+            task = progress.add_task(safe_line(folder), total=total)
             return lambda: progress.advance(task)
 
         for target in targets:
@@ -274,13 +312,13 @@ def sync_once(
                     results = sync_mailbox(target, pipeline, source, progress=track)
             except CaptureError as exc:
                 failed += 1
-                err.print(f"[red]{target.name}:[/red] {exc}", highlight=False)
+                err.print(_labelled(f"{target.name}:", "red", exc), highlight=False)
                 if exc.fix:
-                    err.print(f"  fix: {exc.fix}", highlight=False)
+                    err.print(f"  fix: {safe_text(exc.fix)}", highlight=False)
                 continue
             for r in results:
                 note = "UIDVALIDITY changed: resynced" if r.resynced else ""
-                table.add_row(target.name, r.folder, str(r.fetched), str(r.outcomes.get("new", 0)),
+                table.add_row(target.name, safe_text(r.folder), str(r.fetched), str(r.outcomes.get("new", 0)),
                               str(r.outcomes.get("known", 0) + r.outcomes.get("copy", 0)),
                               str(r.outcomes.get("quarantined", 0)), str(r.gone), note)  # fmt: skip
     out.print(table)
@@ -354,7 +392,7 @@ def verify(
     out.print(table)
     for label, keys in (("missing", report.missing), ("corrupt", report.corrupt), ("orphan", report.orphans)):
         for key in keys:
-            err.print(f"{label}: {archive.path_for(key)}", soft_wrap=True, highlight=False)
+            err.print(f"{label}: {archive.path_for(key)}", highlight=False)
     if repair:
         from mailsync.repair import repair_archive  # noqa: PLC0415 - imports the IMAP client
 
@@ -378,19 +416,21 @@ def _print_repair(result: RepairResult, archive: Archive) -> None:
     out.print(table)
     for fixed in result.repaired:
         kept = f"; the corrupt file is kept as {fixed.kept}" if fixed.kept else ""
-        out.print(f"repaired ({fixed.damage}): {archive.path_for(fixed.sha256)} from {fixed.source}{kept}",
-                  soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+        source = safe_text(fixed.source)
+        out.print(f"repaired ({fixed.damage}): {archive.path_for(fixed.sha256)} from {source}{kept}",
+                  highlight=False)  # fmt: skip
     for broken in result.unrepairable:
-        err.print(f"unrepairable ({broken.damage}): {archive.path_for(broken.sha256)}: {broken.reason}",
-                  soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+        reason = safe_text(broken.reason)
+        err.print(f"unrepairable ({broken.damage}): {archive.path_for(broken.sha256)}: {reason}",
+                  highlight=False)  # fmt: skip
     if result.unrepairable:
         err.print(
             f"{len(result.unrepairable)} blob(s) could not be repaired: restore them from a backup of "
             f"{archive.blobs} (same layout), then run `mailsync verify` again.",
-            soft_wrap=True, highlight=False, markup=False,
-        )  # fmt: skip
+            highlight=False,
+        )
     for path, why in result.partial_kept:
-        err.print(f"partial write kept: {path}: {why}", soft_wrap=True, highlight=False, markup=False)
+        err.print(f"partial write kept: {path}: {why}", highlight=False)
     if result.orphans:
         err.print(
             f"{len(result.orphans)} orphan blob(s) kept (listed above): on disk but unknown to the database. "
@@ -398,7 +438,7 @@ def _print_repair(result: RepairResult, archive: Archive) -> None:
             highlight=False,
         )
     if result.ok:
-        out.print("[green]archive ok[/green]")
+        out.print("archive ok", style="green")
 
 
 @app.command("status")
@@ -444,7 +484,7 @@ def status(ctx: typer.Context) -> None:
         ):
             folders.add_row(
                 name,
-                folder,
+                safe_text(folder),
                 str(validity),
                 str(last_uid),
                 f"{success:%Y-%m-%d %H:%M:%S}" if success else "never",
@@ -482,14 +522,14 @@ def quarantine(ctx: typer.Context) -> None:
     for column in ("reason", "first seen at", "archive key"):
         table.add_column(column, overflow="fold")
     for reason, key, locator in rows:
-        table.add_row(reason, locator, key[:16])
+        table.add_row(safe_text(reason), safe_text(locator), key[:16])
     out.print(table)
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=False,
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err, transient=False,
     )  # fmt: skip
 
 
@@ -498,9 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="mailsync")
     except CaptureError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        err.print(_labelled("error:", "red", exc), highlight=False)
         if exc.fix:
-            err.print(f"[bold]fix:[/bold] {exc.fix}", highlight=False)
+            err.print(_labelled("fix:", "bold", exc.fix), highlight=False)
         return 2 if isinstance(exc, ConfigError) else 1
     except SystemExit as exc:  # typer's standalone mode ends every run with one
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)

@@ -1,13 +1,15 @@
 """CRM CSV import: reads accounts/contacts/opportunities/reps files in DESIGN.md's format.
 
 Each row is validated on its own; a bad row becomes a RowError with file, line, column and reason,
-and every good row is kept (a CRM import must never block on one bad line). Extra columns are
-ignored with a warning; `mapping` renames another CRM's columns (`--map "Account Name=name"`).
+and every good row is kept (a CRM import must never block on one bad line). A value it can live
+without but that looks wrong (an owner who is no known rep, a currency ISO 4217 does not know) is
+kept with a warning. Extra columns are ignored with a warning; `mapping` renames another CRM's
+columns (`--map "Account Name=name"`). The delimiter is the one under which the header reads best
+(Excel writes `;` in many locales) unless `--delimiter` says.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -16,10 +18,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from config.errors import CrmImportError
+from config.errors import ConfigError, CrmImportError
+from mailsync.csv_records import FIELD_LIMIT, Record, detect_delimiter, read_records
+from mailsync.currencies import CURRENCIES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 FILES = ("reps", "accounts", "contacts", "opportunities")
@@ -216,35 +220,85 @@ def find_files(paths: list[Path]) -> dict[str, Path]:
     return found
 
 
+def parse_delimiter(value: str | None) -> str | None:
+    """`--delimiter` as given: one character, or `tab`; None lets each file's header decide."""
+    if value is None:
+        return None
+    delimiter = "\t" if value.lower() in {"tab", "\\t"} else value
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ConfigError(
+            f"--delimiter {value!r} cannot separate CSV fields",
+            fix="give one character other than a quote or a line break: --delimiter ';' or --delimiter tab",
+        )
+    return delimiter
+
+
 def read_crm_files(
     files: dict[str, Path],
     stage_for: Callable[[str], str | None],
     known: dict[str, set[str]],
     mapping: dict[str, str] | None = None,
+    delimiter: str | None = None,
 ) -> CrmFiles:
-    """Validate every row of every file; cross-check ids against this import and `known` ones."""
+    """Validate every row of every file; cross-check ids against this import and `known` ones.
+
+    `delimiter` None: each file's is detected from its header line."""
     result = CrmFiles()
     for kind in FILES:
         if kind in files:
-            _read_one(kind, files[kind], stage_for, mapping or {}, result)
+            _read_one(kind, files[kind], stage_for, mapping or {}, result, delimiter=delimiter)
     _cross_check(result, known, {k: str(v) for k, v in files.items()})
     return result
 
 
-def _read_one(
-    kind: str, path: Path, stage_for: Callable[[str], str | None], mapping: dict[str, str], result: CrmFiles
-) -> None:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig", newline="") as file:  # -sig: Excel's UTF-8 starts with a BOM
+            return file.read()
     except UnicodeDecodeError as exc:
         raise CrmImportError(
             f"{path}: not UTF-8 text (byte {exc.start})", fix="re-export the file as UTF-8 CSV"
         ) from exc
     except OSError as exc:
         raise CrmImportError(f"{path}: cannot read: {exc.strerror}", fix="check the path") from exc
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    header = [mapping.get(col.strip(), col.strip()) for col in (reader.fieldnames or [])]
-    reader.fieldnames = header
+
+
+def _read_one(
+    kind: str,
+    path: Path,
+    stage_for: Callable[[str], str | None],
+    mapping: dict[str, str],
+    result: CrmFiles,
+    *,
+    delimiter: str | None,
+) -> None:
+    text = _read_text(path)
+    wanted = _COLUMNS[kind]
+
+    def rename(cell: str) -> str:
+        return mapping.get(cell.strip(), cell.strip())
+
+    delimiter = delimiter or detect_delimiter(text, lambda cells: sum(rename(c) in wanted for c in cells))
+    records = read_records(text, delimiter, str(path))
+    first = next(records, None)
+    header = [rename(cell) for cell in first.fields] if first else []
+    _check_header(kind, path, header, result)
+    rows: list[dict[str, Any]] = []
+    count = 0
+    for record in records:
+        if record.oversized is None and not any(value.strip() for value in record.fields):
+            continue  # a row of empty cells, as spreadsheets export formatted but unused rows
+        count += 1
+        row = _validate(kind, str(path), header, record, stage_for)
+        if isinstance(row, RowError):
+            result.errors.append(row)
+        else:
+            rows.append(row)
+    result.rows[kind] = rows
+    result.read[kind] = count
+
+
+def _check_header(kind: str, path: Path, header: list[str], result: CrmFiles) -> None:
     wanted = _COLUMNS[kind]
     missing = [
         c
@@ -254,57 +308,65 @@ def _read_one(
     if missing:
         raise CrmImportError(
             f"{path}: missing column {missing[0]!r} (header: {', '.join(header) or 'empty'})",
-            fix=f"columns are {','.join(wanted)}; for another CRM's export: --map 'their name={missing[0]}'",
+            fix=f"columns are {','.join(wanted)}; for another CRM's export: --map 'their name={missing[0]}'; "
+            "for another separator than , ; | or tab: --delimiter",
         )
     extra = [c for c in header if c not in wanted]
     if extra:
         result.warnings.append(f"{path}: ignoring extra column(s) {', '.join(extra)}")
-    rows: list[dict[str, Any]] = []
-    count = 0
-    for raw in reader:
-        count += 1
-        line = reader.line_num
-        if None in raw:
-            result.errors.append(RowError(str(path), line, None, "more fields than the header has columns"))
-            continue
-        values = {_COLUMN_FIELD.get(kind, {}).get(k, k): (v or "") for k, v in raw.items() if k in wanted}
-        if kind == "opportunities":
-            values["stage_raw"] = values.get("stage", "")
-            canonical = stage_for(values.get("stage", ""))
-            if canonical is None:
-                result.errors.append(
-                    RowError(
-                        str(path),
-                        line,
-                        "stage",
-                        f"unknown stage {values.get('stage')!r}; add it to [stage_map] in the config",
-                    )
-                )
-                continue
-            values["stage"] = canonical
-        blank = [
-            c
-            for c in _MODELS[kind].required
-            if not values.get(_COLUMN_FIELD.get(kind, {}).get(c, c), "").strip()
-        ]
-        if blank:
-            result.errors.append(RowError(str(path), line, blank[0], "required value is empty"))
-            continue
-        try:
-            rows.append(_MODELS[kind].model_validate(values).model_dump() | {"_line": line})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            column = str(first["loc"][0]) if first["loc"] else None
-            column = {v: k for k, v in _COLUMN_FIELD.get(kind, {}).items()}.get(column or "", column)
-            reason = str(first["msg"]).removeprefix("Value error, ")
-            result.errors.append(RowError(str(path), line, column, reason))
-    result.rows[kind] = rows
-    result.read[kind] = count
+
+
+def _validate(
+    kind: str, file: str, header: list[str], record: Record, stage_for: Callable[[str], str | None]
+) -> dict[str, Any] | RowError:
+    """The row as the event-log payload has it (plus `_line`), or what is wrong with it."""
+    if record.oversized is not None:
+        column = header[record.oversized] if record.oversized < len(header) else None
+        return RowError(
+            file,
+            record.line,
+            column,
+            f"value over {FIELD_LIMIT:,} characters, the limit for one field{_span(record)}",
+        )
+    if len(record.fields) != len(header):
+        return RowError(
+            file,
+            record.line,
+            None,
+            f"row has {len(record.fields)} fields, header has {len(header)}{_span(record)}",
+        )
+    renamed = _COLUMN_FIELD.get(kind, {})
+    values = {renamed.get(k, k): v for k, v in zip(header, record.fields, strict=True) if k in _COLUMNS[kind]}
+    if kind == "opportunities":
+        values["stage_raw"] = values.get("stage", "")
+        canonical = stage_for(values.get("stage", ""))
+        if canonical is None:
+            reason = f"unknown stage {values.get('stage')!r}; add it to [stage_map] in the config"
+            return RowError(file, record.line, "stage", reason)
+        values["stage"] = canonical
+    blank = [c for c in _MODELS[kind].required if not values.get(renamed.get(c, c), "").strip()]
+    if blank:
+        return RowError(file, record.line, blank[0], "required value is empty")
+    try:
+        return _MODELS[kind].model_validate(values).model_dump() | {"_line": record.line}
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        column = str(first["loc"][0]) if first["loc"] else None
+        column = {v: k for k, v in renamed.items()}.get(column or "", column)
+        return RowError(file, record.line, column, str(first["msg"]).removeprefix("Value error, "))
+
+
+def _span(record: Record) -> str:
+    if record.last_line == record.line:
+        return ""
+    return f" (the row runs from line {record.line} to {record.last_line}: check its quotes)"
 
 
 def _cross_check(result: CrmFiles, known: dict[str, set[str]], files: dict[str, str]) -> None:
-    """Drop rows that point at an account or id that does not exist, or repeat an id."""
+    """Drop rows that point at an account or id that does not exist, or repeat an id; warn about values
+    the import keeps but the operator should look at."""
     accounts = known.get("accounts", set()) | {r["id"] for r in result.rows.get("accounts", [])}
+    reps = known.get("reps", set()) | {r["email"] for r in result.rows.get("reps", [])}
     for kind in FILES:
         seen: set[str] = set()
         kept = []
@@ -319,5 +381,18 @@ def _cross_check(result: CrmFiles, known: dict[str, set[str]], files: dict[str, 
                 result.errors.append(RowError(files[kind], row["_line"], problem[0], problem[1]))
                 continue
             seen.add(str(key))
+            result.warnings.extend(str(doubt) for doubt in _doubts(files[kind], row, reps))
             kept.append({k: v for k, v in row.items() if k != "_line"})
         result.rows[kind] = kept
+
+
+def _doubts(file: str, row: dict[str, Any], reps: set[str]) -> Iterator[RowError]:
+    """Values a CRM import can live with, so keeps, but that look wrong."""
+    owner = row.get("owner_rep")
+    if owner and owner not in reps:
+        reason = f"unknown rep {owner!r} (not in reps.csv nor in the database); imported anyway"
+        yield RowError(file, row["_line"], "owner_rep", reason)
+    currency = row.get("currency")
+    if currency and currency not in CURRENCIES:
+        reason = f"{currency!r} is not an ISO 4217 currency code; imported as written"
+        yield RowError(file, row["_line"], "currency", reason)

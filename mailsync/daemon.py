@@ -5,15 +5,20 @@ runs a sync pass, then waits for new mail with IDLE (in short slices, so SIGTERM
 its interval is over; a fault that passes by itself (dropped connection, archive disk full, database
 locked or down) is logged once and retried with exponential backoff inside the job, and nothing is
 lost meanwhile: a message is committed whole or not at all and the cursor only covers committed
-ones. One mailbox failing never touches the others. SIGTERM/SIGINT: the current message finishes and commits,
-cursors are saved, the scheduler stops, exit code 0.
+ones. A fault that will not pass by itself (refused login, missing folder) makes the mailbox unhealthy
+at once (/healthz 503 names it and the reason) and is retried at the next poll, then every 2, 4, ...
+polls up to an hour: never faster than the poll interval, never hammering a server that refuses the
+password. One mailbox failing never touches the others. SIGTERM/SIGINT: the current message finishes
+and commits, cursors are saved, the scheduler stops, exit code 0.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -21,9 +26,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
 from config.errors import ArchiveError, CaptureError, SourceUnavailable, StorageError
+from mailsync import faults
 from mailsync.http_app import OpsServer, evaluate_health
 from mailsync.sources.imap import ImapSource
 from mailsync.sync import sync_mailbox
+from mailsync.sync_state import load_cursor
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 IDLE_SLICE = 5.0  # seconds per IDLE wait, so a stop request is seen promptly
 MAX_BACKOFF = 60.0
+MAX_RETRY_WAIT = 3600.0  # seconds: the longest wait between attempts on a mailbox that fails for good
 # Faults that clear by themselves: the poll retries them with backoff instead of waiting a whole interval.
 _FAULT_EVENTS: dict[type[CaptureError], str] = {
     SourceUnavailable: "mailbox_unavailable",
@@ -45,6 +53,28 @@ _FAULT_EVENTS: dict[type[CaptureError], str] = {
     StorageError: "database_unavailable",
 }
 TRANSIENT = tuple(_FAULT_EVENTS)
+
+
+@dataclass(slots=True)
+class Failure:
+    """A mailbox failing for a reason that will not pass by itself, and its backoff counted in polls:
+    attempts 1, 2, 4, ... polls apart (up to a cap), so never more often than the poll interval."""
+
+    reason: str  # short and stable, for /healthz: auth_failed, source_error, config_error...
+    polls: int = 1  # polls from this attempt to the next
+    waiting: int = 0  # polls still to let pass before the next attempt
+
+    def again(self, cap: int) -> None:
+        """Another attempt failed the same way: double the wait, up to `cap` polls."""
+        self.polls = min(self.polls * 2, cap)
+        self.waiting = self.polls - 1
+
+    def due(self) -> bool:
+        """Asked once per scheduled poll: whether this poll tries the mailbox again."""
+        if self.waiting:
+            self.waiting -= 1
+            return False
+        return True
 
 
 class Daemon:
@@ -56,6 +86,9 @@ class Daemon:
         self.started_at = time.time()
         self.mailboxes = [m for m in settings.mailboxes if m.host]
         self._faults: dict[str, str] = {}  # mailbox -> the event logged when its current fault began
+        # Written only by the mailbox's own poll (one at a time), read by /healthz with single lookups.
+        self._failures: dict[str, Failure] = {}
+        self._max_polls = max(1, int(MAX_RETRY_WAIT // settings.daemon.poll_interval))
         self.ops = OpsServer(settings.daemon.http_host, settings.daemon.http_port, metrics, self.health)
 
     def health(self) -> HealthReport:
@@ -71,6 +104,7 @@ class Daemon:
             last_success={m.name: self.metrics.last_success(m.name) for m in self.mailboxes},
             poll_interval=self.settings.daemon.poll_interval + self.settings.daemon.jitter,
             started_at=self.started_at,
+            failing={m.name: f.reason for m in self.mailboxes if (f := self._failures.get(m.name))},
         )
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
@@ -118,7 +152,11 @@ class Daemon:
 
     def poll(self, mailbox: MailboxSettings) -> None:
         """One scheduled poll: sync, then IDLE until the interval ends; retry with backoff on faults
-        that pass by themselves (server away, archive disk full, database locked or down)."""
+        that pass by themselves (server away, archive disk full, database locked or down); skipped
+        while a mailbox that fails for good waits out its backoff."""
+        failure = self._failures.get(mailbox.name)
+        if failure is not None and not failure.due():
+            return
         bound = log.bind(mailbox=mailbox.name)
         deadline = time.monotonic() + self.settings.daemon.poll_interval
         backoff = 1.0
@@ -136,7 +174,7 @@ class Daemon:
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except CaptureError as exc:
                 self.metrics.error(mailbox.name, exc)
-                bound.error("mailbox_failed", error=str(exc), fix=exc.fix)
+                self._failed(bound, mailbox, exc)
                 return
             else:
                 return
@@ -152,19 +190,61 @@ class Daemon:
         self._faults[mailbox.name] = event
         bound.error(event, error=str(exc), fix=exc.fix, retry_in=backoff, retrying="with backoff up to 60 s")
 
+    def _failed(self, bound: BoundLogger, mailbox: MailboxSettings, exc: CaptureError) -> None:
+        """One clear line when a lasting failure starts (or changes); then quiet retries, backing off."""
+        reason = _reason(exc)
+        interval = self.settings.daemon.poll_interval
+        failure = self._failures.get(mailbox.name)
+        if failure is not None and failure.reason == reason:
+            failure.again(self._max_polls)
+            bound.debug("mailbox_failed", reason=reason, error=str(exc), retry_in=failure.polls * interval)
+            return
+        self._failures[mailbox.name] = Failure(reason)
+        self.metrics.failing(mailbox.name)
+        bound.error(
+            "mailbox_failed",
+            reason=reason,
+            error=str(exc),
+            fix=exc.fix,
+            retry_in=interval,
+            retrying=f"with backoff up to {MAX_RETRY_WAIT:.0f} s",
+        )
+
     def _recovered(self, bound: BoundLogger, mailbox: MailboxSettings) -> None:
         fault = self._faults.pop(mailbox.name, None)
-        if fault is not None:
-            bound.info("mailbox_recovered", after=fault)
+        failure = self._failures.pop(mailbox.name, None)
+        if failure is not None or fault is not None:
+            bound.info("mailbox_recovered", after=failure.reason if failure else fault)
 
     def _idle(self, mailbox: MailboxSettings, source: ImapSource, deadline: float) -> None:
-        """Until the poll's interval ends: IDLE on INBOX, sync when the server announces mail."""
+        """Until the poll's interval ends: IDLE on INBOX, sync when mail arrives.
+
+        IDLE announces only what arrives after the session's last look at the folder, so mail that came
+        during a sync pass, already in the view of the SELECT that follows it, is found by checking INBOX
+        against its cursor first. Mail that comes after that look and before IDLE starts (or between two
+        IDLEs) is still announced: Dovecot sends it with its reply to DONE, at the end of the slice, not
+        when IDLE starts (tests/integration/test_daemon.py checks this), and idle_wait reads that reply.
+        """
         if not (self.settings.daemon.idle and "IDLE" in source.capabilities):
             return
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            source.select("INBOX")
-            if source.idle_wait(min(IDLE_SLICE, max(0.0, deadline - time.monotonic()))):
+        news = self._inbox_behind(mailbox, source)
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if not news:
+                faults.point("before_idle")
+                news = source.idle_wait(min(IDLE_SLICE, left))
+            if news:
                 self._sync(mailbox, source)
+                news = self._inbox_behind(mailbox, source)
+
+    def _inbox_behind(self, mailbox: MailboxSettings, source: ImapSource) -> bool:
+        """Select INBOX after a sync pass; True when it holds mail that pass did not capture."""
+        faults.point("after_sync")
+        status = source.select("INBOX")
+        with self.pipeline.repo.session() as session:
+            cursor = load_cursor(session, mailbox.name, status.name)
+        if cursor.uidvalidity is None:
+            return False  # INBOX is not among the folders synced, so nothing there is awaited
+        return cursor.uidvalidity != status.uidvalidity or source.has_new(cursor.last_uid)
 
     def _sync(self, mailbox: MailboxSettings, source: ImapSource) -> None:
         structlog.contextvars.bind_contextvars(mailbox=mailbox.name)
@@ -172,6 +252,11 @@ class Daemon:
             sync_mailbox(mailbox, self.pipeline, source, stop=self.stop, metrics=self.metrics)
         finally:
             structlog.contextvars.unbind_contextvars("mailbox")
+
+
+def _reason(exc: CaptureError) -> str:
+    """The error's class name in snake_case (AuthFailed -> auth_failed): short, stable, no personal data."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(exc).__name__).lower()
 
 
 def _now() -> object:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from mailsync.display import safe_line
+
 if TYPE_CHECKING:
     from storage.models import Suggestion
 
@@ -22,6 +24,8 @@ KIND_TITLES = {
 
 @dataclass(frozen=True, slots=True)
 class DigestItem:
+    """One proposal as the rep sees it; every string from mail or the CRM is `safe_line` text."""
+
     number: int  # the suggestion's id: what a rep types in "approve 12"
     kind: str
     summary: str
@@ -42,23 +46,32 @@ def _details(payload: dict[str, Any]) -> tuple[tuple[str, str], ...]:
              "from_stage", "to_stage", "reason", "silent_since", "contacts", "candidates", "because",
              "outcome", "contact", "email", "old_account", "new_account", "organisations", "money_named",
              "dates_named")  # fmt: skip
-    return tuple((k.replace("_", " "), str(payload[k])) for k in shown if payload.get(k) not in (None, ""))
+    return tuple(
+        (k.replace("_", " "), safe_line(str(payload[k]))) for k in shown if payload.get(k) not in (None, "")
+    )
+
+
+def _evidence(entry: dict[str, Any]) -> tuple[str, str]:
+    date = safe_line(str(entry.get("sent_at") or ""))[:10] or "undated"
+    return date, safe_line(str(entry.get("quote") or ""))
 
 
 def _item(row: Suggestion) -> DigestItem:
-    evidence = tuple(
-        ((e.get("sent_at") or "")[:10] or "undated", str(e.get("quote") or ""))
-        for e in row.evidence
-        if isinstance(e, dict)
+    evidence = tuple(_evidence(e) for e in row.evidence if isinstance(e, dict))
+    return DigestItem(
+        row.id, row.kind, safe_line(row.summary), row.confidence, _details(row.payload), evidence
     )
-    return DigestItem(row.id, row.kind, row.summary, row.confidence, _details(row.payload), evidence)
 
 
 def render_digest(rep_email: str, rep_name: str, suggestions: list[Suggestion], now: datetime) -> Digest:
     """Render the digest for one rep; an empty list renders a short "nothing to review" digest."""
     env = Environment(
         loader=PackageLoader("mailsync", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        # Escaped unless the template is plain text: the extension is the last suffix, "j2", so keying on
+        # "html" alone left digest.html.j2 unescaped.
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2",), disabled_extensions=("txt.j2",), default=True
+        ),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -66,8 +79,8 @@ def render_digest(rep_email: str, rep_name: str, suggestions: list[Suggestion], 
     items = [_item(s) for s in suggestions]
     sections = [(title, [i for i in items if i.kind == kind]) for kind, title in KIND_TITLES.items()]
     context = {
-        "rep_email": rep_email,
-        "rep_name": rep_name or rep_email,
+        "rep_email": safe_line(rep_email),
+        "rep_name": safe_line(rep_name or rep_email),
         "sections": [(title, section) for title, section in sections if section],
         "count": len(items),
         "generated": now.strftime("%Y-%m-%d %H:%M UTC"),

@@ -1,4 +1,4 @@
-"""Named fault-injection points for crash tests: a real SIGKILL at a chosen point, off unless a test asks.
+"""Named fault-injection points for tests: a real SIGKILL (or an in-process hook) at a chosen point.
 
 A test sets the environment variable `MAILSYNC_TEST_FAULT` of a `mailsync` subprocess to `name` (fire
 the first time the point is reached) or `name:N` (fire the Nth time, counted in this process). When a
@@ -14,15 +14,26 @@ The points, in the order one message meets them:
     before_commit   pipeline.py  the transaction's work is done, the commit has not happened
     after_commit    pipeline.py  the message is committed, the caller has not heard of it
     before_cursor   sync.py      messages are committed, the folder cursor is not yet saved
+    after_sync      daemon.py    a sync pass is over, INBOX is not yet selected again to wait for mail
+    before_idle     daemon.py    INBOX is selected and holds nothing unsynced, IDLE is not yet sent
 
 Test-only: production never sets the variable. The variable is read once, at import (and again by
 `reload()`, which a test harness that forks already-imported processes calls in each child).
+
+A test that runs mailsync in its own process can instead hook a point: inside `with faults.on(name,
+callback):` every time the point is reached, in whatever thread, `callback()` runs there (to make the
+world change at exactly that moment, e.g. mail arriving between a sync pass and IDLE).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 ENV = "MAILSYNC_TEST_FAULT"
 POINTS = frozenset(
@@ -34,6 +45,8 @@ POINTS = frozenset(
         "before_commit",
         "after_commit",
         "before_cursor",
+        "after_sync",
+        "before_idle",
     }
 )
 
@@ -54,6 +67,17 @@ def _parse(value: str) -> tuple[str | None, int]:
 
 _ARMED, _FIRE_AT = _parse(os.environ.get(ENV, "").strip())
 _reached = 0
+_hooks: dict[str, Callable[[], object]] = {}
+# Every name that does something: point() is one membership test while nothing is armed.
+_watched: frozenset[str] = frozenset()
+
+
+def _rewatch() -> None:
+    global _watched  # noqa: PLW0603 - replaced whole, so point() in another thread sees old or new
+    _watched = frozenset(_hooks) | ({_ARMED} if _ARMED else frozenset())
+
+
+_rewatch()
 
 
 def reload() -> None:
@@ -61,11 +85,36 @@ def reload() -> None:
     global _ARMED, _FIRE_AT, _reached  # noqa: PLW0603 - the same per-process state as at import
     _ARMED, _FIRE_AT = _parse(os.environ.get(ENV, "").strip())
     _reached = 0
+    _rewatch()
+
+
+@contextlib.contextmanager
+def on(name: str, callback: Callable[[], object]) -> Iterator[None]:
+    """Test-only: call `callback()` each time point `name` is reached, while the with-block runs."""
+    if name not in POINTS:
+        msg = f"unknown fault point {name!r} (known: {', '.join(sorted(POINTS))})"
+        raise ValueError(msg)
+    if name in _hooks:
+        msg = f"fault point {name!r} is already hooked"
+        raise RuntimeError(msg)
+    _hooks[name] = callback
+    _rewatch()
+    try:
+        yield
+    finally:
+        del _hooks[name]
+        _rewatch()
 
 
 def point(name: str) -> None:
-    """Kill this process with SIGKILL if `MAILSYNC_TEST_FAULT` names this point and its count is due."""
+    """Run the test hook on this point, if any; SIGKILL this process if `MAILSYNC_TEST_FAULT` names it
+    and its count is due."""
     global _reached  # noqa: PLW0603 - one counter per process is the contract
+    if name not in _watched:
+        return
+    hook = _hooks.get(name)
+    if hook is not None:
+        hook()
     if name != _ARMED:
         return
     _reached += 1

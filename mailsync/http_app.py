@@ -23,7 +23,7 @@ import structlog
 from prometheus_client import make_wsgi_app
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from _typeshed import OptExcInfo
@@ -50,22 +50,30 @@ def evaluate_health(
     last_success: dict[str, float | None],
     poll_interval: float,
     started_at: float,
+    *,
+    failing: Mapping[str, str] | None = None,
 ) -> HealthReport:
     """Apply the health rule at Unix time `now`.
 
-    Unhealthy when the database is unreachable, or when a mailbox's last success is more than
-    STALE_AFTER_POLLS poll intervals old. A mailbox that has never succeeded is unhealthy only once the
-    daemon has been up for more than that long (a fresh start is not an outage). Keys of `last_success`
-    are config mailbox names; they become check names `mailbox:<name>`.
+    Unhealthy when the database is unreachable, when a mailbox fails for a reason that will not pass by
+    itself (`failing` maps it to a short reason, e.g. `auth_failed`: unhealthy at once, until it syncs
+    again), or when a mailbox's last success is more than STALE_AFTER_POLLS poll intervals old. A mailbox
+    that has never succeeded is unhealthy only once the daemon has been up for more than that long (a
+    fresh start is not an outage). Keys of `last_success` are config mailbox names; they become check
+    names `mailbox:<name>`.
     """
     if poll_interval <= 0:
         raise ValueError(f"poll_interval must be positive, got {poll_interval}")
     limit = STALE_AFTER_POLLS * poll_interval
+    failing = failing or {}
     checks = {"database": "ok" if db_ok else "unreachable"}
     ok = db_ok
     for mailbox, success in sorted(last_success.items()):
         key = f"mailbox:{mailbox}"
-        if success is None:
+        if mailbox in failing:
+            checks[key] = f"failing: {failing[mailbox]}"
+            ok = False
+        elif success is None:
             uptime = now - started_at
             if uptime > limit:
                 checks[key] = f"never succeeded in {uptime:.0f}s (limit {limit:.0f}s)"

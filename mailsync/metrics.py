@@ -14,6 +14,7 @@ tests) in one process do not collide. `last_success` is kept beside the gauge fo
     mailsync_sync_errors_total{mailbox,kind}        counter  failed sync attempts, by exception class
     mailsync_last_success_timestamp_seconds{mailbox} gauge   Unix time of the last complete sync
     mailsync_sync_lag_seconds{mailbox}              gauge    how far the mailbox's sync is behind
+    mailsync_mailbox_up{mailbox}                    gauge    1 after a complete sync, 0 while failing for good
     mailsync_up                                     gauge    1 while the daemon runs
     mailsync_info{version}                          info     the running version
 """
@@ -74,6 +75,13 @@ class Metrics:
             ["mailbox"],
             registry=reg,
         )
+        self._mailbox_up = Gauge(
+            "mailsync_mailbox_up",
+            "1 after a complete sync; 0 while the mailbox fails for a reason that will not pass by itself "
+            "(bad login, missing folder: see /healthz).",
+            ["mailbox"],
+            registry=reg,
+        )
         self._up = Gauge("mailsync_up", "1 while the daemon is running.", registry=reg)
         self._up.set(1)
         Info("mailsync", "The running mailsync version.", registry=reg).info({"version": _version()})
@@ -104,6 +112,11 @@ class Metrics:
         with self._lock:
             self._successes[mailbox] = at
         self._last_success.labels(mailbox).set(at)
+        self._mailbox_up.labels(mailbox).set(1)
+
+    def failing(self, mailbox: str) -> None:
+        """Mark `mailbox` as failing until its next complete sync (`mailsync_mailbox_up` 0)."""
+        self._mailbox_up.labels(mailbox).set(0)
 
     def lag(self, mailbox: str, seconds: float) -> None:
         """Set how far `mailbox`'s sync is behind, in seconds (0 when caught up)."""

@@ -3,14 +3,24 @@
 Limits are checked cheaply before the parser sees the bytes (size, header lines, "is this mail at
 all"), then on the parsed tree (MIME depth, part count). A message over a limit is a ParseError: the
 pipeline quarantines it, it stays in the archive.
+
+mail-parser crashes on some real mail (AttributeError on a nested multipart that reuses its parent's
+boundary, HeaderParseError on a broken encoded-word in a display name). Then the standard library's
+parser reads the message instead, under the same limits; only when both fail is it a ParseError, whose
+reason says how each failed.
 """
 
 from __future__ import annotations
 
+import email
 import email.utils
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from email.errors import MessageError
+from email.header import decode_header, make_header
+from email.policy import compat32
+from typing import TYPE_CHECKING, NamedTuple
 
 import html2text
 import mailparser
@@ -30,19 +40,48 @@ _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,}$"
 _MSGIDS = re.compile(r"<([^<>\s]+)>")
 _MAX_SUBJECT = 1000
 _MAX_REFS = 100
+_BODY_TYPES = ("text/plain", "text/html")
+
+
+class ParserFailure(NamedTuple):
+    """How one parser failed on a message: for the quarantine reason and the log."""
+
+    parser: str
+    error_class: str
+    detail: str
+
+    @classmethod
+    def of(cls, parser: str, exc: BaseException) -> ParserFailure:
+        return cls(parser, type(exc).__name__, str(exc)[:300])
+
+    def __str__(self) -> str:
+        return f"{self.parser} failed: {self.error_class}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    """What a parser read from one message: the header tree and the decoded parts we keep."""
+
+    message: Message
+    subject: str
+    plain: list[str]
+    html: list[str]
+    attachments: tuple[Attachment, ...]
 
 
 def check_envelope(raw: bytes, limits: ParseLimits) -> bytes:
     """Cheap checks before any parser runs; raise ParseError naming the limit.
 
     Returns the bytes to parse: without whitespace-only lines before the headers, which some
-    exporters and clients write (the archive keeps the exact bytes).
+    exporters and clients write, nor an mbox `From ` envelope line (the archive keeps the exact bytes).
     """
     if len(raw) > limits.max_bytes:
         raise ParseError(f"message too large: {len(raw):,} bytes > limit {limits.max_bytes:,}")
     if not raw.strip():
         raise ParseError("empty message")
     raw = _LEADING_BLANK.sub(b"", raw, count=1)
+    if raw.startswith(b"From "):  # the mbox envelope line, e.g. "From MAILER-DAEMON Fri Jul  8 12:08:34 2011"
+        raw = raw.partition(b"\n")[2]
     head, _ = split_message(raw)
     first = head.split(b"\n", 1)[0]
     if not _HEADER_LINE.match(first):
@@ -54,14 +93,91 @@ def check_envelope(raw: bytes, limits: ParseLimits) -> bytes:
 
 
 def parse_message(raw: bytes, *, fingerprint: str, archive_key: str, limits: ParseLimits) -> ParsedEmail:
-    """Parse one message; raise ParseError for anything over a limit or not mail."""
-    parsed = mailparser.parse_from_bytes(check_envelope(raw, limits))
-    message: Message = parsed.message
-    _check_tree(message, limits)
+    """Parse one message; raise ParseError for anything over a limit, not mail, or unreadable."""
+    return parse_with_fallback(raw, fingerprint=fingerprint, archive_key=archive_key, limits=limits)[0]
+
+
+def parse_with_fallback(
+    raw: bytes, *, fingerprint: str, archive_key: str, limits: ParseLimits
+) -> tuple[ParsedEmail, ParserFailure | None]:
+    """parse_message, and how mail-parser failed when the standard library's parser stood in."""
+    data = check_envelope(raw, limits)
+    failure: ParserFailure | None = None
+    try:
+        content = _read_with_mailparser(data)
+    except Exception as exc:  # noqa: BLE001 - hostile mail makes a parser raise anything
+        failure = ParserFailure.of("mail-parser", exc)
+        try:
+            content = _read_with_stdlib(data)
+        except Exception as second:
+            raise ParseError(f"{failure}; {ParserFailure.of('stdlib email parser', second)}") from second
+    _check_tree(content.message, limits)
+    return _build(content, fingerprint, archive_key, limits), failure
+
+
+def _read_with_mailparser(data: bytes) -> _Content:
+    parsed = mailparser.parse_from_bytes(data)
+    return _Content(
+        message=parsed.message,
+        subject=str(parsed.subject or ""),
+        plain=list(parsed.text_plain),
+        html=list(parsed.text_html),
+        attachments=tuple(
+            Attachment(
+                filename=str(a.get("filename") or "")[:300],
+                content_type=str(a.get("mail_content_type") or "application/octet-stream"),
+                size=len(a.get("payload") or ""),
+            )
+            for a in parsed.attachments
+        ),
+    )
+
+
+def _read_with_stdlib(data: bytes) -> _Content:
+    # compat32 keeps header values as the raw strings the helpers below expect (policy.default parses
+    # them lazily, and its header parser raises on hostile mail in ways compat32 never reaches).
+    message = email.message_from_bytes(data, policy=compat32)
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() == "multipart":  # or one it could not split
+            continue
+        kind = part.get_content_type()
+        payload = part.get_payload(decode=True)
+        payload = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        if filename or part.get_content_disposition() == "attachment" or kind not in _BODY_TYPES:
+            attachments.append(
+                Attachment(filename=_decode_words(filename or "", 300), content_type=kind, size=len(payload))
+            )
+        elif text := _decode_text(payload, part.get_content_charset()).strip():
+            (html if kind == "text/html" else plain).append(text)
+    return _Content(
+        message=message,
+        subject=_decode_words(_header(message, "Subject"), _MAX_SUBJECT),
+        plain=plain,
+        html=html,
+        attachments=tuple(attachments),
+    )
+
+
+def _decode_text(payload: bytes, charset: str | None) -> str:
+    """The declared charset, else UTF-8; never raises, never returns a lone surrogate."""
+    try:
+        text = payload.decode(charset or "utf-8", "replace")
+        text.encode("utf-8")  # some codecs (utf-16, unicode_escape) can yield lone surrogates
+    except (LookupError, UnicodeError):
+        return payload.decode("utf-8", "replace")
+    return text
+
+
+def _build(content: _Content, fingerprint: str, archive_key: str, limits: ParseLimits) -> ParsedEmail:
+    message = content.message
     message_id = normalise_message_id(_header(message, "Message-ID"))
-    body = "\n".join(parsed.text_plain).strip()
-    if not body and parsed.text_html:
-        body = _html_to_text("\n".join(parsed.text_html))
+    body = "\n".join(content.plain).strip()
+    if not body and content.html:
+        body = _html_to_text("\n".join(content.html))
     return ParsedEmail(
         fingerprint=fingerprint,
         archive_key=archive_key,
@@ -71,17 +187,10 @@ def parse_message(raw: bytes, *, fingerprint: str, archive_key: str, limits: Par
         sender=next(iter(_addresses(message, "From")), None),
         to=_addresses(message, "To"),
         cc=_addresses(message, "Cc"),
-        subject=" ".join(str(parsed.subject or "").split())[:_MAX_SUBJECT],
+        subject=" ".join(content.subject.split())[:_MAX_SUBJECT],
         sent_at=_date(_header(message, "Date")),
         body_text=body[: limits.max_body_chars],
-        attachments=tuple(
-            Attachment(
-                filename=str(a.get("filename") or "")[:300],
-                content_type=str(a.get("mail_content_type") or "application/octet-stream"),
-                size=len(a.get("payload") or ""),
-            )
-            for a in parsed.attachments
-        ),
+        attachments=content.attachments,
         auto_submitted=_header(message, "Auto-Submitted") or None,
         precedence=(_header(message, "Precedence") or "").lower() or None,
         list_id=_header(message, "List-Id") or None,
@@ -115,18 +224,17 @@ def _addresses(message: Message, name: str) -> tuple[Address, ...]:
     for display, raw in email.utils.getaddresses(values):
         addr = raw.strip().lower()
         if _ADDRESS.match(addr):
-            found.append(Address(name=_decode_name(display), email=addr))
+            found.append(Address(name=_decode_words(display, 200), email=addr))
     return tuple(found)
 
 
-def _decode_name(display: str) -> str:
-    from email.errors import MessageError  # noqa: PLC0415 - small, rarely needed
-    from email.header import decode_header, make_header  # noqa: PLC0415
-
+def _decode_words(value: str, limit: int) -> str:
+    """RFC 2047 encoded-words decoded, whitespace squashed; the value as it is when they are broken."""
     try:
-        return " ".join(str(make_header(decode_header(display))).split())[:200]
+        decoded = str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError, MessageError):  # HeaderParseError, CharsetError
-        return " ".join(display.split())[:200]
+        decoded = value
+    return " ".join(decoded.split())[:limit]
 
 
 def _date(value: str) -> datetime | None:

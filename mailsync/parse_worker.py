@@ -3,6 +3,8 @@
 Hostile mail makes parsers raise anything, recurse without end or spin in a regex. The worker turns
 every failure into a ParseError: an exception in the worker, its death (memory limit, crash), or a
 timeout, after which it is killed and replaced. The caller only ever sees a ParsedEmail or ParseError.
+Logging is off in the worker, so it sends back whether the fallback parser stood in, and the
+daemon side logs it.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import resource
 import threading
 from typing import TYPE_CHECKING, Any, Self
 
+import structlog
+
 from config.errors import ParseError
-from mailsync.parse import parse_message
+from mailsync.parse import parse_with_fallback
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
     from config.settings import ParseLimits
+    from mailsync.parse import ParserFailure
     from storage.records import ParsedEmail
 
+log = structlog.get_logger()
 _STARTUP_TIMEOUT = 60.0
 _MEMORY_LIMIT = 2 * 1024**3  # address space of the worker; a bomb dies there, not in the daemon
 
@@ -39,7 +45,7 @@ def _serve(conn: Connection, limits: ParseLimits) -> None:
         try:
             result: tuple[str, Any] = (
                 "ok",
-                parse_message(raw, fingerprint=fingerprint, archive_key=archive_key, limits=limits),
+                parse_with_fallback(raw, fingerprint=fingerprint, archive_key=archive_key, limits=limits),
             )
         except ParseError as exc:
             result = ("error", str(exc))
@@ -90,8 +96,11 @@ class ParseWorker:
             self.close()
             raise ParseError("parser process died (memory limit or crash)") from exc
         if status == "ok":
-            result: ParsedEmail = value
-            return result
+            result: tuple[ParsedEmail, ParserFailure | None] = value
+            parsed, failure = result
+            if failure is not None:
+                log.info("parsed_with_fallback", mail_parser_error=failure.error_class, detail=failure.detail)
+            return parsed
         raise ParseError(str(value))
 
     def close(self) -> None:

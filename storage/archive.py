@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import zstandard
 
 from config.errors import ArchiveError
+from storage.private import private_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -70,7 +71,7 @@ class Archive:
         compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
         tmp: Path | None = None
         try:
-            self.blobs.mkdir(parents=True, exist_ok=True)
+            private_dir(self.blobs)
             fd, name = tempfile.mkstemp(prefix=".tmp-", dir=self.blobs)
             tmp = Path(name)
             with os.fdopen(fd, "wb") as out:
@@ -85,7 +86,7 @@ class Archive:
             if path.exists():
                 tmp.unlink()
                 return sha256
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             tmp.replace(path)
             tmp = None
             _fsync_dir(path.parent)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from config.errors import StorageError
+from storage.private import private_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,8 +57,7 @@ class EventLog:
         line = json.dumps(asdict(event), sort_keys=True)
         path = self.directory / f"events-{now:%Y-%m}.jsonl"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as out:
+            with private_file(path).open("a", encoding="utf-8") as out:
                 out.write(line + "\n")
                 out.flush()
                 os.fsync(out.fileno())

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import JSON, ForeignKey, Index, MetaData, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
 
 
 def utcnow() -> datetime:
@@ -22,6 +27,60 @@ def db_time(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+# --- Text the databases accept ---------------------------------------------------------------------
+# Mail decodes to text neither database stores: a NUL (from QP `=00`, base64, `\u0000` in an encoded
+# word) is refused by PostgreSQL text and json; a lone surrogate (from surrogateescape decoding of raw
+# 8-bit headers) cannot be encoded as UTF-8 by either driver. Every string column and every string in
+# a JSON column goes through db_text() on its way in, so no call site has to remember. The character
+# becomes U+FFFD, Unicode's mark for "a character was here that could not be represented": the loss is
+# visible, words on either side stay apart (dropping a NUL would join them), and one character stays one
+# character, so lengths, limits and quoted evidence keep their positions. The archive keeps the bytes.
+
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+def db_text(value: str) -> str:
+    """`value` with every NUL and lone surrogate replaced by U+FFFD."""
+    return _UNSAFE.sub("\ufffd", value)
+
+
+def _db_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return db_text(value)
+    if isinstance(value, dict):
+        return {_db_json(k): _db_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_db_json(v) for v in value]
+    return value
+
+
+class SafeString(TypeDecorator[str]):
+    """String(n) whose values pass through db_text(); the same column type to the database."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:  # noqa: ARG002
+        return None if value is None else db_text(value)
+
+
+class SafeText(SafeString):
+    """Text whose values pass through db_text()."""
+
+    impl = Text
+    cache_ok = True
+
+
+class SafeJSON(TypeDecorator[Any]):
+    """JSON whose strings, keys included and at any depth, pass through db_text()."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:  # noqa: ARG002
+        return _db_json(value)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(
         naming_convention={
@@ -31,7 +90,11 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        str: SafeString,
+        dict[str, Any]: SafeJSON,
+        list[Any]: SafeJSON,
+    }
 
 
 # --- CRM -------------------------------------------------------------------------------------------
@@ -40,17 +103,17 @@ class Base(DeclarativeBase):
 class Rep(Base):
     __tablename__ = "rep"
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str] = mapped_column(String(200), default="")
-    team: Mapped[str | None] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(SafeString(320), unique=True)
+    name: Mapped[str] = mapped_column(SafeString(200), default="")
+    team: Mapped[str | None] = mapped_column(SafeString(100))
     active: Mapped[bool] = mapped_column(default=True)
 
 
 class Account(Base):
     __tablename__ = "account"
     id: Mapped[int] = mapped_column(primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
-    name: Mapped[str] = mapped_column(String(300))
+    external_id: Mapped[str | None] = mapped_column(SafeString(100), unique=True)
+    name: Mapped[str] = mapped_column(SafeString(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     domains: Mapped[list[AccountDomain]] = relationship(
         back_populates="account", cascade="all, delete-orphan"
@@ -59,7 +122,7 @@ class Account(Base):
 
 class AccountDomain(Base):
     __tablename__ = "account_domain"
-    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    domain: Mapped[str] = mapped_column(SafeString(255), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
     account: Mapped[Account] = relationship(back_populates="domains")
 
@@ -67,10 +130,10 @@ class AccountDomain(Base):
 class Contact(Base):
     __tablename__ = "contact"
     id: Mapped[int] = mapped_column(primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    external_id: Mapped[str | None] = mapped_column(SafeString(100), unique=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), index=True)
-    name: Mapped[str] = mapped_column(String(300), default="")
-    owner_rep: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(SafeString(300), default="")
+    owner_rep: Mapped[str | None] = mapped_column(SafeString(320))
     addresses: Mapped[list[ContactAddress]] = relationship(
         back_populates="contact", cascade="all, delete-orphan"
     )
@@ -78,7 +141,7 @@ class Contact(Base):
 
 class ContactAddress(Base):
     __tablename__ = "contact_address"
-    email: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-cased, plus-tag removed
+    email: Mapped[str] = mapped_column(SafeString(320), primary_key=True)  # lower-cased, plus-tag removed
     contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"), index=True)
     contact: Mapped[Contact] = relationship(back_populates="addresses")
 
@@ -86,18 +149,18 @@ class ContactAddress(Base):
 class Opportunity(Base):
     __tablename__ = "opportunity"
     id: Mapped[int] = mapped_column(primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    external_id: Mapped[str | None] = mapped_column(SafeString(100), unique=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("account.id"), index=True)
-    name: Mapped[str] = mapped_column(String(300))
-    stage: Mapped[str] = mapped_column(String(30))  # canonical stage
-    stage_raw: Mapped[str] = mapped_column(String(100), default="")  # as the CRM wrote it
+    name: Mapped[str] = mapped_column(SafeString(300))
+    stage: Mapped[str] = mapped_column(SafeString(30))  # canonical stage
+    stage_raw: Mapped[str] = mapped_column(SafeString(100), default="")  # as the CRM wrote it
     amount: Mapped[Decimal | None] = mapped_column(Numeric(18, 2))
-    currency: Mapped[str | None] = mapped_column(String(3))
-    owner_rep: Mapped[str | None] = mapped_column(String(320))
+    currency: Mapped[str | None] = mapped_column(SafeString(3))
+    owner_rep: Mapped[str | None] = mapped_column(SafeString(320))
     created_at: Mapped[datetime | None]
     first_seen_at: Mapped[datetime | None]  # first email evidence, may precede created_at
     closed_at: Mapped[datetime | None]
-    outcome: Mapped[str | None] = mapped_column(String(10))  # won | lost
+    outcome: Mapped[str | None] = mapped_column(SafeString(10))  # won | lost
 
 
 # --- Mail ------------------------------------------------------------------------------------------
@@ -106,8 +169,8 @@ class Opportunity(Base):
 class Mailbox(Base):
     __tablename__ = "mailbox"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    owner: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(SafeString(64), unique=True)
+    owner: Mapped[str] = mapped_column(SafeString(320))
 
 
 class FolderState(Base):
@@ -117,7 +180,7 @@ class FolderState(Base):
     __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id"))
-    name: Mapped[str] = mapped_column(String(500))
+    name: Mapped[str] = mapped_column(SafeString(500))
     uidvalidity: Mapped[int | None]
     last_uid: Mapped[int] = mapped_column(default=0)
     highest_modseq: Mapped[int | None]
@@ -128,7 +191,7 @@ class Blob(Base):
     """One exact byte sequence in the archive (SHA-256 of the bytes as received)."""
 
     __tablename__ = "blob"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
     size: Mapped[int]
     archived_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -136,9 +199,9 @@ class Blob(Base):
 class Thread(Base):
     __tablename__ = "thread"
     id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(1000), unique=True)  # root Message-ID: stable across replays
-    subject: Mapped[str] = mapped_column(Text, default="")
-    subject_key: Mapped[str] = mapped_column(String(1000), default="", index=True)
+    key: Mapped[str] = mapped_column(SafeString(1000), unique=True)  # root Message-ID: stable across replays
+    subject: Mapped[str] = mapped_column(SafeText, default="")
+    subject_key: Mapped[str] = mapped_column(SafeString(1000), default="", index=True)
     first_at: Mapped[datetime | None]
     last_at: Mapped[datetime | None]
     opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunity.id"))
@@ -149,16 +212,16 @@ class Message(Base):
 
     __tablename__ = "message"
     id: Mapped[int] = mapped_column(primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    fingerprint: Mapped[str] = mapped_column(SafeString(64), unique=True)
     blob_sha256: Mapped[str] = mapped_column(ForeignKey("blob.sha256"))  # first copy seen
-    message_id: Mapped[str] = mapped_column(String(1000), index=True)
+    message_id: Mapped[str] = mapped_column(SafeString(1000), index=True)
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("thread.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20))  # parsed | quarantined
-    subject: Mapped[str] = mapped_column(Text, default="")
-    sender: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(SafeString(20))  # parsed | quarantined
+    subject: Mapped[str] = mapped_column(SafeText, default="")
+    sender: Mapped[str | None] = mapped_column(SafeString(320))
     sent_at: Mapped[datetime | None]
-    body_text: Mapped[str] = mapped_column(Text, default="")
-    automated: Mapped[str | None] = mapped_column(String(100))  # why it is machine mail, if it is
+    body_text: Mapped[str] = mapped_column(SafeText, default="")
+    automated: Mapped[str | None] = mapped_column(SafeString(100))  # why it is machine mail, if it is
     attachments: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # file names
     captured_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -168,7 +231,7 @@ class MessageRef(Base):
 
     __tablename__ = "message_ref"
     message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), primary_key=True)
-    ref: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    ref: Mapped[str] = mapped_column(SafeString(1000), primary_key=True)
     __table_args__ = (Index("ix_message_ref_ref", "ref"),)
 
 
@@ -180,12 +243,12 @@ class Provenance(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), index=True)
     blob_sha256: Mapped[str] = mapped_column(ForeignKey("blob.sha256"))
-    locator: Mapped[str] = mapped_column(String(2000))
-    mailbox: Mapped[str] = mapped_column(String(64))
-    folder: Mapped[str | None] = mapped_column(String(500))
+    locator: Mapped[str] = mapped_column(SafeString(2000))
+    mailbox: Mapped[str] = mapped_column(SafeString(64))
+    folder: Mapped[str | None] = mapped_column(SafeString(500))
     uidvalidity: Mapped[int | None]
     uid: Mapped[int | None]
-    path: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(SafeText)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     gone_at: Mapped[datetime | None]  # deleted or moved on the server; the archive keeps it
 
@@ -194,9 +257,9 @@ class Participant(Base):
     __tablename__ = "participant"
     id: Mapped[int] = mapped_column(primary_key=True)
     message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), index=True)
-    role: Mapped[str] = mapped_column(String(4))
-    email: Mapped[str] = mapped_column(String(320), index=True)
-    name: Mapped[str] = mapped_column(String(300), default="")
+    role: Mapped[str] = mapped_column(SafeString(4))
+    email: Mapped[str] = mapped_column(SafeString(320), index=True)
+    name: Mapped[str] = mapped_column(SafeString(300), default="")
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
 
@@ -205,7 +268,7 @@ class Quarantine(Base):
     __tablename__ = "quarantine"
     id: Mapped[int] = mapped_column(primary_key=True)
     message_pk: Mapped[int] = mapped_column(ForeignKey("message.id"), unique=True)
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(SafeText)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -215,14 +278,14 @@ class Quarantine(Base):
 class Suggestion(Base):
     __tablename__ = "suggestion"
     id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(1000), unique=True)
-    kind: Mapped[str] = mapped_column(String(30))
-    status: Mapped[str] = mapped_column(String(20), default="open", index=True)  # open|approved|rejected
-    summary: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(SafeString(1000), unique=True)
+    kind: Mapped[str] = mapped_column(SafeString(30))
+    status: Mapped[str] = mapped_column(SafeString(20), default="open", index=True)  # open|approved|rejected
+    summary: Mapped[str] = mapped_column(SafeText)
     payload: Mapped[dict[str, Any]]
     confidence: Mapped[float]
     evidence: Mapped[list[Any]]
-    owner_rep: Mapped[str | None] = mapped_column(String(320), index=True)
+    owner_rep: Mapped[str | None] = mapped_column(SafeString(320), index=True)
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("thread.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -232,9 +295,9 @@ class Decision(Base):
     __tablename__ = "decision"
     id: Mapped[int] = mapped_column(primary_key=True)
     suggestion_id: Mapped[int] = mapped_column(ForeignKey("suggestion.id"), index=True)
-    verdict: Mapped[str] = mapped_column(String(10))  # approve | reject
-    who: Mapped[str] = mapped_column(String(320))
-    how: Mapped[str] = mapped_column(String(20))  # link | reply | cli
+    verdict: Mapped[str] = mapped_column(SafeString(10))  # approve | reject
+    who: Mapped[str] = mapped_column(SafeString(320))
+    how: Mapped[str] = mapped_column(SafeString(20))  # link | reply | cli
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -242,7 +305,7 @@ class AppliedEvent(Base):
     """Event-log entries already projected into this database (makes re-application a no-op)."""
 
     __tablename__ = "applied_event"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(50))
-    digest: Mapped[str] = mapped_column(String(64), index=True)
+    id: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(SafeString(50))
+    digest: Mapped[str] = mapped_column(SafeString(64), index=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,8 +1,10 @@
-"""Shared fixtures: a config in a temp dir, a migrated SQLite database, the pipeline, the corpora."""
+"""Shared fixtures: a config in a temp dir, a migrated SQLite or PostgreSQL database, the pipeline, the
+corpora."""
 
 from __future__ import annotations
 
 import logging
+import os
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,17 +18,28 @@ from mailsync.parse_worker import ParseWorker
 from mailsync.pipeline import Pipeline
 from storage.archive import Archive
 from storage.repo import Repo
+from tests.support.postgres import PostgresCluster
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-# Unconfigured structlog prints every debug event; tests that look at logs use capture_logs().
-configure_logging(json=False, level="warning")
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 DEMO = FIXTURES / "demo"
 CORPORA = ROOT.parent / "shared" / "corpora"
+
+_PG_SKIP_REASON = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Unconfigured structlog prints every debug event; tests that look at logs use capture_logs().
+
+    A hook, not module code: helpers import this module again as `tests.conftest`, which must not reset
+    a test's logging.
+    """
+    del config
+    configure_logging(json=False, level="warning")
 
 
 def write_config(directory: Path, extra: str = "") -> Path:
@@ -96,3 +109,63 @@ def debug_logging() -> Iterator[None]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     yield
     structlog.configure(wrapper_class=old)
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Say once, plainly, why the PostgreSQL tests did not run (-ra lists each skip).
+    reason = terminalreporter.config.stash.get(_PG_SKIP_REASON, None)
+    if reason is not None:
+        terminalreporter.write_line(f"PostgreSQL tests skipped: {reason}", yellow=True)
+
+
+def _migrated(url: str) -> str:
+    repo = Repo(url)
+    try:
+        repo.upgrade()
+    finally:
+        repo.dispose()  # a template must have no connections left when it is cloned
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(pytestconfig: pytest.Config) -> Iterator[PostgresCluster]:
+    """The local PostgreSQL; fails the run under CI=true, else skips, when it cannot be used.
+
+    `pg_cluster.create()` makes an empty database of this run (e.g. to test `mailsync db upgrade`);
+    every database the run made is dropped at the end.
+    """
+    cluster = PostgresCluster()
+    reason = cluster.unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL tests must not be skipped)", pytrace=False)
+        pytestconfig.stash[_PG_SKIP_REASON] = reason
+        pytest.skip(reason)
+    yield cluster
+    cluster.drop_all()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    """This run's own database, migrated to head and shared by the session's tests (dropped at the
+    end): for a database of a test's own, use `pg_fresh_url`."""
+    return _migrated(pg_cluster.url(pg_cluster.create()))
+
+
+@pytest.fixture(scope="session")
+def _pg_template(pg_cluster: PostgresCluster) -> str:
+    """A migrated database nobody connects to, cloned by `pg_fresh_url`."""
+    name = pg_cluster.create()
+    _migrated(pg_cluster.url(name))
+    return name
+
+
+@pytest.fixture
+def pg_fresh_url(pg_cluster: PostgresCluster, _pg_template: str) -> Iterator[str]:
+    """A PostgreSQL database for this test alone, migrated to head and empty; dropped after it."""
+    name = pg_cluster.create(template=_pg_template)
+    yield pg_cluster.url(name)
+    pg_cluster.drop(name)

@@ -14,9 +14,9 @@ server changes UIDVALIDITY (folder deleted and re-created, server restore) every
 for that folder is void, so `select()` returns it and the sync state, not this module, decides to resync.
 Nothing here changes the server: folders are EXAMINEd and bodies fetched with BODY.PEEK, so \\Seen is
 never set. Every imapclient/socket/ssl error is translated here: `SourceUnavailable` for what may pass
-(network, timeout, dropped connection, [UNAVAILABLE]), `SourceError` for what will not (bad login,
-missing folder, no STARTTLS, untrusted certificate). A UID that vanished between SEARCH and FETCH was
-deleted on the server: it is logged and skipped, not an error.
+(network, timeout, dropped connection, [UNAVAILABLE]), `SourceError` for what will not (`AuthFailed`
+for a refused login; missing folder, no STARTTLS, untrusted certificate). A UID that vanished between
+SEARCH and FETCH was deleted on the server: it is logged and skipped, not an error.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import structlog
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
 
-from config.errors import ArchiveError, SourceError, SourceUnavailable
+from config.errors import ArchiveError, AuthFailed, SourceError, SourceUnavailable
 from storage.records import Provenance, RawMessage
 
 if TYPE_CHECKING:
@@ -232,6 +232,17 @@ class ImapSource:
         # RFC 3501: `n:*` includes the highest UID even when it is below n.
         return sorted(uid for uid in found if uid > last_uid)
 
+    def has_new(self, last_uid: int) -> bool:
+        """Whether the selected folder holds a message with a UID above `last_uid`.
+
+        The SELECT's UIDNEXT can say no without a round trip, never yes: the UIDs below it may all be
+        expunged already. So "maybe" (and a server that sends no UIDNEXT) is settled with a UID SEARCH.
+        """
+        uidnext = self._need_selected().uidnext
+        if uidnext is not None and uidnext <= last_uid + 1:
+            return False
+        return bool(self.new_uids(last_uid))
+
     def all_uids(self) -> list[int]:
         """Every UID in the selected folder, sorted (for resync and reconciliation)."""
         self._need_selected()
@@ -375,8 +386,9 @@ class ImapSource:
                 raise exc.__context__ from exc  # dropped mid-login: _translate makes it SourceUnavailable
             if _transient(exc):
                 raise  # e.g. [UNAVAILABLE] Temporary authentication failure: also SourceUnavailable
-            self._log.warning("imap_login_failed", reason=_server_text(exc))
-            raise SourceError(
+            # debug: the caller logs the failure once and retries quietly (the daemon backs off)
+            self._log.debug("imap_login_failed", reason=_server_text(exc))
+            raise AuthFailed(
                 f"mailbox {mb.name}: login to {mb.host} as {username!r} failed: {_server_text(exc)}",
                 fix=f"check the password in {'password_env' if mb.password_env else 'password_file'} "
                 "and the username for this mailbox",

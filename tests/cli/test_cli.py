@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from mailsync.cli import main
@@ -16,7 +18,9 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def test_help_lists_every_command_with_a_description(capsys):
+def test_help_lists_every_command_with_a_description(capsys, monkeypatch):
+    # typer lays help out to the terminal's width (COLUMNS off a terminal); our own output never wraps.
+    monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run(capsys, "--help")
     assert code == 0
     for command in COMMANDS:
@@ -96,6 +100,68 @@ def test_crm_import_reports_bad_rows_and_keeps_good_ones(tmp_path, capsys):
     assert "contacts.csv:3, column email" in err
     assert "contacts.csv:5, column id" in err
     assert "good rows were imported" in err
+
+
+@pytest.mark.parametrize("columns", ["40", "300"])
+def test_errors_stay_on_one_line_at_any_path_length_and_width(tmp_path, capsys, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", columns)
+    home = tmp_path / ("a-long-checkout-path-" * 8)
+    home.mkdir()
+    monkeypatch.chdir(home)
+    csv = home / "contacts.csv"
+    shutil.copy(DEMO / "crm" / "bad" / "contacts.csv", csv)
+    assert len(str(csv)) >= 150
+    config = str(write_config(home))
+    run(capsys, "-c", config, "db", "upgrade")
+    run(capsys, "-c", config, "crm", "import", str(DEMO / "crm"))
+    code, out, err = run(capsys, "-c", config, "crm", "import", str(csv))
+    assert code == 1
+    lines = err.splitlines()
+    assert f"rejected {csv}:3, column email: not an email address: 'maya.fischer.pinecrest.example'" in lines
+    assert f"rejected {csv}:5, column id: required value is empty" in lines
+    assert "2 row(s) rejected; the good rows were imported. Fix them and re-run." in lines
+    assert "contacts.csv │" in out  # the table is not squeezed to COLUMNS
+
+
+MARKUP = ("[red]x[/red]", "[link=javascript:alert(1)]y[/link]", "[bold]z", ":warning:")
+
+
+def test_outside_text_is_printed_literally_not_as_markup(tmp_path, capsys):
+    config = str(write_config(tmp_path))
+    run(capsys, "-c", config, "db", "upgrade")
+    run(capsys, "-c", config, "crm", "import", str(DEMO / "crm"))
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        f"id,account_id,name,email,owner_rep,{MARKUP[2]}\n"
+        f"CON-201,{MARKUP[1]},Eve,eve@acme.example,dana@northwind.example,\n"
+        "CON-202,ACC-001,Eve,eve@acme.example,dana@northwind.example,\n",
+        encoding="utf-8",
+    )
+    opportunities = tmp_path / "opportunities.csv"
+    opportunities.write_text(
+        "id,account_id,name,stage,amount,currency,owner_rep,created_at\n"
+        f"OPP-201,ACC-001,Deal,{MARKUP[0]},1.00,USD,dana@northwind.example,2026-01-01\n",
+        encoding="utf-8",
+    )
+    code, _, err = run(capsys, "-c", config, "crm", "import", str(contacts), str(opportunities))
+    assert code == 1
+    assert f"ignoring extra column(s) {MARKUP[2]}" in err
+    assert f"unknown account '{MARKUP[1]}'" in err
+    assert f"unknown stage '{MARKUP[0]}'" in err
+    code, _, err = run(capsys, "-c", config, "crm", "import", str(tmp_path / MARKUP[3]))
+    assert code == 1
+    assert f"{tmp_path / MARKUP[3]} does not exist" in err
+
+
+def test_a_path_with_markup_is_printed_literally(tmp_path, capsys):
+    config = str(write_config(tmp_path))
+    run(capsys, "-c", config, "db", "upgrade")
+    folder = tmp_path / "[link=javascript:alert(1)]y [red]x"
+    shutil.copytree(DEMO / "Maildir" / ".Sent", folder)
+    code, out, err = run(capsys, "-c", config, "import", str(folder), "--mailbox", "dana")
+    assert code == 0
+    assert f"import {folder} -> mailbox dana" in out
+    assert "importing [link=javascript:alert(1)]y [red]x" in err
 
 
 def test_verify_fails_on_a_corrupted_blob(tmp_path, capsys):

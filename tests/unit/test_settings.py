@@ -106,3 +106,42 @@ def test_stage_mapping_defaults_and_overrides(tmp_path):
 def test_unknown_mailbox_lists_the_configured_ones(settings):
     with pytest.raises(ConfigError, match=r"no mailbox named 'nobody' .*configured: dana"):
         settings.mailbox("nobody")
+
+
+def test_a_typo_in_an_environment_variable_is_an_error_naming_the_right_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILSYNC_DATABSE_URL", "postgresql+psycopg://db/crm")
+    with pytest.raises(ConfigError, match="did you mean MAILSYNC_DATABASE_URL") as caught:
+        load_settings(write_config(tmp_path))
+    assert "MAILSYNC_DATABSE_URL" in caught.value.fix
+
+
+def test_secret_variables_named_by_the_config_are_not_typos(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILSYNC_LOG_LEVLE", "x")  # one typo away from MAILSYNC_LOG_LEVEL ...
+    path = write_config(
+        tmp_path,
+        '\n[[mailboxes]]\nname = "x"\nowner = "x@n.example"\nhost = "h"\npassword_env = "MAILSYNC_LOG_LEVLE"\n',
+    )  # ... but the config names it as a mailbox's password variable
+    assert load_settings(path).mailbox("x").password_env == "MAILSYNC_LOG_LEVLE"
+
+
+def test_a_bad_environment_value_is_blamed_on_the_variable_not_the_file(tmp_path, monkeypatch):
+    path = write_config(tmp_path, "\n[limits]\nmax_bytes = 4096\n")
+    monkeypatch.setenv("MAILSYNC_LIMITS__MAX_BYTES", "lots")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "$MAILSYNC_LIMITS__MAX_BYTES" in str(caught.value)
+    assert f"(in {path})" not in str(caught.value)
+    assert "MAILSYNC_LIMITS__MAX_BYTES" in caught.value.fix
+
+
+def test_without_a_config_file_nothing_is_created_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILSYNC_CONFIG", raising=False)
+    monkeypatch.delenv("MAILSYNC_DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match=r"mailsync\.toml does not exist") as caught:
+        load_settings()
+    assert "config/mailsync.example.toml" in caught.value.fix
+    assert list(tmp_path.iterdir()) == []
+    # A deployment configured by environment alone names its database, and then needs no file.
+    monkeypatch.setenv("MAILSYNC_DATABASE_URL", f"sqlite:///{tmp_path}/env.db")
+    assert load_settings().database_url == f"sqlite:///{tmp_path}/env.db"

@@ -1,0 +1,37 @@
+"""Logging: every line of a JSON log stream is JSON, whoever logged it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import structlog
+
+from mailsync.logs import configure_logging
+
+
+@pytest.fixture
+def json_logging():
+    old = structlog.get_config()
+    configure_logging(json=True, level="info")
+    yield
+    configure_logging(json=False, level="warning")  # as tests/conftest.py leaves it
+    structlog.configure(**old)
+
+
+def test_library_warnings_come_out_as_json_lines_beside_our_events(json_logging, capsys):
+    logging.getLogger("apscheduler.scheduler").warning(
+        "Run time of job %r was missed by %s", "poll dana", "0:00:03"
+    )
+    structlog.get_logger().warning("mailbox_failed", mailbox="dana")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade  -> 0001")  # routine: not shown
+    lines = capsys.readouterr().err.splitlines()
+    records = [json.loads(line) for line in lines]  # fails on any plain-text line
+    assert [r["event"] for r in records] == [
+        "Run time of job 'poll dana' was missed by 0:00:03",
+        "mailbox_failed",
+    ]
+    assert records[0]["logger"] == "apscheduler.scheduler"
+    assert records[0]["level"] == "warning"
+    assert all("timestamp" in r for r in records)

@@ -48,7 +48,7 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 	$(BIN)/ruff check --fix .
 
 eval: $(STAMP) ## score matching on the labelled set in fixtures/eval (precision/recall table)
-	$(BIN)/python -m mailsync.evaluate --set fixtures/eval
+	$(BIN)/python -m mailsync.evaluation --set fixtures/eval
 
 fuzz: $(STAMP) ## fuzz parse and identity with hostile mail, 25x the examples of make test (~10 min)
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/unit/test_fuzz.py -q --timeout=1800

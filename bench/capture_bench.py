@@ -55,15 +55,15 @@ ENV_VAR = "BENCH_IMAP_PW"  # the environment variable mailsync reads the IMAP pa
 FETCH_BATCH = 500
 STAGES = (  # (label, file suffix, function name) looked up in the profile
     ("archive.put (compress + fsync)", "storage/archive.py", "put"),
-    ("identify", "mailsync/identity.py", "identify"),
-    ("parse (worker round trip)", "mailsync/parse_worker.py", "parse"),
+    ("identify", "mailsync/mail/identity.py", "identify"),
+    ("parse (worker round trip)", "mailsync/mail/parse_worker.py", "parse"),
     ("match_message", "nlp/match.py", "match_message"),
     ("fill_parsed", "storage/mailstore.py", "fill_parsed"),
     ("assign_thread", "storage/mailstore.py", "assign_thread"),
-    ("_propose (re-match thread + propose + save)", "mailsync/pipeline.py", "_propose"),
+    ("_propose (re-match thread + propose + save)", "mailsync/pipeline/ingest.py", "_propose"),
     ("propose", "nlp/propose.py", "propose"),
     ("session commit", "sqlalchemy/orm/session.py", "commit"),
-    ("IMAP fetch", "mailsync/sources/imap.py", "fetch"),
+    ("IMAP fetch", "mailsync/mail/sources/imap.py", "fetch"),
 )
 
 
@@ -234,10 +234,10 @@ def run_mailsync(
     server: DovecotServer, work: Path, profile_to: Path | None = None
 ) -> tuple[float, dict[str, int]]:
     from config.settings import ParseLimits  # noqa: PLC0415
-    from mailsync.parse_worker import ParseWorker  # noqa: PLC0415
-    from mailsync.pipeline import Pipeline  # noqa: PLC0415
-    from mailsync.sources.imap import ImapSource  # noqa: PLC0415
-    from mailsync.sync import sync_mailbox  # noqa: PLC0415
+    from mailsync.mail.parse_worker import ParseWorker  # noqa: PLC0415
+    from mailsync.mail.sources.imap import ImapSource  # noqa: PLC0415
+    from mailsync.pipeline.ingest import Pipeline  # noqa: PLC0415
+    from mailsync.pipeline.sync import sync_mailbox  # noqa: PLC0415
     from storage.archive import Archive  # noqa: PLC0415
     from storage.repo import Repo  # noqa: PLC0415
 

@@ -125,8 +125,8 @@ def write_mail(directory: Path, messages: int) -> None:
 def child(config: Path, model: str | None, trace: bool) -> dict[str, object]:
     """What `mailsync run` holds: settings, the CRM snapshot and phrase index, then a batch of mail."""
     from config.settings import load_settings  # noqa: PLC0415
-    from mailsync.parse_worker import ParseWorker  # noqa: PLC0415
-    from mailsync.pipeline import Pipeline  # noqa: PLC0415
+    from mailsync.mail.parse_worker import ParseWorker  # noqa: PLC0415
+    from mailsync.pipeline.ingest import Pipeline  # noqa: PLC0415
     from storage.archive import Archive  # noqa: PLC0415
     from storage.records import Provenance, RawMessage  # noqa: PLC0415
     from storage.repo import Repo  # noqa: PLC0415

@@ -7,15 +7,15 @@ the OOM killer or a power cut of the process. Without the variable every `point(
 
 The points, in the order one message meets them:
 
-    after_fetch     sync.py      a RawMessage came from IMAP, nothing written yet
-    after_archive   pipeline.py  the blob is in the archive, the database knows nothing
-    during_match    pipeline.py  inside the message's transaction, before the match stage
-    during_thread   pipeline.py  inside the transaction, before the thread is assigned
-    before_commit   pipeline.py  the transaction's work is done, the commit has not happened
-    after_commit    pipeline.py  the message is committed, the caller has not heard of it
-    before_cursor   sync.py      messages are committed, the folder cursor is not yet saved
-    after_sync      daemon.py    a sync pass is over, INBOX is not yet selected again to wait for mail
-    before_idle     daemon.py    INBOX is selected and holds nothing unsynced, IDLE is not yet sent
+    after_fetch     pipeline/sync.py   a RawMessage came from IMAP, nothing written yet
+    after_archive   pipeline/ingest.py the blob is in the archive, the database knows nothing
+    during_match    pipeline/ingest.py inside the message's transaction, before the match stage
+    during_thread   pipeline/ingest.py inside the transaction, before the thread is assigned
+    before_commit   pipeline/ingest.py the transaction's work is done, the commit has not happened
+    after_commit    pipeline/ingest.py the message is committed, the caller has not heard of it
+    before_cursor   pipeline/sync.py   messages are committed, the folder cursor is not yet saved
+    after_sync      service/daemon.py  a sync pass is over, INBOX is not yet selected again to wait for mail
+    before_idle     service/daemon.py  INBOX is selected and holds nothing unsynced, IDLE is not yet sent
 
 Test-only: production never sets the variable. The variable is read once, at import (and again by
 `reload()`, which a test harness that forks already-imported processes calls in each child).

@@ -105,7 +105,7 @@ def assign_thread(
     participants: Iterable[str],
     join_by_subject: bool,
 ) -> m.Thread:
-    """Put `message` in its thread (see mailsync/thread.py for the rules), merging threads it joins."""
+    """Put `message` in its thread (see mailsync/mail/thread.py for the rules), merging threads it joins."""
     session.add_all(m.MessageRef(message_pk=message.id, ref=ref) for ref in refs)
     session.flush()
     ids = set(

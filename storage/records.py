@@ -85,7 +85,7 @@ class Attachment:
 class ParsedEmail:
     """What the later stages need of one message; built by the parse stage under limits."""
 
-    fingerprint: str  # the message identity (see mailsync/identity.py)
+    fingerprint: str  # the message identity (see mailsync/mail/identity.py)
     archive_key: str  # sha256 of the raw bytes
     message_id: str  # normalised, without angle brackets; may be synthetic
     in_reply_to: str | None

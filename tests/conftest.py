@@ -14,8 +14,8 @@ import structlog
 
 from config.settings import Settings, load_settings
 from mailsync.logs import configure_logging
-from mailsync.parse_worker import ParseWorker
-from mailsync.pipeline import Pipeline
+from mailsync.mail.parse_worker import ParseWorker
+from mailsync.pipeline.ingest import Pipeline
 from storage.archive import Archive
 from storage.repo import Repo
 from tests.support.postgres import PostgresCluster

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from mailsync.importer import import_source
-from mailsync.sources.files import FileSource
+from mailsync.mail.sources.files import FileSource
+from mailsync.pipeline.importer import import_source
 from storage import models as m
 
 OWNER = "dana@northwind.example"

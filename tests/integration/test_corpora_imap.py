@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from config.settings import load_settings
-from mailsync.sources.imap import ImapSource
-from mailsync.sync import sync_mailbox
+from mailsync.mail.sources.imap import ImapSource
+from mailsync.pipeline.sync import sync_mailbox
 from storage import models as m
 from tests.conftest import write_config
 from tests.support.config import imap_mailbox

@@ -19,7 +19,7 @@ import pytest
 from mailsync.cli import main
 from tests.conftest import DEMO, ROOT, write_config
 
-TEMPLATE = ROOT / "mailsync" / "templates" / "digest.html.j2"
+TEMPLATE = ROOT / "mailsync" / "approval" / "templates" / "digest.html.j2"
 INJECTIONS = (
     "<script>alert(1)</script>",
     "<img src=x onerror=alert(1)>",

@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from mailsync.evaluate import (
-    DEFAULT_SET,
+from mailsync.evaluation.labels import Labels, MailFile
+from mailsync.evaluation.observe import Observed, Suggested
+from mailsync.evaluation.report import DEFAULT_SET, main
+from mailsync.evaluation.scoring import (
     Evaluation,
     Item,
-    Labels,
-    MailFile,
-    Observed,
     Score,
-    Suggested,
     evaluate_observed,
     fragments,
-    main,
     map_threads,
     meets,
     pair_items,

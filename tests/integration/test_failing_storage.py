@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from config.settings import load_settings
-from mailsync.daemon import Daemon
-from mailsync.metrics import Metrics
-from mailsync.pipeline import Pipeline
+from mailsync.pipeline.ingest import Pipeline
+from mailsync.service.daemon import Daemon
+from mailsync.service.metrics import Metrics
 from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo

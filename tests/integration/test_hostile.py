@@ -15,11 +15,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from config.settings import load_settings
-from mailsync.importer import import_source
-from mailsync.pipeline import Pipeline
-from mailsync.sources.files import FileSource
-from mailsync.sources.imap import ImapSource
-from mailsync.sync import sync_mailbox
+from mailsync.mail.sources.files import FileSource
+from mailsync.mail.sources.imap import ImapSource
+from mailsync.pipeline.importer import import_source
+from mailsync.pipeline.ingest import Pipeline
+from mailsync.pipeline.sync import sync_mailbox
 from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 from structlog.testing import capture_logs
 
-from mailsync.http_app import DEFAULT_HOST, HealthReport, OpsServer, evaluate_health
-from mailsync.metrics import Metrics
+from mailsync.service.http_app import DEFAULT_HOST, HealthReport, OpsServer, evaluate_health
+from mailsync.service.metrics import Metrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from config.errors import SourceError, SourceUnavailable
 from config.settings import MailboxSettings
-from mailsync.sources.imap import ImapSource
+from mailsync.mail.sources.imap import ImapSource
 from tests.support.dovecot import DovecotServer, free_port
 
 PW_VAR = "MAILSYNC_TEST_IMAP_PW"

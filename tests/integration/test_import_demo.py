@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from mailsync.crm_import import import_crm
-from mailsync.importer import import_source
-from mailsync.sources.files import FileSource
+from mailsync.admin.crm_import import import_crm
+from mailsync.mail.sources.files import FileSource
+from mailsync.pipeline.importer import import_source
 from storage import models as m
 from storage.eventlog import EventLog
 from tests.conftest import DEMO

@@ -92,7 +92,7 @@ def run_cli(config: Path, *args: str, timeout: float = 600) -> tuple[int, float,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "MAILSYNC_LOG_FORMAT": "json"},
+        env={**os.environ, "MAILSYNC_LOG_FORMAT": "json", "MAILSYNC_LOG_LEVEL": "info"},
         timeout=timeout,
         check=False,
     )

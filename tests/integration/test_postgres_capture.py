@@ -14,8 +14,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, select, text
 
 from mailsync.cli import main
-from mailsync.identity import identify_stream
-from mailsync.pipeline import Pipeline
+from mailsync.mail.identity import identify_stream
+from mailsync.pipeline.ingest import Pipeline
 from storage import models as m
 from storage.archive import Archive
 from storage.records import Provenance, RawMessage

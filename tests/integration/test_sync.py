@@ -9,8 +9,8 @@ from structlog.testing import capture_logs
 from config.errors import SourceUnavailable
 from config.settings import load_settings
 from mailsync.cli import main
-from mailsync.sources.imap import ImapSource
-from mailsync.sync import sync_mailbox
+from mailsync.mail.sources.imap import ImapSource
+from mailsync.pipeline.sync import sync_mailbox
 from storage import models as m
 from tests.support.config import imap_config, imap_mailbox
 from tests.support.mail import plain_mail as mail

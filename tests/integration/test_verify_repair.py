@@ -279,6 +279,7 @@ def test_big_mail_is_repaired_through_a_spool_file(dovecot, imap_user, tmp_path,
     # With a 2 KiB limit, sync and repair fetch bigger mail in pieces into a spool file, as they do
     # with real 50 MB mail; the repair hashes and writes it from there.
     limits = "\n[limits]\nmax_bytes = 2048\n"
+    monkeypatch.setenv("MAILSYNC_LOG_LEVEL", "info")  # message_fetched_in_pieces is an info event
     config = imap_config(tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, extra=limits)
     cli(capsys, config, "db", "upgrade")
     big = mail("attachment").replace(b"\n\n", b"\n\n" + b"0123456789abcdef" * 600 + b"\n", 1)

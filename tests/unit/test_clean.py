@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from config.settings import ParseLimits
-from mailsync.parse import parse_message
+from mailsync.mail.parse import parse_message
 from nlp.clean import reply_text, sentences
 from tests.conftest import FIXTURES
 

@@ -8,7 +8,7 @@ import pytest
 
 from config.errors import ConfigError, CrmImportError
 from config.settings import load_settings
-from mailsync.crm_csv import RowError, find_files, parse_delimiter, read_crm_files
+from mailsync.admin.crm_csv import RowError, find_files, parse_delimiter, read_crm_files
 from tests.conftest import DEMO, write_config
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.errors import AuthFailed, ConfigError, SourceError
-from mailsync.daemon import Failure, _reason
+from mailsync.service.daemon import Failure, _reason
 
 
 def attempts(polls: int, cap: int) -> list[int]:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailsync.digest import render_digest
-from mailsync.display import safe_line, safe_text
+from mailsync.approval.digest import render_digest
+from mailsync.mail.display import safe_line, safe_text
 from storage import models as m
 
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"

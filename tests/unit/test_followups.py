@@ -10,8 +10,8 @@ from email.utils import format_datetime
 import pytest
 from sqlalchemy import select
 
-from mailsync.crm_import import import_crm
-from mailsync.followups import flag_unanswered
+from mailsync.admin.crm_import import import_crm
+from mailsync.pipeline.followups import flag_unanswered
 from storage import mailstore
 from storage import models as m
 from storage.records import Proposal, ProposalKind, Provenance, RawMessage

@@ -9,7 +9,7 @@ quoted-printable) and random line endings; plus plain random bytes. The properti
   has exactly one '@' and no whitespace; a quoted display name never becomes the sender;
 - `identify` never raises and is deterministic; it gives the same identity whatever the line endings
   (LF or CRLF), NUL bytes (Dovecot drops them) and Received/Delivered-To headers of each copy, and
-  whether it reads the message whole or in pieces (mailsync/identity.py).
+  whether it reads the message whole or in pieces (mailsync/mail/identity.py).
 
 Bugs these properties found and that are not fixed yet are pinned at the end of the file as strict
 xfails, with their reproducers; the properties step around exactly those.
@@ -36,8 +36,8 @@ from hypothesis import strategies as st
 
 from config.errors import ParseError
 from config.settings import ParseLimits
-from mailsync.identity import identify, identify_stream
-from mailsync.parse import parse_message
+from mailsync.mail.identity import identify, identify_stream
+from mailsync.mail.parse import parse_message
 from storage.records import ParsedEmail
 
 if TYPE_CHECKING:

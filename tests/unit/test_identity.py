@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailsync.identity import identify, identify_stream, normalise_message_id
+from mailsync.mail.identity import identify, identify_stream, normalise_message_id
 
 MAIL = (
     b"Received: from mx1.example by mx2.example; Mon, 2 Mar 2026 10:00:01 +0000\n"

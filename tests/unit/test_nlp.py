@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from mailsync.thread import is_reply_subject, may_join_by_subject, subject_key
+from mailsync.mail.thread import is_reply_subject, may_join_by_subject, subject_key
 from nlp.clean import reply_text
 from nlp.match import free_mail_domains, match_people
 from nlp.money import find_amounts

@@ -6,9 +6,9 @@ import pytest
 
 from config.errors import ParseError
 from config.settings import ParseLimits
-from mailsync.identity import identify
-from mailsync.parse import parse_message
-from mailsync.parse_worker import ParseWorker
+from mailsync.mail.identity import identify
+from mailsync.mail.parse import parse_message
+from mailsync.mail.parse_worker import ParseWorker
 from tests.conftest import DEMO
 
 LIMITS = ParseLimits()

@@ -1,7 +1,7 @@
 """Real mail that must parse, not sit in quarantine: mbox envelope lines and mail-parser crashes.
 
 Over IMAP, some mail arrives with the `From ` line of the mbox it was appended from; mail-parser 4.8.0
-raises on some real mail, and then the standard library's parser reads it (mailsync/parse.py).
+raises on some real mail, and then the standard library's parser reads it (mailsync/mail/parse.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from structlog.testing import capture_logs
 
 from config.errors import ParseError
 from config.settings import ParseLimits
-from mailsync.identity import identify
-from mailsync.parse import parse_with_fallback
+from mailsync.mail.identity import identify
+from mailsync.mail.parse import parse_with_fallback
 from storage.records import Provenance, RawMessage
 from tests.unit.test_parse import nested
 

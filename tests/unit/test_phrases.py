@@ -6,7 +6,7 @@ import pytest
 
 from config.errors import ConfigError
 from config.settings import load_settings
-from mailsync.pipeline import Pipeline
+from mailsync.pipeline.ingest import Pipeline
 from nlp.phrases import PhraseIndex, build_index, index_for
 from nlp.pipeline import NO_ENTITIES, Entities, load_pipeline
 from storage.archive import Archive

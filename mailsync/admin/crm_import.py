@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import select
 
-from mailsync.crm_csv import CrmFiles, find_files, parse_delimiter, read_crm_files
+from mailsync.admin.crm_csv import CrmFiles, find_files, parse_delimiter, read_crm_files
 from storage import models as m
 from storage.crm import apply_crm_import, known_external_ids
 from storage.eventlog import EventLog, digest_of

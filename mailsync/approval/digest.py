@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from mailsync.display import safe_line
+from mailsync.mail.display import safe_line
 
 if TYPE_CHECKING:
     from storage.models import Suggestion
@@ -66,7 +66,7 @@ def _item(row: Suggestion) -> DigestItem:
 def render_digest(rep_email: str, rep_name: str, suggestions: list[Suggestion], now: datetime) -> Digest:
     """Render the digest for one rep; an empty list renders a short "nothing to review" digest."""
     env = Environment(
-        loader=PackageLoader("mailsync", "templates"),
+        loader=PackageLoader("mailsync.approval", "templates"),
         # Escaped unless the template is plain text: the extension is the last suffix, "j2", so keying on
         # "html" alone left digest.html.j2 unescaped.
         autoescape=select_autoescape(

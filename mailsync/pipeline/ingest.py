@@ -17,9 +17,9 @@ from sqlalchemy.exc import DBAPIError
 
 from config.errors import ParseError
 from mailsync import faults
-from mailsync import thread as threading_rules
-from mailsync.followups import thread_view, thresholds
-from mailsync.identity import identify_stream
+from mailsync.mail import thread as threading_rules
+from mailsync.mail.identity import identify_stream
+from mailsync.pipeline.followups import thread_view, thresholds
 from nlp.match import free_mail_domains, match_message
 from nlp.noise import automated_reason
 from nlp.phrases import build_index
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from config.settings import Settings
-    from mailsync.identity import Identity
-    from mailsync.parse_worker import ParseWorker
+    from mailsync.mail.identity import Identity
+    from mailsync.mail.parse_worker import ParseWorker
     from storage.archive import Archive
     from storage.models import Thread
     from storage.records import CrmSnapshot, ParsedEmail, RawMessage
@@ -117,7 +117,9 @@ class Pipeline:
                     parsed = self._parse(raw, identity.fingerprint, sha256)
                 except ParseError as exc:
                     mailstore.quarantine(session, message, str(exc))
-                    log.warning(
+                    # Info, not a warning: junk and hostile mail is expected; it is counted (metrics,
+                    # summaries) and listed by `mailsync quarantine`.
+                    log.info(
                         "message_quarantined",
                         reason=str(exc),
                         archive_key=sha256,

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Self
 import structlog
 
 from config.errors import ParseError
-from mailsync.parse import parse_with_fallback
+from mailsync.mail.parse import parse_with_fallback
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
     from config.settings import ParseLimits
-    from mailsync.parse import ParserFailure
+    from mailsync.mail.parse import ParserFailure
     from storage.records import ParsedEmail
 
 log = structlog.get_logger()

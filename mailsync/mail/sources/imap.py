@@ -35,6 +35,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
 
 from config.errors import ArchiveError, AuthFailed, SourceError, SourceUnavailable
+from storage.private import private_dir
 from storage.records import Provenance, RawMessage
 
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ class ImapSource:
         piece = min(PIECE_BYTES, self.max_fetch_bytes)
         try:
             if self.spool_dir is not None:
-                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                private_dir(self.spool_dir)
             fd, name = tempfile.mkstemp(prefix=f"uid{uid}-", suffix=".eml", dir=self.spool_dir)
         except OSError as exc:
             raise _spool_error(self.spool_dir, exc) from exc

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from mailsync import faults
-from mailsync.sync_state import Cursor, load_cursor, mark_gone, save_cursor
+from mailsync.pipeline.sync_state import Cursor, load_cursor, mark_gone, save_cursor
 from storage import mailstore
 
 if TYPE_CHECKING:
@@ -21,9 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from config.settings import MailboxSettings
-    from mailsync.metrics import Metrics
-    from mailsync.pipeline import Pipeline
-    from mailsync.sources.imap import ImapSource
+    from mailsync.mail.sources.imap import ImapSource
+    from mailsync.pipeline.ingest import Pipeline
 
 log = structlog.get_logger()
 CURSOR_EVERY = 100  # messages between cursor saves within one folder pass
@@ -33,6 +32,16 @@ def _save(pipeline: Pipeline, mailbox: str, folder: str, cursor: Cursor, modseq:
     faults.point("before_cursor")
     with pipeline.repo.session() as session:
         save_cursor(session, mailbox, folder, cursor, highest_modseq=modseq)
+
+
+class SyncMetrics(Protocol):
+    """What a sync pass reports as it goes (the daemon's Prometheus registry is one)."""
+
+    def fetched(self, mailbox: str, n: int = 1) -> None: ...
+    def archived(self, mailbox: str, n: int = 1) -> None: ...
+    def quarantined(self, mailbox: str, n: int = 1) -> None: ...
+    def succeeded(self, mailbox: str, at: float) -> None: ...
+    def lag(self, mailbox: str, seconds: float) -> None: ...
 
 
 @dataclass
@@ -54,7 +63,7 @@ def sync_mailbox(
     source: ImapSource,
     *,
     stop: threading.Event | None = None,
-    metrics: Metrics | None = None,
+    metrics: SyncMetrics | None = None,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
 ) -> list[FolderResult]:
     """Sync every configured folder of `mailbox` once. CaptureErrors propagate to the caller."""
@@ -88,7 +97,7 @@ def _sync_folder(
     source: ImapSource,
     folder: str,
     stop: threading.Event | None,
-    metrics: Metrics | None,
+    metrics: SyncMetrics | None,
     progress: Callable[[str, int], Callable[[], None]] | None,
 ) -> FolderResult:
     bound = log.bind(mailbox=mailbox.name, folder=folder)

@@ -6,18 +6,15 @@ The pipeline calls it for the thread of every new message; attachment names come
 `message.attachments` column the parse stage filled.
 
 `flag_unanswered` is the lost-by-silence rule (nlp/stale.py) run over the database at a given "now":
-the daemon runs `daily_job` once a day; `mailsync digest` and the evaluation call `flag_unanswered`
+the daemon runs it once a day; `mailsync digest` and the evaluation call `flag_unanswered`
 with their own "now".
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-import structlog
-
-from config.errors import CaptureError
 from nlp.match import match_participant, match_people
 from nlp.propose import ThreadView, Thresholds
 from nlp.stale import lost_by_silence
@@ -28,13 +25,11 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from config.settings import MatchingSettings
-    from mailsync.pipeline import Pipeline
     from storage.models import Message, Thread
     from storage.models import Participant as ParticipantRow
     from storage.records import CrmSnapshot, Match
     from storage.repo import Repo
 
-log = structlog.get_logger()
 HORIZON = timedelta(days=730)  # threads silent longer than this are history, not deals going cold
 
 
@@ -94,13 +89,3 @@ def flag_unanswered(repo: Repo, crm: CrmSnapshot, settings: MatchingSettings, no
             )
             changed += mailstore.sync_suggestions(session, thread.id, [p for _, p in found], withdraw=False)
     return changed
-
-
-def daily_job(pipeline: Pipeline) -> None:
-    """The daemon's once-a-day run of `flag_unanswered`; a failure is logged, the daemon carries on."""
-    try:
-        changed = flag_unanswered(pipeline.repo, pipeline.crm, pipeline.settings.matching, datetime.now(UTC))
-    except CaptureError as exc:
-        log.error("no_reply_job_failed", error=str(exc), fix=exc.fix)
-        return
-    log.info("no_reply_job_done", changed=changed)

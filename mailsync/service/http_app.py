@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from _typeshed import OptExcInfo
 
-    from mailsync.metrics import Metrics
+    from mailsync.service.metrics import Metrics
 
 log = structlog.get_logger()
 

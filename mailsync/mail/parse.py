@@ -26,7 +26,7 @@ import html2text
 import mailparser
 
 from config.errors import ParseError
-from mailsync.identity import normalise_message_id, split_message
+from mailsync.mail.identity import normalise_message_id, split_message
 from storage.records import Address, Attachment, ParsedEmail
 
 if TYPE_CHECKING:

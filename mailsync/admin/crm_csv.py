@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from config.errors import ConfigError, CrmImportError
-from mailsync.csv_records import FIELD_LIMIT, Record, detect_delimiter, read_records
-from mailsync.currencies import CURRENCIES
+from mailsync.admin.csv_records import FIELD_LIMIT, Record, detect_delimiter, read_records
+from mailsync.admin.currencies import CURRENCIES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -27,10 +28,11 @@ from sqlalchemy import text
 
 from config.errors import ArchiveError, CaptureError, SourceUnavailable, StorageError
 from mailsync import faults
-from mailsync.http_app import OpsServer, evaluate_health
-from mailsync.sources.imap import ImapSource
-from mailsync.sync import sync_mailbox
-from mailsync.sync_state import load_cursor
+from mailsync.mail.sources.imap import ImapSource
+from mailsync.pipeline.followups import flag_unanswered
+from mailsync.pipeline.sync import sync_mailbox
+from mailsync.pipeline.sync_state import load_cursor
+from mailsync.service.http_app import OpsServer, evaluate_health
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -38,9 +40,9 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as BoundLogger
 
     from config.settings import MailboxSettings, Settings
-    from mailsync.http_app import HealthReport
-    from mailsync.metrics import Metrics
-    from mailsync.pipeline import Pipeline
+    from mailsync.pipeline.ingest import Pipeline
+    from mailsync.service.http_app import HealthReport
+    from mailsync.service.metrics import Metrics
 
 log = structlog.get_logger()
 IDLE_SLICE = 5.0  # seconds per IDLE wait, so a stop request is seen promptly
@@ -127,14 +129,12 @@ class Daemon:
                 args=[mailbox],
                 seconds=self.settings.daemon.poll_interval,
                 jitter=self.settings.daemon.jitter,
-                next_run_time=_now(),
+                next_run_time=datetime.now(UTC),
                 id=mailbox.name,
                 name=f"poll {mailbox.name}",
             )
-        from mailsync.followups import daily_job  # noqa: PLC0415 - scheduled here, nowhere else
-
         scheduler.add_job(  # lost signals from follow-ups nobody answered: once a day, before the digests
-            daily_job, "cron", args=[self.pipeline], hour=6, minute=15, jitter=600, id="no-reply",
+            self.no_reply_job, "cron", hour=6, minute=15, jitter=600, id="no-reply",
             name="lost signals: unanswered follow-ups",
         )  # fmt: skip
         scheduler.start()
@@ -149,6 +149,16 @@ class Daemon:
         self.pipeline.parser.close()
         log.info("daemon_stopped")
         return 0
+
+    def no_reply_job(self) -> None:
+        """Once a day, `flag_unanswered` at now; a failure is logged and the daemon carries on."""
+        pipeline = self.pipeline
+        try:
+            changed = flag_unanswered(pipeline.repo, pipeline.crm, self.settings.matching, datetime.now(UTC))
+        except CaptureError as exc:
+            log.error("no_reply_job_failed", error=str(exc), fix=exc.fix)
+            return
+        log.info("no_reply_job_done", changed=changed)
 
     def poll(self, mailbox: MailboxSettings) -> None:
         """One scheduled poll: sync, then IDLE until the interval ends; retry with backoff on faults
@@ -257,9 +267,3 @@ class Daemon:
 def _reason(exc: CaptureError) -> str:
     """The error's class name in snake_case (AuthFailed -> auth_failed): short, stable, no personal data."""
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(exc).__name__).lower()
-
-
-def _now() -> object:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    return datetime.now(UTC)

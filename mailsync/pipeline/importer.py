@@ -12,8 +12,8 @@ from config.errors import CaptureError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mailsync.pipeline import Pipeline
-    from mailsync.sources.files import FileSource
+    from mailsync.mail.sources.files import FileSource
+    from mailsync.pipeline.ingest import Pipeline
 
 log = structlog.get_logger()
 

@@ -43,8 +43,8 @@ import structlog
 from sqlalchemy import select
 
 from config.errors import ArchiveError, CaptureError, SourceError, SourceUnavailable
-from mailsync.sources.files import FileSource
-from mailsync.sources.imap import ImapSource
+from mailsync.mail.sources.files import FileSource
+from mailsync.mail.sources.imap import ImapSource
 from storage import models as m
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""Admin work on the data: CRM CSV import, archive repair."""

@@ -1,0 +1,1 @@
+"""Digest out, decisions in: what a rep reads and how their answers come back."""

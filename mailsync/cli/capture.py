@@ -1,0 +1,135 @@
+"""Capture commands: `mailsync import` from files, `mailsync sync --once` and the `mailsync run` service."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from config.errors import CaptureError, ConfigError
+from mailsync.cli.app import State, err, labelled, out, progress, state_of
+from mailsync.mail.display import safe_line, safe_text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from mailsync.pipeline.ingest import Pipeline
+
+
+@contextmanager
+def _pipeline(state: State) -> Iterator[Pipeline]:
+    """The pipeline over the configured database and archive, with a parse worker closed at the end."""
+    from mailsync.mail.parse_worker import ParseWorker
+    from mailsync.pipeline.ingest import Pipeline
+    from storage.archive import Archive
+
+    settings = state.settings()
+    with ParseWorker(settings.limits) as parser:
+        yield Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
+
+
+def import_mail(
+    ctx: typer.Context,
+    path: Annotated[
+        Path, typer.Argument(help="A Maildir, an mbox file, an .eml file, or a directory of them.")
+    ],
+    mailbox: Annotated[
+        str, typer.Option("--mailbox", "-m", help="The configured mailbox these messages belong to.")
+    ],
+) -> None:
+    """Import mail from files: archive, parse, thread, match and propose, like a sync."""
+    from mailsync.mail.sources.files import FileSource
+    from mailsync.pipeline.importer import import_source
+
+    state = state_of(ctx)
+    settings = state.settings()
+    owner = settings.mailbox(mailbox).owner
+    source = FileSource(path, mailbox)
+    with _pipeline(state) as pipeline, progress() as bar:
+        task = bar.add_task(f"importing {safe_line(path.name)}", total=len(source))
+        counts = import_source(pipeline, source, owner, lambda: bar.advance(task))
+    table = Table(title=f"import {path} -> mailbox {mailbox}")
+    table.add_column("outcome")
+    table.add_column("messages", justify="right")
+    labels = {"new": "new messages", "copy": "new copies of known messages", "known": "already imported",
+              "quarantined": "quarantined (kept in archive)", "failed": "failed (see log)"}  # fmt: skip
+    for key, label in labels.items():
+        table.add_row(label, str(counts.get(key, 0)))
+    out.print(table)
+    if counts.get("quarantined"):
+        out.print("`mailsync quarantine` lists quarantined messages with their reasons.")
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+def run_daemon(ctx: typer.Context) -> None:
+    """Run the capture daemon: poll every IMAP mailbox, IDLE between polls, serve /healthz and /metrics."""
+    from mailsync.mail.parse_worker import ParseWorker
+    from mailsync.pipeline.ingest import Pipeline
+    from mailsync.service.daemon import Daemon
+    from mailsync.service.metrics import Metrics
+    from storage.archive import Archive
+
+    state = state_of(ctx)
+    settings = state.settings()
+    if not any(m.host for m in settings.mailboxes):
+        raise ConfigError(
+            "no IMAP mailbox configured (every [[mailboxes]] entry lacks host)",
+            fix="add host, username and password_env to a mailbox",
+        )
+    parser = ParseWorker(settings.limits)
+    pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
+    pipeline.refresh_crm()  # at start: a missing spaCy model or database fails here, not per message
+    raise typer.Exit(Daemon(settings, pipeline, Metrics(m.name for m in settings.mailboxes)).run())
+
+
+def sync_once(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass over every folder, then exit (for cron).")
+    ] = False,
+    mailbox: Annotated[str | None, typer.Option("--mailbox", "-m", help="Only this mailbox.")] = None,
+) -> None:
+    """Sync IMAP mailboxes once: fetch what is new in each folder, archive and process it."""
+    from mailsync.mail.sources.imap import ImapSource
+    from mailsync.pipeline.sync import sync_mailbox
+
+    if not once:
+        raise ConfigError(
+            "`mailsync sync` needs --once; the long-running service is `mailsync run`",
+            fix="mailsync sync --once",
+        )
+    state = state_of(ctx)
+    settings = state.settings()
+    targets = [settings.mailbox(mailbox)] if mailbox else [m for m in settings.mailboxes if m.host]
+    table = Table(title="sync")
+    for column in ("mailbox", "folder", "fetched", "new", "known", "quarantined", "gone on server", "note"):
+        table.add_column(column)
+    failed = 0
+    with _pipeline(state) as pipeline, progress() as bar:
+
+        def track(folder: str, total: int) -> Callable[[], None]:
+            task = bar.add_task(safe_line(folder), total=total)
+            return lambda: bar.advance(task)
+
+        for target in targets:
+            try:
+                with ImapSource.configured(target, settings) as source:
+                    results = sync_mailbox(target, pipeline, source, progress=track)
+            except CaptureError as exc:
+                failed += 1
+                err.print(labelled(f"{target.name}:", "red", exc), highlight=False)
+                if exc.fix:
+                    err.print(f"  fix: {safe_text(exc.fix)}", highlight=False)
+                continue
+            for r in results:
+                note = "UIDVALIDITY changed: resynced" if r.resynced else ""
+                table.add_row(target.name, safe_text(r.folder), str(r.fetched), str(r.outcomes.get("new", 0)),
+                              str(r.outcomes.get("known", 0) + r.outcomes.get("copy", 0)),
+                              str(r.outcomes.get("quarantined", 0)), str(r.gone), note)  # fmt: skip
+    out.print(table)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""Mail handling: sources yield raw bytes, identity names a message, parse reads it, thread groups it."""

@@ -11,6 +11,7 @@ CaptureError
   MatchError
   StorageError             # database unreachable, locked, or schema out of date
   CrmImportError           # a CSV file cannot be read at all (bad rows are reported, not raised)
+  DecisionError            # a proposal cannot be decided as asked: `reason` says why
 
 Edges translate library errors (`raise SourceUnavailable(...) from exc`); the sync loop catches
 `CaptureError` per message and carries on; anything else is a bug and fails loudly.
@@ -68,3 +69,16 @@ class StorageError(CaptureError):
 
 class CrmImportError(CaptureError):
     pass
+
+
+class DecisionError(CaptureError):
+    """A decision refused; `reason` is one of REASONS, for pages, replies and logs."""
+
+    REASONS = frozenset({"unknown", "decided", "not_yours", "bad_edit", "forged", "expired", "reused"})
+
+    def __init__(self, message: str, *, reason: str, fix: str | None = None) -> None:
+        if reason not in self.REASONS:
+            msg = f"unknown decision error reason {reason!r}"
+            raise ValueError(msg)
+        super().__init__(message, fix=fix)
+        self.reason = reason

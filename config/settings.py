@@ -8,8 +8,10 @@ here: a `*_env` key names an environment variable and a `*_file` key names a fil
 from __future__ import annotations
 
 import difflib
+import email.utils
 import os
 import tomllib
+import zoneinfo
 from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = Path("mailsync.toml")
 ENV_PREFIX = "MAILSYNC_"
+DEPRECATED_ENV = ("MAILSYNC_DAEMON__HTTP_HOST", "MAILSYNC_DAEMON__HTTP_PORT")  # now [web] listen
 ENV_ONLY = "MAILSYNC_DATABASE_URL"  # a deployment configured by environment alone names its database
 CANONICAL_STAGES = (
     "qualification",
@@ -145,8 +148,104 @@ class DaemonSettings(_Strict):
     poll_interval: float = Field(default=300.0, ge=1.0)  # seconds between polls of a mailbox
     jitter: float = Field(default=30.0, ge=0.0)  # random delay added to each poll, seconds
     idle: bool = True  # wait with IMAP IDLE between polls where the server offers it
-    http_host: str = "127.0.0.1"  # loopback unless you mean to expose it
-    http_port: int = Field(default=9325, ge=0, le=65535)
+
+
+class WebSettings(_Strict):
+    """The daemon's HTTP app: approval pages for digest links, /healthz and /metrics."""
+
+    listen: str = Field(default="127.0.0.1:9325", pattern=r"^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$")  # loopback
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")  # what mail links to
+    secret_key_env: str | None = None  # signs digest links: an environment variable ...
+    secret_key_file: Path | None = None  # ... or a file; never the key itself
+    link_max_age_days: int = Field(default=14, ge=1, le=90)
+
+    @model_validator(mode="after")
+    def _port_in_range(self) -> WebSettings:
+        if not 0 <= self.port <= 65535:  # noqa: PLR2004 - the TCP port range
+            msg = f"port {self.port} is not a TCP port (0-65535)"
+            raise ValueError(msg)
+        if self.secret_key_env and self.secret_key_file:
+            msg = "set only one of secret_key_env and secret_key_file"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def base_url(self) -> str:
+        """Where links in mail point: `public_url`, else this server's own address."""
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
+
+    @property
+    def secret_key(self) -> SecretRef:
+        return SecretRef(env=self.secret_key_env, file=self.secret_key_file)
+
+
+class SmtpSettings(_Strict):
+    """The relay digests are sent through. Without `host` nothing is sent (previews still work)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["tls", "starttls", "plain"] = "starttls"
+    verify_certificates: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    from_: str = Field(default="CRM digest <crm-digest@localhost>", alias="from")
+    timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("from_")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        _name, address = email.utils.parseaddr(value)
+        if "@" not in address or any(c in value for c in "\r\n"):
+            msg = f"{value!r} is not one address such as 'CRM digest <crm@example.com>'"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _secret_by_reference(self) -> SmtpSettings:
+        if self.password_env and self.password_file:
+            msg = "set only one of password_env and password_file"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def password(self) -> SecretRef:
+        return SecretRef(env=self.password_env, file=self.password_file)
+
+    @property
+    def sender_address(self) -> str:
+        return email.utils.parseaddr(self.from_)[1]
+
+
+class DigestSettings(_Strict):
+    """When and how reps get their digest; reps.csv `digest_at`, `timezone` and `locale` override per rep."""
+
+    send_at: str = Field(default="07:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    timezone: str = "UTC"
+    locale: str = Field(default="en_US", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    reply_mailbox: str | None = None  # a [[mailboxes]] name whose INBOX receives reps' replies
+    stale_after_days: int = Field(default=7, ge=1)  # proposals nobody acted on this long go to the lead
+    max_items: int = Field(default=25, ge=1, le=200)  # shown in full; the rest summarised with a link
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin"
+            raise ValueError(msg) from exc
+        return value
 
 
 class MatchingSettings(_Strict):
@@ -173,10 +272,29 @@ class Settings(BaseSettings):
     mailboxes: tuple[MailboxSettings, ...] = ()
     limits: ParseLimits = ParseLimits()
     daemon: DaemonSettings = DaemonSettings()
+    web: WebSettings = WebSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    digest: DigestSettings = DigestSettings()
     matching: MatchingSettings = MatchingSettings()
     stage_map: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    deprecations: tuple[str, ...] = ()  # set by the loader for keys that still work but are going away
+
+    @model_validator(mode="before")
+    @classmethod
+    def _daemon_http_is_web_listen(cls, data: Any) -> Any:
+        """`[daemon] http_host/http_port` (before [web]) still work, as `[web] listen`, with a warning."""
+        if not isinstance(data, dict) or not isinstance(data.get("daemon"), dict):
+            return data
+        daemon = dict(data["daemon"])
+        old = {k: daemon.pop(k) for k in ("http_host", "http_port") if k in daemon}
+        if not old:
+            return data
+        web = dict(data.get("web") or {})
+        web.setdefault("listen", f"{old.get('http_host', '127.0.0.1')}:{old.get('http_port', 9325)}")
+        note = f'[daemon] {" and ".join(old)} are deprecated: write [web] listen = "{web["listen"]}" instead'
+        return {**data, "daemon": daemon, "web": web, "deprecations": (*data.get("deprecations", ()), note)}
 
     @field_validator("internal_domains", "extra_free_mail_domains")
     @classmethod
@@ -198,6 +316,9 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             msg = f"mailbox name {dupes[0]!r} is used twice; names must be unique"
+            raise ValueError(msg)
+        if self.digest.reply_mailbox and self.digest.reply_mailbox not in names:
+            msg = f"digest.reply_mailbox {self.digest.reply_mailbox!r} is not a [[mailboxes]] name"
             raise ValueError(msg)
         return self
 
@@ -295,8 +416,9 @@ def _setting_names(model: type[BaseModel], prefix: str = ENV_PREFIX) -> set[str]
 
 def _check_environment(settings: Settings) -> None:
     """A MAILSYNC_* variable one typo away from a setting is a mistake, not the user's own variable."""
-    known = _setting_names(Settings) | {"MAILSYNC_CONFIG"}
+    known = _setting_names(Settings) | {"MAILSYNC_CONFIG", *DEPRECATED_ENV}
     secrets = {m.password_env for m in settings.mailboxes if m.password_env}
+    secrets |= {v for v in (settings.smtp.password_env, settings.web.secret_key_env) if v}
     for name in sorted(os.environ):
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known or name in secrets:
@@ -318,8 +440,15 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         m.model_copy(update={"password_file": base / m.password_file}) if m.password_file else m
         for m in settings.mailboxes
     )
+    smtp, web = settings.smtp, settings.web
+    if smtp.password_file:
+        smtp = smtp.model_copy(update={"password_file": base / smtp.password_file})
+    if web.secret_key_file:
+        web = web.model_copy(update={"secret_key_file": base / web.secret_key_file})
     return settings.model_copy(
         update={
+            "smtp": smtp,
+            "web": web,
             "database_url": url,
             "archive_dir": base / settings.archive_dir,
             "events_dir": base / settings.events_dir,

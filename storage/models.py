@@ -107,6 +107,11 @@ class Rep(Base):
     name: Mapped[str] = mapped_column(SafeString(200), default="")
     team: Mapped[str | None] = mapped_column(SafeString(100))
     active: Mapped[bool] = mapped_column(default=True)
+    lead: Mapped[str | None] = mapped_column(SafeString(320))  # the team lead's email
+    timezone: Mapped[str | None] = mapped_column(SafeString(64))  # None: [digest] timezone
+    digest_at: Mapped[str | None] = mapped_column(SafeString(5))  # "HH:MM"; None: [digest] send_at
+    locale: Mapped[str | None] = mapped_column(SafeString(20))  # None: [digest] locale
+    paused_at: Mapped[datetime | None]  # the rep paused their digest (one-click unsubscribe)
 
 
 class Account(Base):
@@ -299,6 +304,37 @@ class Decision(Base):
     who: Mapped[str] = mapped_column(SafeString(320))
     how: Mapped[str] = mapped_column(SafeString(20))  # link | reply | cli
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    edits: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default="{}"
+    )  # e.g. {"amount": "5000"}
+    digest_token: Mapped[str | None] = mapped_column(SafeString(64))  # the digest it was taken from
+    event_id: Mapped[str | None] = mapped_column(SafeString(64))  # the event-log entry that recorded it
+
+
+class DigestSend(Base):
+    """One digest for one rep and period: written `sending` before SMTP, `sent` after, never twice."""
+
+    __tablename__ = "digest_send"
+    __table_args__ = (UniqueConstraint("rep", "kind", "period"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(SafeString(64), unique=True)  # in its links, Message-ID, replies
+    rep: Mapped[str] = mapped_column(SafeString(320))
+    kind: Mapped[str] = mapped_column(SafeString(10))  # rep | manager
+    period: Mapped[str] = mapped_column(SafeString(20))  # the rep-local date of the send slot
+    message_id: Mapped[str] = mapped_column(SafeString(300))
+    status: Mapped[str] = mapped_column(SafeString(10))  # sending | sent
+    items: Mapped[list[Any]]  # [{"n": 1, "key": suggestion key}, ...]: what its numbers mean
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class UsedLink(Base):
+    """A digest link's nonce, once used: links are single-use."""
+
+    __tablename__ = "used_link"
+    nonce: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
+    rep: Mapped[str] = mapped_column(SafeString(320))
+    used_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AppliedEvent(Base):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import structlog
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -81,6 +82,8 @@ class State:
         if self._settings is None:
             self._settings = load_settings(self.config)
             self.configure_logging()
+            for note in self._settings.deprecations:
+                structlog.get_logger().warning("config_deprecated", detail=note)
         return self._settings
 
     def configure_logging(self) -> None:

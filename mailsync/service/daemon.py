@@ -91,7 +91,7 @@ class Daemon:
         # Written only by the mailbox's own poll (one at a time), read by /healthz with single lookups.
         self._failures: dict[str, Failure] = {}
         self._max_polls = max(1, int(MAX_RETRY_WAIT // settings.daemon.poll_interval))
-        self.ops = OpsServer(settings.daemon.http_host, settings.daemon.http_port, metrics, self.health)
+        self.ops = OpsServer(settings.web.host, settings.web.port, metrics, self.health)
 
     def health(self) -> HealthReport:
         try:

@@ -148,10 +148,10 @@ def serve() -> None:
 
     # The point: every child inherits these imports. The CLI imports its machinery only when a command
     # runs (so --help stays fast); what `sync --once` needs is imported here instead.
-    import mailsync.cli  # noqa: F401, PLC0415
-    import mailsync.mail.parse_worker  # noqa: F401, PLC0415
-    import mailsync.mail.sources.imap  # noqa: F401, PLC0415
-    import mailsync.pipeline.ingest  # noqa: F401, PLC0415
+    import mailsync.cli  # noqa: PLC0415
+    import mailsync.mail.parse_worker  # noqa: PLC0415
+    import mailsync.mail.sources.imap  # noqa: PLC0415
+    import mailsync.pipeline.ingest  # noqa: PLC0415
     import mailsync.pipeline.sync  # noqa: F401, PLC0415
 
     # The first spacy.blank() in a process spends ~0.2 s compiling the tokeniser's regular expressions;

@@ -145,3 +145,45 @@ def test_without_a_config_file_nothing_is_created_in_the_working_directory(tmp_p
     # A deployment configured by environment alone names its database, and then needs no file.
     monkeypatch.setenv("MAILSYNC_DATABASE_URL", f"sqlite:///{tmp_path}/env.db")
     assert load_settings().database_url == f"sqlite:///{tmp_path}/env.db"
+
+
+def test_daemon_http_keys_still_work_as_web_listen_with_a_deprecation(tmp_path):
+    settings = load_settings(
+        write_config(tmp_path, '\n[daemon]\nhttp_host = "127.0.0.2"\nhttp_port = 9400\n')
+    )
+    assert (settings.web.host, settings.web.port) == ("127.0.0.2", 9400)
+    assert settings.web.base_url == "http://127.0.0.2:9400"
+    assert any('[web] listen = "127.0.0.2:9400"' in note for note in settings.deprecations)
+    assert load_settings(write_config(tmp_path, '\n[web]\nlisten = "127.0.0.1:0"\n')).deprecations == ()
+
+
+def test_smtp_digest_and_web_sections_are_validated(tmp_path, monkeypatch):
+    good = """
+        [smtp]
+        host = "smtp.example.com"
+        from = "CRM digest <crm@northwind.example>"
+        password_env = "MAILSYNC_SMTP_PW"
+        [digest]
+        send_at = "07:30"
+        timezone = "Europe/Berlin"
+        locale = "de_DE"
+        reply_mailbox = "dana"
+        [web]
+        listen = "127.0.0.1:9325"
+        public_url = "https://crm.northwind.example"
+        secret_key_file = "link.key"
+        """
+    monkeypatch.setenv("MAILSYNC_SMTP_PW", "x")  # named by the config: not a typo
+    settings = load_settings(write_config(tmp_path, good))
+    assert settings.smtp.sender_address == "crm@northwind.example"
+    assert settings.web.secret_key.file == tmp_path / "link.key"
+    assert settings.web.base_url == "https://crm.northwind.example"
+    for bad, key in (
+        ('[digest]\ntimezone = "Mars/Olympus"', "digest.timezone"),
+        ('[digest]\nsend_at = "25:00"', "digest.send_at"),
+        ('[digest]\nreply_mailbox = "nobody"', "reply_mailbox"),
+        ('[smtp]\nfrom = "not an address"', "smtp.from"),
+        ('[web]\nlisten = "127.0.0.1:99999"', "web"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            load_settings(write_config(tmp_path, "\n" + bad + "\n"))

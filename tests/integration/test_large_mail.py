@@ -29,7 +29,7 @@ from tests.support.config import imap_config
 pytestmark = pytest.mark.slow
 
 # The CLI reports its own peak RSS (VmHWM) at exit: wait4()'s ru_maxrss would include the pytest
-# process it was forked from, which holds the 150 MB message for APPEND.
+# process it was forked from.
 _REPORT_PEAK = """
 import atexit, sys
 def hwm():
@@ -144,8 +144,7 @@ def test_150mb_message_synced_over_imap_is_streamed_archived_and_quarantined(
     tmp_path, dovecot, imap_user, monkeypatch, huge_mail
 ):
     user, password = imap_user
-    with dovecot.client(user) as client, huge_mail.open("rb") as source:
-        client.append("INBOX", source.read())
+    dovecot.append_file(user, "INBOX", huge_mail)
     config = _imap_config(tmp_path, dovecot, user, password, monkeypatch)
     assert run_cli(config, "db", "upgrade")[0] == 0
 
@@ -200,8 +199,7 @@ def test_50mb_header_line_within_the_size_limit_is_parsed_or_quarantined_without
     user, password = imap_user
     mail = tmp_path / "long-header.eml"
     write_long_header_line(mail, 50)
-    with dovecot.client(user) as client:
-        client.append("INBOX", mail.read_bytes())
+    dovecot.append_file(user, "INBOX", mail)
     # Raise the size limit over the message so the parser itself has to cope with the line.
     config = _imap_config(
         tmp_path, dovecot, user, password, monkeypatch, limits="\n[limits]\nmax_bytes = 104857600\n"

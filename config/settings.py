@@ -15,7 +15,7 @@ import zoneinfo
 from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -101,7 +101,25 @@ class SecretRef(_Strict):
         raise ConfigError(f"{what}: no secret configured", fix="set password_env or password_file")
 
 
-class MailboxSettings(_Strict):
+class _PasswordByReference(_Strict):
+    """A password named by `password_env` or `password_file`, never written in the config."""
+
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Self:
+        if self.password_env and self.password_file:
+            msg = "set only one of password_env and password_file"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def password(self) -> SecretRef:
+        return SecretRef(env=self.password_env, file=self.password_file)
+
+
+class MailboxSettings(_PasswordByReference):
     """One rep's mailbox. Without `host` it is import-only (files from an export)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -111,25 +129,16 @@ class MailboxSettings(_Strict):
     security: Literal["tls", "starttls", "plain"] = "tls"
     verify_certificates: bool = True
     username: str | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
     folders: tuple[str, ...] = ("INBOX", "\\Sent")
     since: date | None = None
     max_connections: int = Field(default=2, ge=1, le=20)
 
     @model_validator(mode="after")
-    def _secret_by_reference(self) -> MailboxSettings:
-        if self.password_env and self.password_file:
-            msg = "set only one of password_env and password_file"
-            raise ValueError(msg)
+    def _imap_needs_a_password(self) -> MailboxSettings:
         if self.host and not (self.password_env or self.password_file):
             msg = "an IMAP mailbox needs password_env or password_file (never a password in the file)"
             raise ValueError(msg)
         return self
-
-    @property
-    def password(self) -> SecretRef:
-        return SecretRef(env=self.password_env, file=self.password_file)
 
 
 class ParseLimits(_Strict):
@@ -187,7 +196,7 @@ class WebSettings(_Strict):
         return SecretRef(env=self.secret_key_env, file=self.secret_key_file)
 
 
-class SmtpSettings(_Strict):
+class SmtpSettings(_PasswordByReference):
     """The relay digests are sent through. Without `host` nothing is sent (previews still work)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -197,8 +206,6 @@ class SmtpSettings(_Strict):
     security: Literal["tls", "starttls", "plain"] = "starttls"
     verify_certificates: bool = True
     username: str | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
     from_: str = Field(default="CRM digest <crm-digest@localhost>", alias="from")
     timeout: float = Field(default=30.0, gt=0)
 
@@ -210,17 +217,6 @@ class SmtpSettings(_Strict):
             msg = f"{value!r} is not one address such as 'CRM digest <crm@example.com>'"
             raise ValueError(msg)
         return value
-
-    @model_validator(mode="after")
-    def _secret_by_reference(self) -> SmtpSettings:
-        if self.password_env and self.password_file:
-            msg = "set only one of password_env and password_file"
-            raise ValueError(msg)
-        return self
-
-    @property
-    def password(self) -> SecretRef:
-        return SecretRef(env=self.password_env, file=self.password_file)
 
     @property
     def sender_address(self) -> str:

@@ -45,7 +45,7 @@ def messages(repo):
 
 
 def daemon_config(tmp_path, dovecot, user, monkeypatch):
-    daemon = "\n[daemon]\npoll_interval = 600\njitter = 0\n[web]\nlisten = \"127.0.0.1:0\"\n"
+    daemon = '\n[daemon]\npoll_interval = 600\njitter = 0\n[web]\nlisten = "127.0.0.1:0"\n'
     return imap_config(
         tmp_path, dovecot, user.name, user.password, monkeypatch, folders=["INBOX"], extra=daemon
     )
@@ -232,7 +232,7 @@ def test_wrong_password_is_503_at_once_backs_off_and_recovers_when_fixed(
     wrong = "wrong-" + imap_user.password  # what the mailbox is configured with (its env var)
     monkeypatch.setenv(PASSWORD_ENV, wrong)
     mailbox = imap_mailbox(dovecot, imap_user.name, password_env=PASSWORD_ENV)
-    quick = "\n[daemon]\npoll_interval = 1\njitter = 0\n[web]\nlisten = \"127.0.0.1:0\"\n"  # the backoff counts polls
+    quick = '\n[daemon]\npoll_interval = 1\njitter = 0\n[web]\nlisten = "127.0.0.1:0"\n'  # the backoff counts polls
     dovecot.append(imap_user.name, "INBOX", mail("waiting behind a bad password"))
     daemon = Daemon(load_settings(write_config(tmp_path, mailbox + quick)), pipeline, Metrics(["imap"]))
     with capture_logs() as logs, running(daemon):

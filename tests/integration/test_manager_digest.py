@@ -36,7 +36,7 @@ def seed(session):
 
     dana = "dana@northwind.example"
     deal("Acme – rollout", dana, first_seen=NOW - timedelta(days=40), created=NOW - timedelta(days=10),
-         amount=Decimal("41650"))  # fmt: skip
+         amount=Decimal(41650))  # fmt: skip
     deal("Acme – pilot", dana, outcome="won", stage="closed_won", first_seen=NOW - timedelta(days=90),
          created=NOW - timedelta(days=20))  # fmt: skip
     deal("Acme – renewal", dana, outcome="won", stage="closed_won")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 
 from mailsync.approval.manager import leads, manager_report, render_manager_digest
 from storage import models as m
 
-NOW = datetime(2026, 6, 1, 8, 0)
+NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC).replace(tzinfo=None)  # naive UTC, as the database keeps time
 LEAD = "lena@northwind.example"
 
 
@@ -81,15 +81,14 @@ def test_a_lead_sees_pipeline_late_entries_honest_win_ratio_stale_and_departed(r
     assert "win ratio 67%, 50% with losses seen in mail; median 50 days" in text
     assert "Mia's deal" not in html + text  # another lead's team
 
+    tags = set()
+
     class Tags(HTMLParser):
-        tags: set[str] = set()
+        def handle_starttag(self, tag, _attrs):
+            tags.add(tag)
 
-        def handle_starttag(self, tag, attrs):
-            self.tags.add(tag)
-
-    parser = Tags()
-    parser.feed(html)
-    assert parser.tags <= {
+    Tags().feed(html)
+    assert tags <= {
         "html",
         "head",
         "meta",

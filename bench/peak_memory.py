@@ -45,6 +45,13 @@ def _name(pid: int) -> str:
         return "?"
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160]
+    except OSError:
+        return "?"
+
+
 def _tree(root: int, excluded: tuple[str, ...]) -> list[int]:
     children = _children()
     found, todo = [], [root]
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if total > peak:
             peak = total
             top = sorted(sizes.items(), key=lambda item: -item[1])[:6]
-            at_peak = ", ".join(f"{_name(pid)} {kb / 1024:.0f}" for pid, kb in top)
+            at_peak = "; ".join(f"{kb / 1024:.0f} MB {_command(pid)}" for pid, kb in top)
         time.sleep(0.2)
     wall = time.monotonic() - began
     print(

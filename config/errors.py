@@ -12,6 +12,7 @@ CaptureError
   StorageError             # database unreachable, locked, or schema out of date
   CrmImportError           # a CSV file cannot be read at all (bad rows are reported, not raised)
   DecisionError            # a proposal cannot be decided as asked: `reason` says why
+  DeliveryError            # the SMTP relay could not be reached or refused a message: retried later
 
 Edges translate library errors (`raise SourceUnavailable(...) from exc`); the sync loop catches
 `CaptureError` per message and carries on; anything else is a bug and fails loudly.
@@ -82,3 +83,7 @@ class DecisionError(CaptureError):
             raise ValueError(msg)
         super().__init__(message, fix=fix)
         self.reason = reason
+
+
+class DeliveryError(CaptureError):
+    """Mail could not be handed to the SMTP relay (unreachable, TLS, login, or a refusal)."""

@@ -148,6 +148,7 @@ class ParseLimits(_Strict):
     max_mime_depth: int = Field(default=30, ge=1)
     max_parts: int = Field(default=1000, ge=1)
     max_header_lines: int = Field(default=5000, ge=10)
+    max_header_bytes: int = Field(default=1024 * 1024, ge=1024)  # real headers are kilobytes
     max_body_chars: int = Field(default=200_000, ge=1000)
 
 

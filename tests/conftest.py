@@ -19,6 +19,7 @@ from mailsync.pipeline.ingest import Pipeline
 from storage.archive import Archive
 from storage.repo import Repo
 from tests.support.postgres import PostgresCluster
+from tests.support.smtp import SmtpServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -169,3 +170,14 @@ def pg_fresh_url(pg_cluster: PostgresCluster, _pg_template: str) -> Iterator[str
     name = pg_cluster.create(template=_pg_template)
     yield pg_cluster.url(name)
     pg_cluster.drop(name)
+
+
+# --- SMTP --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd, plain, no auth) on a free loopback port; `.messages` holds what it
+    accepted, `.smtp_toml()` is the `[smtp]` section for it. TLS and AUTH: tests/support/smtp.py."""
+    with SmtpServer() as server:
+        yield server

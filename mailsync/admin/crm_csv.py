@@ -3,7 +3,9 @@
 Each row is validated on its own; a bad row becomes a RowError with file, line, column and reason,
 and every good row is kept (a CRM import must never block on one bad line). A value it can live
 without but that looks wrong (an owner who is no known rep, a currency ISO 4217 does not know) is
-kept with a warning. Extra columns are ignored with a warning; `mapping` renames another CRM's
+kept with a warning, and so is a bad value in an optional rep column (`lead`, `active`, `timezone`,
+`digest_at`, `locale`): the field is left empty, so the [digest] default applies. Extra columns are
+ignored with a warning; `mapping` renames another CRM's
 columns (`--map "Account Name=name"`). The delimiter is the one under which the header reads best
 (Excel writes `;` in many locales) unless `--delimiter` says.
 """
@@ -11,16 +13,18 @@ columns (`--map "Account Name=name"`). The delimiter is the one under which the 
 from __future__ import annotations
 
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from babel import localedata
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from config.currencies import CURRENCIES
 from config.errors import ConfigError, CrmImportError
 from mailsync.admin.csv_records import FIELD_LIMIT, Record, detect_delimiter, read_records
-from mailsync.admin.currencies import CURRENCIES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -45,11 +49,73 @@ class _Row(BaseModel):
     required: ClassVar[tuple[str, ...]]
 
 
+def _lead(value: str) -> str | None:
+    if value and not _EMAIL.match(value):
+        msg = f"not an email address: {value!r}"
+        raise ValueError(msg)
+    return value.lower() or None
+
+
+_FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _active(value: str) -> bool:
+    if not value:
+        return True
+    if value.lower() not in _FLAGS:
+        msg = f"not true or false: {value!r} (write true/false, yes/no or 1/0)"
+        raise ValueError(msg)
+    return _FLAGS[value.lower()]
+
+
+def _timezone(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        msg = f"unknown time zone {value!r} (write an IANA name such as Europe/Berlin)"
+        raise ValueError(msg) from None
+    return value
+
+
+def _digest_at(value: str) -> str | None:
+    found = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])", value)
+    if value and not found:
+        msg = f"not a time of day: {value!r} (write HH:MM, e.g. 07:30)"
+        raise ValueError(msg)
+    return f"{int(found[1]):02d}:{found[2]}" if found else None
+
+
+def _locale(value: str) -> str | None:
+    language, _, region = value.replace("-", "_").partition("_")
+    name = language.lower() + (f"_{region.upper()}" if region else "")
+    if value and not (re.fullmatch(r"[a-z]{2,3}(_[A-Z]{2})?", name) and localedata.exists(name)):
+        msg = f"unknown locale {value!r} (write a language and region such as en_US or de_DE)"
+        raise ValueError(msg)
+    return name or None
+
+
+# reps.csv's optional columns: each value checked on its own, since a bad one is a warning, not a bad row.
+REP_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "lead": _lead,
+    "active": _active,
+    "timezone": _timezone,
+    "digest_at": _digest_at,
+    "locale": _locale,
+}
+
+
 class RepRow(_Row):
     required = ("email",)
     email: str
     name: str = ""
     team: str | None = None
+    lead: str | None = None  # the optional columns arrive checked (REP_OPTIONS)
+    active: bool = True
+    timezone: str | None = None
+    digest_at: str | None = None
+    locale: str | None = None
 
     @field_validator("email")
     @classmethod
@@ -166,7 +232,7 @@ _MODELS: dict[str, type[_Row]] = {
 # CSV column -> model field, where they differ.
 _COLUMN_FIELD = {"accounts": {"domain": "domains"}, "contacts": {"email": "emails"}}
 _COLUMNS = {
-    "reps": ("email", "name", "team"),
+    "reps": ("email", "name", "team", *REP_OPTIONS),
     "accounts": ("id", "name", "domain"),
     "contacts": ("id", "account_id", "name", "email", "owner_rep"),
     "opportunities": ("id", "account_id", "name", "stage", "amount", "currency", "owner_rep", "created_at"),
@@ -319,7 +385,7 @@ def _check_header(kind: str, path: Path, header: list[str], result: CrmFiles) ->
 def _validate(
     kind: str, file: str, header: list[str], record: Record, stage_for: Callable[[str], str | None]
 ) -> dict[str, Any] | RowError:
-    """The row as the event-log payload has it (plus `_line`), or what is wrong with it."""
+    """The row as the event-log payload has it (plus `_line` and `_warnings`), or what is wrong with it."""
     if record.oversized is not None:
         column = header[record.oversized] if record.oversized < len(header) else None
         return RowError(
@@ -347,13 +413,31 @@ def _validate(
     blank = [c for c in _MODELS[kind].required if not values.get(renamed.get(c, c), "").strip()]
     if blank:
         return RowError(file, record.line, blank[0], "required value is empty")
+    warnings = _check_options(file, record.line, values) if kind == "reps" else []
+    # An optional column the file does not have is left out, so a re-import keeps what is stored.
+    absent = {name for name in REP_OPTIONS if name not in values} if kind == "reps" else set()
     try:
-        return _MODELS[kind].model_validate(values).model_dump() | {"_line": record.line}
+        row = _MODELS[kind].model_validate(values).model_dump(exclude=absent)
     except ValidationError as exc:
         first = exc.errors()[0]
         column = str(first["loc"][0]) if first["loc"] else None
         column = {v: k for k, v in renamed.items()}.get(column or "", column)
         return RowError(file, record.line, column, str(first["msg"]).removeprefix("Value error, "))
+    return row | {"_line": record.line, "_warnings": warnings}
+
+
+def _check_options(file: str, line: int, values: dict[str, Any]) -> list[str]:
+    """Clean reps.csv's optional values in place; a bad one is left empty, with a warning."""
+    warnings = []
+    for name, check in REP_OPTIONS.items():
+        if name not in values:
+            continue
+        try:
+            values[name] = check(values[name].strip())
+        except ValueError as exc:
+            warnings.append(str(RowError(file, line, name, f"{exc}; left empty")))
+            values[name] = check("")
+    return warnings
 
 
 def _span(record: Record) -> str:
@@ -381,17 +465,19 @@ def _cross_check(result: CrmFiles, known: dict[str, set[str]], files: dict[str, 
                 result.errors.append(RowError(files[kind], row["_line"], problem[0], problem[1]))
                 continue
             seen.add(str(key))
+            result.warnings.extend(row["_warnings"])
             result.warnings.extend(str(doubt) for doubt in _doubts(files[kind], row, reps))
-            kept.append({k: v for k, v in row.items() if k != "_line"})
+            kept.append({k: v for k, v in row.items() if not k.startswith("_")})
         result.rows[kind] = kept
 
 
 def _doubts(file: str, row: dict[str, Any], reps: set[str]) -> Iterator[RowError]:
     """Values a CRM import can live with, so keeps, but that look wrong."""
-    owner = row.get("owner_rep")
-    if owner and owner not in reps:
-        reason = f"unknown rep {owner!r} (not in reps.csv nor in the database); imported anyway"
-        yield RowError(file, row["_line"], "owner_rep", reason)
+    for column in ("owner_rep", "lead"):
+        rep = row.get(column)
+        if rep and rep not in reps:
+            reason = f"unknown rep {rep!r} (not in reps.csv nor in the database); imported anyway"
+            yield RowError(file, row["_line"], column, reason)
     currency = row.get("currency")
     if currency and currency not in CURRENCIES:
         reason = f"{currency!r} is not an ISO 4217 currency code; imported as written"

@@ -40,6 +40,7 @@ _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,}$"
 _MSGIDS = re.compile(r"<([^<>\s]+)>")
 _MAX_SUBJECT = 1000
 _MAX_REFS = 100
+_MAX_TOKEN = 64  # a digest token is 32 hex digits; more is not ours
 _BODY_TYPES = ("text/plain", "text/html")
 
 
@@ -86,6 +87,8 @@ def check_envelope(raw: bytes, limits: ParseLimits) -> bytes:
     first = head.split(b"\n", 1)[0]
     if not _HEADER_LINE.match(first):
         raise ParseError("no header block: the first line is not a header")
+    if len(head) > limits.max_header_bytes:  # before any parser copies it (a 50 MB line cost 600 MB)
+        raise ParseError(f"header block too large: {len(head):,} bytes > limit {limits.max_header_bytes:,}")
     lines = head.count(b"\n") + 1
     if lines > limits.max_header_lines:
         raise ParseError(f"too many header lines: {lines:,} > limit {limits.max_header_lines:,}")
@@ -195,6 +198,7 @@ def _build(content: _Content, fingerprint: str, archive_key: str, limits: ParseL
         precedence=(_header(message, "Precedence") or "").lower() or None,
         list_id=_header(message, "List-Id") or None,
         content_type=message.get_content_type(),
+        mailsync_digest=_header(message, "X-Mailsync-Digest")[:_MAX_TOKEN] or None,
     )
 
 

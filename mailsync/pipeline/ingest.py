@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from config.errors import ParseError
 from mailsync import faults
 from mailsync.mail import thread as threading_rules
+from mailsync.mail.digest_mail import is_digest_mail
 from mailsync.mail.identity import identify_stream
 from mailsync.pipeline.followups import thread_view, thresholds
 from nlp.match import free_mail_domains, match_message
@@ -26,6 +27,7 @@ from nlp.phrases import build_index
 from nlp.propose import propose
 from storage import mailstore
 from storage.crm import crm_version, load_snapshot
+from storage.models import db_time
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from mailsync.mail.identity import Identity
     from mailsync.mail.parse_worker import ParseWorker
     from storage.archive import Archive
-    from storage.models import Thread
+    from storage.models import Message, Thread
     from storage.records import CrmSnapshot, ParsedEmail, RawMessage
     from storage.repo import Repo
 
@@ -127,6 +129,10 @@ class Pipeline:
                     )
                     return IngestResult("quarantined", identity.fingerprint, str(exc))
                 message.message_id = parsed.message_id
+                if is_digest_mail(parsed):  # never customer mail, whose mailbox ever holds it
+                    _keep_digest_mail(message, parsed)
+                    log.info("digest_mail_kept", archive_key=sha256, locator=raw.provenance.locator)
+                    return IngestResult("new", identity.fingerprint)
                 faults.point("during_match")
                 match = match_message(parsed, self.crm, automated_reason(parsed))
                 mailstore.fill_parsed(session, message, parsed, match)
@@ -187,6 +193,16 @@ class Pipeline:
         view = thread_view(session, thread, owner, self.crm)
         proposals = propose(view, self.crm, thresholds(self.settings.matching))
         return mailstore.sync_suggestions(session, thread.id, proposals)
+
+
+def _keep_digest_mail(message: Message, parsed: ParsedEmail) -> None:
+    """A digest, a confirmation or a rep's reply: kept with what reading the reply needs, and status
+    "digest" so that no thread, match or proposal ever counts it."""
+    message.status = "digest"
+    message.subject = parsed.subject
+    message.sender = parsed.sender.email if parsed.sender else None
+    message.sent_at = db_time(parsed.sent_at)
+    message.body_text = parsed.body_text
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""`mailsync run`: polls every IMAP mailbox on a schedule, waits with IDLE, serves /healthz and /metrics.
+"""`mailsync run`: polls every IMAP mailbox on a schedule, waits with IDLE, serves the web app (web.py).
 
 One APScheduler interval job per mailbox (max one instance, missed runs coalesced). A job connects,
 runs a sync pass, then waits for new mail with IDLE (in short slices, so SIGTERM is noticed) until
@@ -10,6 +10,11 @@ at once (/healthz 503 names it and the reason) and is retried at the next poll, 
 polls up to an hour: never faster than the poll interval, never hammering a server that refuses the
 password. One mailbox failing never touches the others. SIGTERM/SIGINT: the current message finishes
 and commits, cursors are saved, the scheduler stops, exit code 0.
+
+With an `[smtp] host`, a job every minute sends each rep whose digest time has passed today and whose
+period has no sent digest (mailsync/approval/send.py), so a restart catches up on the day's digests.
+With a `[digest] reply_mailbox`, each sync pass of that mailbox ends by applying and answering the reps'
+replies it captured (mailsync/approval/inbox.py).
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ from sqlalchemy import text
 
 from config.errors import ArchiveError, CaptureError, SourceUnavailable, StorageError
 from mailsync import faults
+from mailsync.approval.decisions import apply_decision_events
+from mailsync.approval.inbox import ReplyInbox
+from mailsync.approval.links import LinkSigner
+from mailsync.approval.send import DigestSender
 from mailsync.mail.sources.imap import ImapSource
 from mailsync.pipeline.followups import flag_unanswered
 from mailsync.pipeline.sync import sync_mailbox
 from mailsync.pipeline.sync_state import load_cursor
-from mailsync.service.http_app import OpsServer, evaluate_health
+from mailsync.service.health import evaluate_health
+from mailsync.service.link_pages import LinkPages
+from mailsync.service.web import WebServer, make_app
+from storage.eventlog import EventLog
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -41,10 +53,11 @@ if TYPE_CHECKING:
 
     from config.settings import MailboxSettings, Settings
     from mailsync.pipeline.ingest import Pipeline
-    from mailsync.service.http_app import HealthReport
+    from mailsync.service.health import HealthReport
     from mailsync.service.metrics import Metrics
 
 log = structlog.get_logger()
+DIGEST_EVERY = 60.0  # seconds between looks for reps whose digest is due
 IDLE_SLICE = 5.0  # seconds per IDLE wait, so a stop request is seen promptly
 MAX_BACKOFF = 60.0
 MAX_RETRY_WAIT = 3600.0  # seconds: the longest wait between attempts on a mailbox that fails for good
@@ -91,7 +104,34 @@ class Daemon:
         # Written only by the mailbox's own poll (one at a time), read by /healthz with single lookups.
         self._failures: dict[str, Failure] = {}
         self._max_polls = max(1, int(MAX_RETRY_WAIT // settings.daemon.poll_interval))
-        self.ops = OpsServer(settings.web.host, settings.web.port, metrics, self.health)
+        self.web = WebServer(
+            settings.web.host, settings.web.port, make_app(metrics, self.health, self._links())
+        )
+        # No [smtp] host: nothing to send digests through (previews still work). With one, a missing
+        # link key is a ConfigError now, at start, not at the first digest.
+        self.digests = (
+            DigestSender(settings, pipeline.repo, LinkSigner.from_settings(settings.web))
+            if settings.smtp.host
+            else None
+        )
+        # Reps' replies to digests: read after each sync pass of the reply mailbox, which captured them.
+        self.replies = (
+            ReplyInbox(
+                settings, pipeline.repo, pipeline.archive, pipeline.parser, EventLog(settings.events_dir)
+            )
+            if settings.digest.reply_mailbox
+            else None
+        )
+
+    def _links(self) -> LinkPages | None:
+        """The digest links' pages, when links can be signed: a key is configured or digests are sent
+        (then a key missing is a ConfigError now, at start). Otherwise only /healthz and /metrics."""
+        web = self.settings.web
+        if not (web.secret_key_env or web.secret_key_file or self.settings.smtp.host):
+            return None
+        signer = LinkSigner.from_settings(web)
+        events = EventLog(self.settings.events_dir)
+        return LinkPages(self.pipeline.repo, events, signer, self.settings.digest.locale)
 
     def health(self) -> HealthReport:
         try:
@@ -118,7 +158,8 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():  # only there can Python take signals
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self.request_stop)
-        self.ops.start()
+        self.catch_up_decisions()
+        self.web.start()
         scheduler = BackgroundScheduler(
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         )
@@ -137,18 +178,30 @@ class Daemon:
             self.no_reply_job, "cron", hour=6, minute=15, jitter=600, id="no-reply",
             name="lost signals: unanswered follow-ups",
         )  # fmt: skip
+        if self.digests is not None:
+            scheduler.add_job(
+                self.digest_job, "interval", seconds=DIGEST_EVERY, next_run_time=datetime.now(UTC),
+                id="digests", name="digests: every rep whose time has come",
+            )  # fmt: skip
         scheduler.start()
         log.info(
             "daemon_started",
             mailboxes=[m.name for m in self.mailboxes],
-            http=f"{self.ops.host}:{self.ops.port}",
+            http=f"{self.web.host}:{self.web.port}",
         )
         self.stop.wait()
         scheduler.shutdown(wait=True)  # lets running polls finish their current message
-        self.ops.stop()
+        self.web.stop()
         self.pipeline.parser.close()
         log.info("daemon_stopped")
         return 0
+
+    def catch_up_decisions(self) -> None:
+        """Apply decisions the event log holds but the database lacks: a process killed between logging
+        a decision and applying it (the log is the record; applying one twice is a no-op)."""
+        replay = apply_decision_events(self.pipeline.repo, EventLog(self.settings.events_dir))
+        if replay.applied:
+            log.info("decisions_caught_up", applied=[r.key for r in replay.applied])
 
     def no_reply_job(self) -> None:
         """Once a day, `flag_unanswered` at now; a failure is logged and the daemon carries on."""
@@ -159,6 +212,15 @@ class Daemon:
             log.error("no_reply_job_failed", error=str(exc), fix=exc.fix)
             return
         log.info("no_reply_job_done", changed=changed)
+
+    def digest_job(self) -> None:
+        """Every minute: send the rep and manager digests that are due (failures are logged by the sender)."""
+        if self.digests is None:
+            return
+        try:
+            self.digests.send_due()
+        except CaptureError as exc:  # the reps could not even be read: the database is away
+            log.error("digest_job_failed", error=str(exc), fix=exc.fix)
 
     def poll(self, mailbox: MailboxSettings) -> None:
         """One scheduled poll: sync, then IDLE until the interval ends; retry with backoff on faults
@@ -260,6 +322,8 @@ class Daemon:
         structlog.contextvars.bind_contextvars(mailbox=mailbox.name)
         try:
             sync_mailbox(mailbox, self.pipeline, source, stop=self.stop, metrics=self.metrics)
+            if self.replies is not None and mailbox.name == self.replies.mailbox:
+                self.replies.process()
         finally:
             structlog.contextvars.unbind_contextvars("mailbox")
 

@@ -81,7 +81,7 @@ def test_idle_captures_new_mail_within_seconds_and_health_is_ok(
     with running(daemon):
         assert wait_for(lambda: daemon.metrics.last_success("imap") is not None, 15)
         assert messages(repo) == 1
-        base = f"http://127.0.0.1:{daemon.ops.port}"
+        base = f"http://127.0.0.1:{daemon.web.port}"
         status, body = get(base + "/healthz")
         assert status == 200, body
         time.sleep(1.0)  # the poller is now in IDLE; the next poll is 10 minutes away
@@ -158,11 +158,11 @@ def test_health_is_503_when_the_database_is_unreachable(
     report = daemon.health()
     assert not report.ok
     assert report.checks["database"] != "ok"
-    daemon.ops.start()
+    daemon.web.start()
     try:
-        status, body = get(f"http://127.0.0.1:{daemon.ops.port}/healthz")
+        status, body = get(f"http://127.0.0.1:{daemon.web.port}/healthz")
     finally:
-        daemon.ops.stop()
+        daemon.web.stop()
     assert status == 503
     assert json.loads(body)["status"] == "unhealthy"
 
@@ -215,8 +215,8 @@ def test_daemon_reconnects_with_backoff_after_the_server_goes_away(
         server.stop()
         assert wait_for(
             lambda: (
-                "mailsync_sync_errors_total" in get(f"http://127.0.0.1:{daemon.ops.port}/metrics")[1]
-                and 'kind="SourceUnavailable"' in get(f"http://127.0.0.1:{daemon.ops.port}/metrics")[1]
+                "mailsync_sync_errors_total" in get(f"http://127.0.0.1:{daemon.web.port}/metrics")[1]
+                and 'kind="SourceUnavailable"' in get(f"http://127.0.0.1:{daemon.web.port}/metrics")[1]
             ),
             15,
         )
@@ -236,8 +236,8 @@ def test_wrong_password_is_503_at_once_backs_off_and_recovers_when_fixed(
     dovecot.append(imap_user.name, "INBOX", mail("waiting behind a bad password"))
     daemon = Daemon(load_settings(write_config(tmp_path, mailbox + quick)), pipeline, Metrics(["imap"]))
     with capture_logs() as logs, running(daemon):
-        assert wait_for(lambda: any(e["event"] == "ops_server_started" for e in logs), 5)
-        base = f"http://127.0.0.1:{daemon.ops.port}"
+        assert wait_for(lambda: any(e["event"] == "web_server_started" for e in logs), 5)
+        base = f"http://127.0.0.1:{daemon.web.port}"
         assert wait_for(lambda: get(base + "/healthz")[0] == 503, 5), get(base + "/healthz")
         status, body = get(base + "/healthz")
         assert status == 503

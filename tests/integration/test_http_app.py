@@ -1,4 +1,4 @@
-"""The ops HTTP app over real loopback HTTP: /healthz, /metrics, 404/405, binding and stopping."""
+"""The web app's ops side over real loopback HTTP (waitress): /healthz, /metrics, 404/405, binding, stopping."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 from structlog.testing import capture_logs
 
-from mailsync.service.http_app import DEFAULT_HOST, HealthReport, OpsServer, evaluate_health
+from config.errors import ConfigError
+from mailsync.service.health import HealthReport, evaluate_health
 from mailsync.service.metrics import Metrics
+from mailsync.service.web import DEFAULT_HOST, WebServer, make_app
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ POLL = 60.0
 HEALTHY = HealthReport(ok=True, checks={"database": "ok"})
 
 
-def request(server: OpsServer, path: str, method: str = "GET") -> tuple[int, dict[str, str], str]:
+def request(server: WebServer, path: str, method: str = "GET") -> tuple[int, dict[str, str], str]:
     """(status, headers, body) of one real HTTP request to the server on loopback."""
     data = b"" if method in {"POST", "PUT"} else None
     req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", data=data, method=method)
@@ -38,12 +40,12 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def serve(metrics: Metrics) -> Iterator[Callable[[Callable[[], HealthReport]], OpsServer]]:
-    """Start OpsServers on 127.0.0.1 port 0 with a given health function; all stopped at teardown."""
-    servers: list[OpsServer] = []
+def serve(metrics: Metrics) -> Iterator[Callable[[Callable[[], HealthReport]], WebServer]]:
+    """Start WebServers on 127.0.0.1 port 0 with a given health function; all stopped at teardown."""
+    servers: list[WebServer] = []
 
-    def start(health: Callable[[], HealthReport]) -> OpsServer:
-        server = OpsServer(DEFAULT_HOST, 0, metrics, health)
+    def start(health: Callable[[], HealthReport]) -> WebServer:
+        server = WebServer(DEFAULT_HOST, 0, make_app(metrics, health))
         server.start()
         servers.append(server)
         return server
@@ -158,16 +160,18 @@ def test_requests_are_logged_with_method_path_and_status_only(serve) -> None:
     with capture_logs() as logs:
         request(server, "/healthz?token=secret")
         request(server, "/nope", "POST")
+        request(server, "/a/eyJhIjoiYXBwcm92ZSJ9.secret-signature")  # a link's token is never logged
     events = [e for e in logs if e["event"] == "http_request"]
     assert events == [
         {"event": "http_request", "log_level": "debug", "method": "GET", "path": "/healthz", "status": 200},
         {"event": "http_request", "log_level": "debug", "method": "POST", "path": "/nope", "status": 404},
+        {"event": "http_request", "log_level": "debug", "method": "GET", "path": "/a/<token>", "status": 404},
     ]
 
 
 def test_binds_to_loopback_by_default_and_stop_frees_the_port(metrics: Metrics) -> None:
     assert DEFAULT_HOST == "127.0.0.1"
-    first = OpsServer(DEFAULT_HOST, 0, metrics, lambda: HEALTHY)
+    first = WebServer(DEFAULT_HOST, 0, make_app(metrics, lambda: HEALTHY))
     first.start()
     host, port = first.address
     assert (host, port) == ("127.0.0.1", first.port)
@@ -178,9 +182,20 @@ def test_binds_to_loopback_by_default_and_stop_frees_the_port(metrics: Metrics) 
     first.stop()  # idempotent
     with pytest.raises(RuntimeError):
         _ = first.port
-    with OpsServer(DEFAULT_HOST, port, metrics, lambda: HEALTHY) as second:
+    with WebServer(DEFAULT_HOST, port, make_app(metrics, lambda: HEALTHY)) as second:
         assert second.port == port
         assert request(second, "/healthz")[0] == 200
+
+
+def test_a_port_in_use_is_a_config_error_naming_the_setting(metrics: Metrics) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = WebServer(DEFAULT_HOST, port, make_app(metrics, lambda: HEALTHY))
+        with pytest.raises(ConfigError, match=rf"\[web\] listen 127.0.0.1:{port}: ") as caught:
+            server.start()
+    assert caught.value.fix
+    with pytest.raises(RuntimeError):
+        _ = server.port  # nothing was started
 
 
 # evaluate_health on its own: pure, with controlled times.

@@ -46,12 +46,13 @@ def test_safe_line_puts_everything_on_one_line():
     assert safe_line("\u202e\u200b\r\n") == ""
 
 
-def suggestion(summary: str, quote: str) -> m.Suggestion:
+def suggestion(name: str, quote: str) -> m.Suggestion:
     return m.Suggestion(
         id=7,
+        key="new_contact:eve@acme.example",
         kind="new_contact",
-        summary=summary,
-        payload={"account": "Acme <b>Logistics</b>", "email": "eve@acme.example"},
+        summary=f"Add {name}",
+        payload={"account": "Acme <b>Logistics</b>", "email": "eve@acme.example", "name": name},
         confidence=0.9,
         evidence=[{"sent_at": "2026-03-02T10:00:00\u202e", "quote": quote}],
     )
@@ -62,7 +63,7 @@ def test_the_html_part_is_escaped_and_the_text_part_is_not():
     digest = render_digest(
         "dana@northwind.example",
         "Dana <i>W</i>\u202e",
-        [suggestion(f"Add {hostile}\r\n#8 fake", f"quote {hostile}\u2066")],
+        [suggestion(f"{hostile}\r\n#8 fake", f"quote {hostile}\u2066")],
         datetime(2026, 3, 3, tzinfo=UTC),
     )
     assert "<script" not in digest.html
@@ -70,8 +71,9 @@ def test_the_html_part_is_escaped_and_the_text_part_is_not():
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &lt;a href=&#34;javascript:alert(1)&#34;&gt;" in digest.html
     assert "Dana &lt;i&gt;W&lt;/i&gt;" in digest.html
     assert "Acme &lt;b&gt;Logistics&lt;/b&gt;" in digest.html
-    assert f"#7  Add {hostile} #8 fake" in digest.text
-    assert f"> quote {hostile} (2026-03-02)" in digest.text
+    # The digest asks what the proposal means; the CR LF in the name did not start a line ("#8 fake").
+    assert f"1. Add {hostile} #8 fake (Acme <b>Logistics</b>) as a contact?" in digest.text
+    assert f'> "quote {hostile}" (Mar 2, 2026)' in digest.text
     assert "&lt;" not in digest.text
     assert "\u202e" not in digest.html + digest.text
     assert "\u2066" not in digest.html + digest.text

@@ -74,6 +74,11 @@ def test_missing_message_id_gets_a_synthetic_one():
             ParseLimits(max_header_lines=20),
             "too many header lines",
         ),
+        (
+            b"Subject: x\nX-Padding: " + b"p" * 5000 + b"\n\nbody",
+            ParseLimits(max_header_bytes=4096),
+            "header block too large",
+        ),
     ],
 )
 def test_cheap_limits_quarantine_before_parsing(raw, limits, reason):

@@ -1,7 +1,9 @@
-"""ISO 4217 currency codes, to warn about a CRM currency that is none (a typo such as `UDS`, or `XYZ`).
+"""ISO 4217 currency codes, to check a CRM currency or an edited one (a typo such as `UDS`, or `XYZ`).
 
 The active codes (list one, with XCG and ZWG of 2024), plus recently withdrawn ones that older deals still
-carry (ANG, CUC, HRK, SLL, ZWL). A code missing here costs a warning, never a row.
+carry (ANG, CUC, HRK, SLL, ZWL). In a CRM import a code missing here costs a warning, never a row; in
+a rep's edit of a proposal it is refused, since the rep can simply retype it. Here, the lowest layer,
+because both the admin import and the approval of proposals check against it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import email.utils
+import ipaddress
 import os
 import tomllib
 import zoneinfo
@@ -219,6 +220,13 @@ class SmtpSettings(_PasswordByReference):
             raise ValueError(msg)
         return value
 
+    @model_validator(mode="after")
+    def _no_clear_text_password_off_this_host(self) -> SmtpSettings:
+        if self.security == "plain" and self.username and self.host and not _loopback(self.host):
+            msg = "security = 'plain' would send the password unencrypted; use 'starttls' or 'tls'"
+            raise ValueError(msg)
+        return self
+
     @property
     def sender_address(self) -> str:
         return email.utils.parseaddr(self.from_)[1]
@@ -361,6 +369,13 @@ class _TomlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(_toml_data.get())
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def config_path(explicit: Path | None) -> Path:

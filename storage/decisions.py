@@ -60,6 +60,11 @@ def lead_of(session: Session, rep: str) -> str | None:
     return session.scalar(select(m.Rep.lead).where(func.lower(m.Rep.email) == rep.lower()))
 
 
+def has_left(session: Session, rep: str) -> bool:
+    """Whether `rep` is in the CRM as a rep who left (reps.csv `active = false`)."""
+    return session.scalar(select(m.Rep.active).where(func.lower(m.Rep.email) == rep.lower())) is False
+
+
 def keys(session: Session) -> list[str]:
     """Every proposal's key, decided or not: what a short form must be unique among."""
     return list(session.scalars(select(m.Suggestion.key)))

@@ -255,7 +255,15 @@ def _may_decide(session: Session, row: m.Suggestion, request: DecisionRequest) -
     """The proposal's rep, that rep's team lead, or an admin at the CLI."""
     who = request.who.strip().lower()
     owner = (row.owner_rep or "").lower()
-    if request.how == "cli" or (owner and who == owner):
+    if request.how == "cli":
+        return
+    if store.has_left(session, who):  # a departed rep's links and replies keep working otherwise
+        raise DecisionError(
+            f"{request.who} has left the team (reps.csv active=false) and decides nothing any more",
+            reason="not_yours",
+            fix="their lead decides their open proposals (the manager digest lists them)",
+        )
+    if owner and who == owner:
         return
     lead = store.lead_of(session, owner) if owner else None
     if lead and who == lead.lower():

@@ -10,14 +10,14 @@ deal to closed_lost); and proposals nobody acted on for `stale_after_days`. A de
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 
+from mailsync.approval.money import locale_of, money
 from mailsync.mail.display import safe_line
 from storage import models as m
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from sqlalchemy.orm import Session
+
+    from mailsync.approval.links import Action
 
 LOSS = "closed_lost"
 
@@ -42,6 +44,8 @@ class ProposalLine:
     key: str
     summary: str
     age_days: int
+    approve_url: str = ""  # a departed rep's proposal: the lead decides it from the digest
+    reject_url: str = ""
 
 
 @dataclass(slots=True)
@@ -82,8 +86,11 @@ def leads(session: Session) -> list[str]:
     return sorted({lead for lead in session.scalars(select(m.Rep.lead)) if lead})
 
 
-def manager_report(session: Session, lead: str, *, now: datetime, stale_after_days: int) -> ManagerReport:
-    """The report for one lead at `now` (naive UTC, as the database keeps time)."""
+def manager_report(
+    session: Session, lead: str, *, now: datetime, stale_after_days: int, locale: str | None = None
+) -> ManagerReport:
+    """The report for one lead at `now` (naive UTC, as the database keeps time), money in `locale`."""
+    place = locale_of(locale)
     team = list(session.scalars(select(m.Rep).where(m.Rep.lead == lead).order_by(m.Rep.email)))
     emails = [r.email for r in team]
     reports = {r.email: RepReport(r.email, r.name, r.active) for r in team}
@@ -95,7 +102,7 @@ def manager_report(session: Session, lead: str, *, now: datetime, stale_after_da
             report.lost += 1
         else:
             report.deals.append(
-                DealLine(opp.name, opp.stage, _money(opp.amount, opp.currency), confirmed=True)
+                DealLine(opp.name, opp.stage, money(opp.amount, opp.currency, place) or "", confirmed=True)
             )
         if opp.first_seen_at and opp.created_at:
             report.late_days.append(max(0, (opp.created_at - opp.first_seen_at).days))
@@ -114,7 +121,7 @@ def manager_report(session: Session, lead: str, *, now: datetime, stale_after_da
             report.stale.append(line)
         if row.kind == "new_opportunity":
             payload = row.payload
-            amount = _money(_decimal(payload.get("amount")), payload.get("currency"))
+            amount = money(payload.get("amount"), _text(payload.get("currency")), place) or ""
             report.deals.append(
                 DealLine(
                     safe_line(str(payload.get("name") or row.summary)), "proposed", amount, confirmed=False
@@ -123,6 +130,22 @@ def manager_report(session: Session, lead: str, *, now: datetime, stale_after_da
         elif row.kind == "stage_change" and row.payload.get("to_stage") == LOSS:
             report.detected_losses += 1
     return ManagerReport(lead, tuple(reports.values()), tuple(departed))
+
+
+class Signer(Protocol):
+    def url(
+        self, action: Action, rep: str, key: str | None = None, digest_token: str | None = None
+    ) -> str: ...
+
+
+def with_links(report: ManagerReport, links: Signer, token: str) -> ManagerReport:
+    """The report with Approve/Reject links, signed for the lead, on the departed reps' proposals."""
+    departed = tuple(
+        (rep, replace(line, approve_url=links.url("approve", report.lead, line.key, token),
+                      reject_url=links.url("reject", report.lead, line.key, token)))
+        for rep, line in report.departed_proposals
+    )  # fmt: skip
+    return replace(report, departed_proposals=departed)
 
 
 def render_manager_digest(report: ManagerReport, *, now: datetime) -> tuple[str, str]:
@@ -146,12 +169,5 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-def _decimal(value: object) -> Decimal | None:
-    try:
-        return Decimal(str(value)) if value not in (None, "") else None
-    except ArithmeticError:
-        return None
-
-
-def _money(amount: Decimal | None, currency: object) -> str:
-    return "" if amount is None else f"{amount:,.2f} {currency or ''}".strip()
+def _text(value: object) -> str | None:
+    return str(value) if value else None

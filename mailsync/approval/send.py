@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from config.errors import CaptureError, ConfigError, DecisionError, DeliveryError
 from mailsync import faults
 from mailsync.approval.digest import Digest, build_digest
-from mailsync.approval.manager import leads, manager_report, render_manager_digest
+from mailsync.approval.manager import leads, manager_report, render_manager_digest, with_links
 from mailsync.approval.outbox import Outbox
 from mailsync.approval.smtp import POLICY, send
 from mailsync.mail.display import safe_line
@@ -283,7 +283,7 @@ class DigestSender:
         digest_settings = self.settings.digest
         with self.repo.session() as session:
             if kind == MANAGER:
-                digest = _manager_digest(session, rep.email, now, digest_settings.stale_after_days)
+                digest = self._manager_digest(session, rep, token, now)
             else:
                 digest = build_digest(
                     session, rep, now=local_time(rep, digest_settings, now), links=self.links, token=token,
@@ -292,6 +292,23 @@ class DigestSender:
         unsubscribe = self.links.url("unsubscribe", rep.email, digest_token=token)
         message = compose(self.settings.smtp, rep, digest, token=token, unsubscribe=unsubscribe, now=now)
         return message, [{"n": entry.n, "key": entry.key} for entry in digest.items]
+
+    def _manager_digest(self, session: Session, lead: Recipient, token: str, now: datetime) -> Digest:
+        """A team lead's report as a digest. It numbers nothing, so a reply to it decides nothing; a departed
+        rep's proposals carry links signed for the lead."""
+        at = now.astimezone(UTC).replace(tzinfo=None)
+        digest = self.settings.digest
+        report = manager_report(
+            session,
+            lead.email,
+            now=at,
+            stale_after_days=digest.stale_after_days,
+            locale=lead.locale or digest.locale,
+        )
+        html, text = render_manager_digest(with_links(report, self.links, token), now=at)
+        return Digest(
+            subject=f"CRM digest: your team's pipeline, {at:%a %b %d}", html=html, text=text, items=()
+        )
 
     def _failed(self, rep: str, period: str, exc: CaptureError) -> Outcome:
         """One error line when a rep's sending starts failing (or fails differently); then quieter."""
@@ -313,15 +330,6 @@ def _sending(
         token=token, rep=rep, kind=kind, period=period, message_id=message["Message-ID"], status="sending",
         items=items,
     )  # fmt: skip
-
-
-def _manager_digest(session: Session, lead: str, now: datetime, stale_after_days: int) -> Digest:
-    """A team lead's report as a digest: no numbered proposals, so replies to it decide nothing."""
-    at = now.astimezone(UTC).replace(tzinfo=None)
-    html, text = render_manager_digest(
-        manager_report(session, lead, now=at, stale_after_days=stale_after_days), now=at
-    )
-    return Digest(subject=f"CRM digest: your team's pipeline, {at:%a %b %d}", html=html, text=text, items=())
 
 
 def _anything_new(session: Session, rep: str) -> bool:

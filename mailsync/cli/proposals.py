@@ -181,7 +181,7 @@ def _sentence(text: str) -> str:
 
 
 def _print_json(value: object) -> None:
-    out.print(json.dumps(value, ensure_ascii=False, indent=2), highlight=False)
+    out.print(json.dumps(value, ensure_ascii=True, indent=2), highlight=False)
 
 
 def _print(outcomes: list[dict[str, object]], verdict: str, *, dry_run: bool) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import traceback
 from typing import TYPE_CHECKING, Any, Self, cast
 
 import structlog
@@ -26,6 +27,7 @@ from jinja2 import StrictUndefined
 from prometheus_client import make_wsgi_app
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer, create_server
+from werkzeug.exceptions import HTTPException
 
 from config.errors import ConfigError
 from mailsync.approval.links import PATH
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from _typeshed import OptExcInfo
-    from werkzeug.exceptions import HTTPException
     from werkzeug.wrappers import Response as BaseResponse
 
     from mailsync.service.link_pages import LinkPages
@@ -79,6 +80,7 @@ def make_app(
         links.register(app)
     app.register_error_handler(404, _not_found)
     app.register_error_handler(405, _not_allowed)
+    app.register_error_handler(Exception, _failed)
     app.after_request(_no_store)
     return _logged(cast("WSGIApplication", app))
 
@@ -93,6 +95,18 @@ def _not_allowed(exc: HTTPException) -> Response:
     return Response(
         "method not allowed\n", 405, content_type="text/plain; charset=utf-8", headers={"Allow": shown}
     )
+
+
+def _failed(exc: Exception) -> Response:
+    """A bug: logged by its type and place, never the path or message (a link's path is its token)."""
+    if isinstance(exc, HTTPException):  # Flask's own 4xx: as they are
+        return cast("Response", exc.get_response())
+    # Where, not what: a bug's message or locals may quote the request, and a link's path is its token.
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    log.error(
+        "web_request_failed", error=type(exc).__name__, at=f"{frame.filename}:{frame.lineno}" if frame else ""
+    )
+    return Response("internal error\n", 500, content_type="text/plain; charset=utf-8")
 
 
 def _no_store(response: Response) -> Response:

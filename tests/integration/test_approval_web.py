@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from flask import Response
+
 SECRET = "web-test-link-key-0123456789abcdef"
 DANA, SAM, LEE = "dana@northwind.example", "sam@northwind.example", "lee@northwind.example"
 TOKEN = "d" * 32  # dana's digest
@@ -443,6 +445,24 @@ def test_link_requests_are_logged_without_the_token(site: Site) -> None:
     assert [e for e in logs if e["event"] == "http_request"] == [
         {"event": "http_request", "log_level": "debug", "method": "GET", "path": "/a/<token>", "status": 200}
     ]
+
+
+def test_a_failing_page_is_a_500_logged_by_its_type_never_with_the_token(repo: Repo, tmp_path: Path) -> None:
+    class Broken(LinkPages):
+        def page(self, token: str) -> Response:
+            raise RuntimeError(f"bug while serving {token}")  # a bug's message may quote anything
+
+    seed(repo)
+    signer = LinkSigner(SECRET, "https://crm-digest.example", max_age_days=14)
+    pages = Broken(repo, EventLog(tmp_path / "events"), signer, "en_US")
+    app = make_app(Metrics(), lambda: HealthReport(ok=True, checks={"database": "ok"}), pages)
+    token = signer.token("approve", DANA, CONTACT, TOKEN)
+    with WebServer(DEFAULT_HOST, 0, app) as server, capture_logs() as logs:
+        status, _headers, body = fetch(f"http://{DEFAULT_HOST}:{server.port}/a/{token}")
+    assert status == 500
+    assert token not in body
+    assert [e["error"] for e in logs if e["event"] == "web_request_failed"] == ["RuntimeError"]
+    assert token not in repr(logs)
 
 
 def test_approve_by_link_on_postgresql(pg_fresh_url: str, tmp_path: Path) -> None:

@@ -306,6 +306,19 @@ def test_unknown_decided_and_not_yours_are_refused_with_who_and_when(store, even
     assert one(repo, m.Decision).who == MIA
 
 
+def test_a_rep_who_left_decides_nothing_by_link_or_reply_their_lead_and_admins_do(store, events):
+    repo, made = store
+    with repo.session() as session:
+        session.scalars(select(m.Rep).where(m.Rep.email == DANA)).one().active = False
+    key = made["link_thread"].key
+    for how in ("link", "reply"):
+        error = refused(repo, events, DecisionRequest(key, "approve", DANA, how))
+        assert error.reason == "not_yours"
+        assert "has left the team" in str(error)
+    approve(repo, events, key, who=MIA)  # the lead decides a departed rep's proposals
+    assert one(repo, m.Decision).who == MIA
+
+
 @pytest.mark.parametrize(
     ("kind", "edits", "names"),
     [

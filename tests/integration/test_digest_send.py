@@ -211,8 +211,13 @@ def test_paused_and_departed_reps_get_nothing_and_resume_undoes_a_pause(setup, c
         assert code == 0
         assert why in out
     looked_at = setup.sender().send_due(datetime(2031, 3, 4, 12, tzinfo=UTC))
-    assert [(o.rep, o.reason) for o in looked_at] == [(MIA, "nothing_new")]  # neither sam nor dana
-    assert setup.server.messages == []
+    reps = [(o.rep, o.reason) for o in looked_at if o.kind == "rep"]
+    assert reps == [(MIA, "nothing_new")]  # neither sam nor dana
+    assert [o.rep for o in looked_at if o.kind == "manager"] == [MIA]  # their lead hears of both
+    assert [got.rcpt_tos for got in setup.server.messages] == [(MIA,)]  # the manager digest only
+    (team,) = setup.server.messages
+    assert "(left)" in team.message.get_body(("plain",)).get_content()  # dana, departed
+    setup.server.messages.clear()
 
     assert setup.cli(capsys, "rep", "resume", SAM)[1].strip() == f"{SAM}: resumed"
     code, out, _ = setup.cli(capsys, "digest", "--send", "--rep", SAM)

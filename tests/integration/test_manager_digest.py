@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 
-from mailsync.approval.manager import leads, manager_report, render_manager_digest
+from mailsync.approval.links import LinkSigner
+from mailsync.approval.manager import leads, manager_report, render_manager_digest, with_links
 from storage import models as m
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC).replace(tzinfo=None)  # naive UTC, as the database keeps time
@@ -75,7 +76,7 @@ def test_a_lead_sees_pipeline_late_entries_honest_win_ratio_stale_and_departed(r
     html, text = render_manager_digest(report, now=NOW)
     assert "Globex – &lt;b&gt;pumps&lt;/b&gt;" in html  # CRM and mail text is escaped
     assert "<b>" not in html
-    for expected in ("67%", "50%", "1 unconfirmed loss", "41,650.00 EUR", "Link the Acme thread? (9 days)",
+    for expected in ("67%", "50%", "1 unconfirmed loss", "€41,650.00", "Link the Acme thread? (9 days)",
                      "sam@northwind.example: Add Jo (Initech)?"):  # fmt: skip
         assert expected in html
     assert "win ratio 67%, 50% with losses seen in mail; median 50 days" in text
@@ -104,3 +105,24 @@ def test_a_lead_sees_pipeline_late_entries_honest_win_ratio_stale_and_departed(r
         "td",
         "span",
     }
+
+
+def test_a_departed_reps_proposals_carry_links_signed_for_the_lead(repo):
+    with repo.session() as session:
+        seed(session)
+    with repo.session() as session:
+        report = manager_report(session, LEAD, now=NOW, stale_after_days=7)
+    signer = LinkSigner("a-test-key", "https://crm.northwind.example", 14)
+    linked = with_links(report, signer, token="t" * 32)
+    [(_rep, line)] = linked.departed_proposals
+    approve = signer.verify(line.approve_url.rsplit("/", 1)[1])
+    assert (approve.action, approve.rep, approve.key, approve.digest_token) == (
+        "approve",
+        LEAD,
+        "sam:1",
+        "t" * 32,
+    )
+    assert signer.verify(line.reject_url.rsplit("/", 1)[1]).action == "reject"
+    html, text = render_manager_digest(linked, now=NOW)
+    assert html.count(line.approve_url.replace("&", "&amp;")) == 1
+    assert f"approve: {line.approve_url}" in text

@@ -184,6 +184,10 @@ def test_smtp_digest_and_web_sections_are_validated(tmp_path, monkeypatch):
         ('[digest]\nreply_mailbox = "nobody"', "reply_mailbox"),
         ('[smtp]\nfrom = "not an address"', "smtp.from"),
         ('[web]\nlisten = "127.0.0.1:99999"', "web"),
+        (
+            '[smtp]\nhost = "smtp.example.com"\nsecurity = "plain"\nusername = "u"\npassword_env = "X"',
+            "unencrypted",
+        ),
     ):
         with pytest.raises(ConfigError, match=key):
             load_settings(write_config(tmp_path, "\n" + bad + "\n"))

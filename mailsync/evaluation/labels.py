@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from config.errors import ConfigError
 
-Language = Literal["en", "de", "es"]
-LANGUAGES: tuple[Language, ...] = ("en", "de", "es")
+Language = Literal["en", "de", "es", "fr"]
+LANGUAGES: tuple[Language, ...] = ("en", "de", "es", "fr")
 
 
 class _Label(BaseModel):

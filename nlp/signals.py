@@ -128,6 +128,23 @@ WON = _words(
     r"anbei\s+(?:erhalten\s+sie\s+)?(?:\w+\s+){0,4}?(?:vertrag|bestellung|auftrag)\w*\s+(?:\w+\s+){0,3}?zurück",
     r"(?:here(?:'s|\s+is)|attached\s+is|returning)\s+(?:the|our)\s+(?:signed|countersigned|executed)\s+(?:contract|agreement|order\s+form|quote|sow|msa)",
     r"(?:os|le|les)\s+(?:devolvemos|env[ií]o|enviamos|mando|mandamos)\s+(?:el\s+contrato|la\s+oferta)\s+firmad[oa]",
+    # Implicit renewals: the customer tells us to carry on as before.
+    r"(?<!not\s)(?<!n't\s)(?:go\s+ahead\s+and|please|happy\s+to|fine\s+to)\s+renew\b",
+    r"renew\s+(?:it\s+|us\s+|the\s+\w+\s+)?(?:on|under)\s+the\s+same\s+terms",
+    r"verlängern\s+sie\s+(?:\w+\s+){0,4}?(?:wie\s+gehabt|wie\s+bisher|zu\s+(?:den\s+)?(?:gleichen|selben|unveränderten)\s+(?:bedingungen|konditionen))",
+    r"(?:bitte\s+)?(?:wie\s+gehabt|wie\s+bisher|unverändert)\s+verlängern",
+    r"(?:vous\s+pouvez|veuillez|merci\s+de)\s+(?:\w+\s+)?(?:reconduire|renouveler|prolonger)",
+    r"(?:pueden|puede|podéis)\s+renovar(?:lo|la)?",
+    r"renov\w*\s+(?:\w+\s+){0,3}?(?:con|en)\s+las\s+mismas\s+condiciones",
+    # The order placed in words, or the signed paper sent back.
+    r"hiermit\s+bestellen\s+wir",
+    r"bestellen\s+(?:wir\s+)?(?:hiermit\s+)?(?:gemäß|laut|entsprechend)\s+ihrem\s+angebot",
+    r"(?:bon\s+de\s+commande|commande|contrat|devis|offre)\s+(?:(?!pas\b|non\b|encore\b)\w+\s+){0,2}?(?:sign[ée]e?s?|contresign[ée]e?s?)",
+    r"nous\s+(?:vous\s+)?(?:passons|confirmons)\s+(?:la\s+|notre\s+)?commande",
+    # "Send the invoice": only a buyer asks for one.
+    r"(?:send|issue)\s+(?:us|me)\s+(?:the|your|an)\s+invoice",
+    r"(?:transmettre|envoyer|adresser|faire\s+parvenir)\s+(?:la|votre)\s+facture",
+    r"(?:env[ií]en(?:nos|me)?|m[aá]nden(?:nos|me)?|emitan)\s+la\s+factura",
 )
 LOST = _words(
     rf"(?<!not\s)(?<!n't\s)(?:go|going|gone|went|decided\s+to\s+go|move|moving|moved)\s+(?:forward\s+)?with\s+{_OTHER}(?:\s+{_VENDOR})?",
@@ -159,6 +176,38 @@ LOST = _words(
     r"hemos\s+decidido\s+no",
     r"(?:hemos|han)\s+descartado",
     r"(?:ha|han)\s+sido\s+descartad[oa]s?",
+    # Staying with the supplier they have.
+    rf"(?<!not\s)(?<!n't\s)(?:stay|staying|stick|sticking|remain|remaining)\s+with\s+(?:our|the)\s+(?:current|existing|incumbent|present)\s+{_VENDOR}",
+    r"(?<!not\s)(?<!n't\s)(?:keep|keeping)\s+(?:our|the)\s+(?:current|existing)\s+(?:\w+\s+)?(?:suppliers?|vendors?|providers?|monitors?|equipment|devices?|machines?|systems?|fleet)",
+    r"(?:beim|bei\s+unserem)\s+(?:bisherigen|jetzigen|aktuellen)\s+(?:anbieter|lieferanten|dienstleister|partner)\s+(?:zu\s+)?bleiben",
+    r"entschieden\b[^.!?]{0,40}?(?:so|wie\s+bisher)\s+beizubehalten",
+    r"(?:garder|conserver|rester\s+avec|rester\s+chez)\s+(?:notre|nos|le|les)\s+(?:prestataire|fournisseur|partenaire|loueur)s?\s+(?:actuel|habituel|historique)s?",
+    r"(?:seguir|quedarnos|continuar)\s+con\s+(?:nuestro|el)\s+proveedor\s+(?:actual|de\s+siempre|habitual)",
+    # Moving to a competitor they name: "we've decided to go with Korvana" (present perfect, not history).
+    r"(?:we(?:'ve|\s+have)|i(?:'ve|\s+have))\s+(?:now\s+|finally\s+)?(?:decided|chosen|opted)\s+to\s+(?:go|proceed|move\s+forward)\s+with\s+(?!you\b|your\b|us\b|the\s+(?:order|proposal|quote|purchase)\b)(?-i:[A-Z])\w*",
+    r"(?:avons|a)\s+(?:choisi|retenu|opté\s+pour)\s+(?:un\s+autre|une\s+autre|la\s+concurrence|un\s+concurrent)",
+    # Holding off with no date.
+    r"(?<!not\s)(?<!n't\s)(?:put|putting|place|placed|placing)\s+(?:(?!not\b)\w+\s+){0,4}?on\s+hold",
+    r"(?:postpone[ds]?|postponing|defer(?:red|ring)?|push(?:ed)?\s+back)\s+(?:[\w-]+\s+){0,4}?(?:indefinitely|until\s+further\s+notice|with\s+no\s+(?:new\s+)?date)",
+    r"(?:legen|liegt|gelegt)\s+(?:(?!nicht\b)\w+\s+){0,4}?auf\s+eis",
+    r"bis\s+auf\s+weiteres\s+(?:ausgesetzt|zurückgestellt|verschoben|gestoppt)",
+    r"(?:report[ée]e?|suspendue?|mise?\s+en\s+attente)\s+(?:sine\s+die|jusqu'à\s+nouvel\s+ordre|(?:pour\s+une\s+durée\s+)?indéterminée)",
+    r"(?:pospuesto|aplazado|suspendido)\s+(?:indefinidamente|hasta\s+nuevo\s+aviso|sin\s+fecha)",
+    # A tender lost: the buyer's notice to an unsuccessful bidder.
+    r"relative\s+advantages\s+of\s+the\s+successful\s+(?:tender|bid|tenderer|bidder)",
+    r"(?:your|our)\s+(?:tender|bid|offer)\s+(?:was|has\s+been)\s+(?:ranked\s+(?:second|third|fourth|\d)|unsuccessful|not\s+successful)",
+    r"(?:ihr|unser)\s+angebot\s+(?:kann|konnte|wird)\s+(?:leider\s+)?nicht\s+berücksichtigt",
+    r"zuschlag\b[^.!?]{0,60}?auf\s+das\s+angebot\s+(?:der|des)\s+(?:firma|bieters)",
+    r"(?:votre|notre)\s+offre\s+n'a\s+pas\s+été\s+retenue",
+    r"(?:marché|contrat|lot)\s+a\s+été\s+attribué\s+à\s+(?!votre\b|vous\b)\w+",
+    r"(?:su|vuestra)\s+oferta\s+no\s+(?:ha\s+)?(?:resultado|sido)\s+(?:adjudicataria|seleccionada)",
+    # Someone else's bundle makes our offer unnecessary.
+    r"(?:thrown|threw|included|bundled|rolled)\s+(?:[\w-]+\s+){0,8}?into\s+(?:the|their|our)\s+(?:[\w-]+\s+){0,3}?(?:renewal|contract|deal|lease)",
+    r"(?:beschaffung|anschaffung|kauf|bestellung)\s+(?:\w+\s+){0,3}?erledigt",
+    r"nicht\s+(?:mehr\s+)?gesondert\s+beschaffen",
+    r"(?:brauchen|benötigen)\s+wir\s+(?:\w+\s+){0,2}?keine\s+(?:\w+\s+){0,2}?(?:geräte|pumpen|systeme|maschinen)\s+mehr",
+    r"proposition\s+group[ée]e",
+    r"(?:ne\s+pas|ne\s+pouvons\s+pas|ne\s+donnerons\s+pas)\s+donner\s+suite|ne\s+donnerons\s+pas\s+suite",
 )
 # Our rep acknowledging the customer's decision: won evidence even though we wrote it.
 WON_ACK = _words(
@@ -286,12 +335,14 @@ _IMAGE = re.compile(r"\.(?:png|jpe?g|gif|bmp|heic|webp|svg|tiff?)$", re.IGNORECA
 _TOKENS = re.compile(r"[^\W_]+", re.UNICODE)
 _QUOTE_DOC = frozenset({"quote", "quotation", "proposal", "offer", "estimate", "angebot", "kostenvoranschlag",
                         "cotizacion", "cotización", "presupuesto", "propuesta", "oferta", "orderform", "bestellformular"})  # fmt: skip
-_PO_DOC = frozenset({"po", "purchaseorder", "bestellung", "auftrag", "ordendecompra", "oc", "pedido"})
+_PO_DOC = frozenset(
+    {"po", "purchaseorder", "bestellung", "auftrag", "ordendecompra", "oc", "pedido", "bdc", "bondecommande"}
+)
 _CONTRACT_DOC = frozenset(
-    {"contract", "agreement", "msa", "sow", "vertrag", "rahmenvertrag", "contrato", "acuerdo"}
+    {"contract", "agreement", "msa", "sow", "vertrag", "rahmenvertrag", "contrato", "acuerdo", "contrat"}
 )
 _SIGNED_DOC = frozenset({"signed", "countersigned", "executed", "unterschrieben", "unterzeichnet", "gegengezeichnet",
-                         "signiert", "firmado", "firmada", "contrafirmado"})  # fmt: skip
+                         "signiert", "firmado", "firmada", "contrafirmado", "signe", "signé", "contresigne", "contresigné"})  # fmt: skip
 _RFP_DOC = frozenset({"rfp", "rfq", "tender", "ausschreibung", "licitacion", "licitación", "pliego"})
 _ORDER_CONFIRMED = frozenset(
     {"auftragsbestätigung", "auftragsbestaetigung", "orderconfirmation", "confirmaciondepedido"}
@@ -305,6 +356,8 @@ def _doc_words(filename: str) -> set[str]:
     joined = {a + b for a, b in _PAIRS for i in range(len(words) - 1) if words[i] == a and words[i + 1] == b}
     if "orden" in words and "compra" in words:
         joined.add("ordendecompra")
+    if "bon" in words and "commande" in words:
+        joined.add("bondecommande")
     if "pedido" in words and {"confirmación", "confirmacion"} & set(words):
         joined.add("confirmaciondepedido")
     return set(words) | joined

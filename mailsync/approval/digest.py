@@ -21,11 +21,11 @@ from itertools import groupby
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import and_, select
 from sqlalchemy.orm import object_session
 
 from mailsync.approval.money import count, day, decimal_of, locale_of, short_day
+from mailsync.approval.render import TEMPLATES
 from mailsync.approval.wording import Deal, Phrase, confidence_words, shown, word
 from mailsync.mail.display import safe_line
 from storage import models as m
@@ -258,8 +258,8 @@ def _render(
     subject = f"CRM digest for {short_day(now, locale)}: {context['headline']}"
     return Digest(
         subject=" ".join(subject.split()),  # our words only, never a line break
-        html=_ENV.get_template("digest.html.j2").render(context),
-        text=_ENV.get_template("digest.txt.j2").render(context),
+        html=TEMPLATES.get_template("digest.html.j2").render(context),
+        text=TEMPLATES.get_template("digest.txt.j2").render(context),
         items=tuple(DigestEntry(card.n, card.key) for card in cards),
     )
 
@@ -412,16 +412,3 @@ def _facts(session: Session | None, rows: Sequence[m.Suggestion], deals: Mapping
         )
         senders = {fp: shown(name or sender or "", 120) for fp, sender, name in found}
     return _Facts(deals, senders)
-
-
-_ENV = Environment(
-    loader=PackageLoader("mailsync.approval", "templates"),
-    # Escaped unless the template is plain text: the extension is the last suffix, "j2", so keying on
-    # "html" alone left digest.html.j2 unescaped.
-    autoescape=select_autoescape(
-        enabled_extensions=("html.j2",), disabled_extensions=("txt.j2",), default=True
-    ),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)

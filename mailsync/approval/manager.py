@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 
 from mailsync.approval.money import locale_of, money
+from mailsync.approval.render import TEMPLATES
 from mailsync.mail.display import safe_line
 from storage import models as m
 
@@ -150,19 +150,10 @@ def with_links(report: ManagerReport, links: Signer, token: str) -> ManagerRepor
 
 def render_manager_digest(report: ManagerReport, *, now: datetime) -> tuple[str, str]:
     """(HTML, plain text) of one lead's report; everything from mail or the CRM is escaped/safe text."""
-    env = Environment(
-        loader=PackageLoader("mailsync.approval", "templates"),
-        autoescape=select_autoescape(
-            enabled_extensions=("html.j2",), disabled_extensions=("txt.j2",), default=True
-        ),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
     context = {"report": report, "generated": now.strftime("%Y-%m-%d %H:%M UTC"), "pct": _pct}
-    return env.get_template("manager.html.j2").render(context), env.get_template("manager.txt.j2").render(
-        context
-    )
+    return TEMPLATES.get_template("manager.html.j2").render(context), TEMPLATES.get_template(
+        "manager.txt.j2"
+    ).render(context)
 
 
 def _pct(value: float | None) -> str:

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DEMO := $(BIN)/mailsync --config fixtures/demo/mailsync.toml
 
-.PHONY: help install system-deps services demo test test-fast check format bench eval fuzz clean
+.PHONY: help install system-deps services demo test test-fast check format bench eval train fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,8 +47,11 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-eval: $(STAMP) ## score matching on the labelled set in fixtures/eval (precision/recall table)
-	$(BIN)/python -m mailsync.evaluation --set fixtures/eval
+eval: $(STAMP) ## score matching on the labelled corpus: dev and the locked holdout side by side, 95% intervals
+	$(BIN)/python -m mailsync.evaluation --corpus fixtures/corpus
+
+train: $(STAMP) ## retrain the intent classifier on the dev corpus, calibrate it, write nlp/models/intent
+	$(BIN)/python -m mailsync.evaluation.train
 
 fuzz: $(STAMP) ## fuzz parse and identity with hostile mail, 25x the examples of make test (~10 min)
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/unit/test_fuzz.py -q --timeout=1800

@@ -260,6 +260,7 @@ class MatchingSettings(_Strict):
     suggest_threshold: float = Field(default=0.2, ge=0.0, le=1.0)  # below it, no candidate is listed
     lost_after_days: int = Field(default=30, ge=1)  # an unanswered rep follow-up this old is a lost signal
     spacy_model: str | None = None  # an installed spaCy pipeline package, e.g. "en_core_web_sm"; None: blank
+    classifier: bool = True  # the shipped intent classifier (nlp/intent.py) adds recall to the phrase rules
 
 
 class Settings(BaseSettings):

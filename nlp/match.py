@@ -96,6 +96,7 @@ def match_people(
         sent_at=sent_at,
         subject=subject,
         text=reply_text(body),
+        body=body,
         participants=tuple(participants),
         automated=automated,
         attachments=attachments,

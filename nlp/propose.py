@@ -27,18 +27,30 @@ from typing import TYPE_CHECKING
 
 from nlp.clean import sentences
 from nlp.company import closing_lines, company_name, domain_name
+from nlp.intent import IntentModel, model_text, shipped
 from nlp.link import CLEAR_MARGIN, Candidate, candidates, clear_winner
+from nlp.match import match_participant
 from nlp.money import find_amounts
 from nlp.moved import moved_contacts
 from nlp.phrases import index_for
-from nlp.signals import CONFIRM, DEMO, Hit, attachment_signals, find_signals, meeting_signals
-from storage.records import Evidence, Proposal, ProposalKind
+from nlp.signals import (
+    CONFIRM,
+    DEMO,
+    JOB,
+    Hit,
+    attachment_signals,
+    find_signals,
+    imagined,
+    meeting_signals,
+)
+from nlp.weblead import find_lead
+from storage.records import Address, Evidence, Proposal, ProposalKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
-    from storage.records import Address, CrmSnapshot, Match, OpportunityRef, Participant
+    from storage.records import CrmSnapshot, Match, OpportunityRef, Participant
 
 _MAX_EVIDENCE = 3
 _MAX_CANDIDATES = 3  # listed in a link suggestion
@@ -65,35 +77,48 @@ class ThreadView:
     owner: str  # the rep whose mailbox brought the thread in
     opened: Mapping[int, datetime] = field(default_factory=dict)  # candidate deal -> CRM created_at
     history: Mapping[int, frozenset[str]] = field(default_factory=dict)  # deal -> people on its other threads
+    # People already on an open new-opportunity proposal of an earlier thread: a PO or a notice sent as a
+    # new mail continues that deal, it does not start a second one.
+    proposed_elsewhere: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """settings.matching: link at or above `link`, list candidates at or above `suggest`."""
+    """settings.matching: link at or above `link`, list candidates at or above `suggest`, and whether the
+    learned classifier (nlp/intent.py) adds what the customer's words say beside the phrase rules."""
 
     link: float = 0.6
     suggest: float = 0.2
+    classifier: bool = True
+
+    @property
+    def model(self) -> IntentModel | None:
+        return shipped() if self.classifier else None
 
 
 def propose(thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None = None) -> list[Proposal]:
     """Every proposal the thread supports now; keys make re-proposing idempotent."""
     limits = thresholds or Thresholds()
     human = human_messages(thread.messages)
-    if not human or all(msg.internal_only for msg in human):
+    model = limits.model
+    if not human:
         return []
+    if all(msg.internal_only for msg in human):
+        lead = _web_lead(thread, human, crm)
+        return [lead] if lead is not None and thread.linked_opportunity is None else []
     moved = moved_contacts(human, crm, thread.owner)
     skip = {str(p.payload["email"]) for p in moved}
     proposals = [p for p in _new_contacts(human, crm, thread.owner) if p.payload["email"] not in skip]
     proposals += moved
     scored = candidates(human, crm, opened=thread.opened, history=thread.history)
     listed = [c for c in scored if c.score >= limits.suggest]
-    if thread.linked_opportunity is None and listed and _about_a_deal(listed, human):
+    if thread.linked_opportunity is None and listed and _about_a_deal(listed, human, model):
         proposals.append(_link(thread, listed, human, limits))
     target = _target(thread, scored, listed, crm)
     if target is not None:
-        proposals.extend(_stage_changes(thread, target, human))
+        proposals.extend(_stage_changes(thread, target, human, model))
     elif not scored:
-        proposal = _new_opportunity(thread, human, crm)
+        proposal = _new_opportunity(thread, human, crm, model)
         if proposal is not None:
             proposals.append(proposal)
     return proposals
@@ -123,13 +148,35 @@ def _customer_meeting(msg: Match) -> bool:
     return msg.automated in _MEETING and from_outside(msg)
 
 
-def signals(msg: Match) -> list[Hit]:
-    """Every signal of one message: its sentences, its attachments by name, and a customer's invite."""
+def signals(msg: Match, model: IntentModel | None = None) -> list[Hit]:
+    """Every signal of one message: its sentences, its attachments by name, a customer's invite, and
+    what the classifier reads in a customer's words where the rules found nothing of that kind."""
     outside = from_outside(msg)
     hits = find_signals(msg.text) + attachment_signals(msg.attachments, outside=outside)
     if _customer_meeting(msg):
         hits += meeting_signals(msg.subject, msg.text)
+    if model is not None and outside and msg.text.strip():
+        hits += _learned(msg, model, {h.kind for h in hits})
     return hits
+
+
+# The classifier's classes as signals: a customer's deal interest counts as their request.
+_LEARNED = {"won": "won", "lost": "lost", "intent": "request"}
+
+
+def _learned(msg: Match, model: IntentModel, found: set[str]) -> list[Hit]:
+    if found & {"won", "lost"}:
+        return []  # the rules already read an outcome in this message: they are the evidence
+    read = model.find(model_text(msg.text, msg.attachments))
+    if read is None:
+        return []
+    label, sentence = read
+    kind = _LEARNED[label]
+    if kind in found or (kind == "request" and "selling" in found):
+        return []  # the rules said it already; a supplier offering is not a buyer asking
+    if kind in {"won", "lost"} and imagined(sentence):
+        return []  # "if we ordered …", "when is the deposit due?"
+    return [Hit(kind, sentence, learned=True)]
 
 
 def _evidence(msg: Match, quote: str) -> Evidence:
@@ -189,10 +236,10 @@ def _first_statement(text: str) -> str:
     return found[:200]
 
 
-def _about_a_deal(listed: list[Candidate], human: list[Match]) -> bool:
+def _about_a_deal(listed: list[Candidate], human: list[Match], model: IntentModel | None) -> bool:
     """A link claims the conversation is about a deal: it names one, or talks deals at all."""
     named = any(reason != "recency" for reason in listed[0].reasons)  # recency alone says nothing
-    return named or any(h.kind != "selling" for m in human for h in signals(m))
+    return named or any(h.kind != "selling" for m in human for h in signals(m, model))
 
 
 def _link(thread: ThreadView, listed: list[Candidate], human: list[Match], limits: Thresholds) -> Proposal:
@@ -241,9 +288,11 @@ def _target(
     return listed[0].opp if listed and clear_winner(listed) else None
 
 
-def _stage_changes(thread: ThreadView, opp: OpportunityRef, human: list[Match]) -> list[Proposal]:
+def _stage_changes(
+    thread: ThreadView, opp: OpportunityRef, human: list[Match], model: IntentModel | None
+) -> list[Proposal]:
     """Won or lost as the customer says it; otherwise the furthest stage advance either side states."""
-    outcome = next((mh for mh in reversed(outcome_hits(human)) if mh[1].kind in {"won", "lost"}), None)
+    outcome = next((mh for mh in reversed(outcome_hits(human, model)) if mh[1].kind in {"won", "lost"}), None)
     if outcome is not None:
         chosen = outcome
     else:
@@ -255,7 +304,7 @@ def _stage_changes(thread: ThreadView, opp: OpportunityRef, human: list[Match]) 
             return []
     msg, hit = chosen
     stage = {"won": "closed_won", "lost": "closed_lost"}.get(hit.kind, hit.kind)
-    outcome_confidence = 0.7 if hit.sentence.startswith("attachment:") else 0.8
+    outcome_confidence = 0.6 if hit.learned else 0.7 if hit.sentence.startswith("attachment:") else 0.8
     return [
         Proposal(
             kind=ProposalKind.STAGE_CHANGE,
@@ -287,12 +336,12 @@ def _demo_agreed(human: list[Match]) -> list[tuple[Match, Hit]]:
     return found
 
 
-def outcome_hits(human: list[Match]) -> list[tuple[Match, Hit]]:
+def outcome_hits(human: list[Match], model: IntentModel | None = None) -> list[tuple[Match, Hit]]:
     """Won/lost as the customer states it (or attaches it), or a win our rep acknowledges."""
     found = []
     for msg in human:
         outside = from_outside(msg)
-        for hit in signals(msg):
+        for hit in signals(msg, model):
             if outside and hit.kind in {"won", "lost"}:
                 found.append((msg, hit))
             elif not outside and hit.kind == "won_ack":
@@ -300,7 +349,9 @@ def outcome_hits(human: list[Match]) -> list[tuple[Match, Hit]]:
     return found
 
 
-def _new_opportunity(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -> Proposal | None:
+def _new_opportunity(
+    thread: ThreadView, human: list[Match], crm: CrmSnapshot, model: IntentModel | None
+) -> Proposal | None:
     """A deal nobody entered: someone outside wrote, wants to buy, and is not selling to us.
 
     With no CRM account for the other side, the new account is named by the first organisation the
@@ -310,7 +361,12 @@ def _new_opportunity(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -
     inbound = [m for m in human if from_outside(m)]
     if not external or not inbound:
         return None  # an unanswered cold email of ours is not a deal yet
-    found = [(m, h, from_outside(m)) for m in human for h in signals(m)]
+    if any(JOB.search(m.text) for m in inbound):
+        return None  # a recruiter's "opportunity" is a job
+    senders = {p.address.email for m in inbound for p in m.participants if p.role == "from"}
+    if senders <= thread.proposed_elsewhere:
+        return None  # their deal is already proposed from an earlier thread
+    found = [(m, h, from_outside(m)) for m in human for h in signals(m, model)]
     selling = {(m.fingerprint, h.sentence) for m, h, _ in found if h.kind == "selling"}
     # A sentence that sells ("unser Angebot für Ihren Kundenabend") is never also a buyer's request.
     found = [
@@ -329,7 +385,7 @@ def _new_opportunity(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -
     company = next((p for p in external if not p.free_mail), None)
     # The deal's value is the largest amount named (unit prices and line items are smaller).
     amounts = sorted((a for m in human for a in find_amounts(m.text)), key=lambda a: a[0], reverse=True)
-    outcome = next((h.kind for _, h in reversed(outcome_hits(human))), None)
+    outcome = next((h.kind for _, h in reversed(outcome_hits(human, model))), None)
     named, entities = _customer_entities(inbound, crm)
     if account is not None:
         account_name = account.name
@@ -357,6 +413,51 @@ def _new_opportunity(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -
         evidence=tuple(_evidence(m, h.sentence) for m, h in intent[:_MAX_EVIDENCE]),
         owner_rep=thread.owner,
     )
+
+
+def _web_lead(thread: ThreadView, human: list[Match], crm: CrmSnapshot) -> Proposal | None:
+    """A web-form enquiry a colleague forwarded (nlp/weblead.py): a new opportunity that began when
+    the form was sent, when the person asks for something a deal is made of."""
+    for msg in human:
+        lead = find_lead(msg.body, crm.internal_domains)
+        if lead is None or not lead.message:
+            continue
+        if JOB.search(lead.message):
+            continue  # a filled-in sales form is an enquiry; a job application is not
+        person = match_participant(Address(name=lead.name or "", email=lead.email), "from", crm)
+        if person.account is not None and crm.open_opportunities.get(person.account.id):
+            return None  # a known account with an open deal: the rep links it, we don't invent one
+        account = person.account
+        name = account.name if account else lead.company or _lead_name(person)
+        amounts = sorted(find_amounts(lead.message), key=lambda a: a[0], reverse=True)
+        first = lead.submitted or (msg.sent_at.date() if msg.sent_at else None)
+        return Proposal(
+            kind=ProposalKind.NEW_OPPORTUNITY,
+            key=f"new_opportunity:{thread.key}",
+            summary=f"New opportunity (web form): {name} – {thread.subject or '(no subject)'}",
+            payload={
+                "name": f"{name} – {thread.subject}"[:200],
+                "account_id": account.id if account else None,
+                "account": name,
+                "new_account_domain": None if account or person.free_mail else person.address.domain,
+                "contacts": lead.email,
+                "amount": str(amounts[0][0]) if amounts else None,
+                "currency": amounts[0][1] if amounts else None,
+                "first_seen_at": first.isoformat() if first else None,
+                "outcome": None,
+            },
+            confidence=0.7,
+            evidence=(_evidence(msg, lead.message[:400]),),
+            owner_rep=thread.owner,
+        )
+    return None
+
+
+def _lead_name(person: Participant) -> str:
+    """A lead with no company field: a private person is named, a company by its domain."""
+    if person.free_mail:
+        return person.address.name or person.address.email
+    return domain_name(person.address.domain)
 
 
 def _new_account_name(person: Participant, inbound: list[Match], subject: str, named: str | None) -> str:

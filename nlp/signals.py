@@ -85,6 +85,22 @@ REQUEST = _words(
     r"interesad[oa]s?\s+en",
     r"solicit\w*\s+(?:de\s+)?(?:cotizaci[oó]n|presupuesto|oferta)",
 )
+# Job talk: a recruiter's "exclusive opportunity" is a position offered to the reader, not a deal.
+JOB = _words(
+    r"recruit(?:er|ing)\s+(?:for|on\s+behalf\s+of)\s+(?:a|an|my|our)\s+client",
+    r"(?:exclusive|confidential)\s+(?:search|opportunity|mandate|role|position)\s+(?:for|with)\s+(?:a|an)\b",
+    r"head-?hunt\w*",
+    r"executive\s+search",
+    r"(?:your|ihr|votre|su)\s+(?:profile|profil|perfil|cv|lebenslauf)\b",
+    r"(?:open\s+to|interested\s+in)\s+(?:a\s+)?(?:new\s+)?(?:role|position|career\s+move)",
+    r"personalberat\w*",
+    r"(?:cabinet|agence)\s+de\s+recrutement",
+    r"recrut\w*\s+(?:de\s+)?(?:un|une|le|la|son|sa|leur|notre)\s+(?:futur\w*\s+)?(?:directeur|directrice|responsable|head)",
+    r"(?:profil\s+recherch[ée]|gesuchte\w*\s+profil|perfil\s+buscado|profile\s+(?:we|they)\s+are\s+looking\s+for)",
+    r"(?:poste|rôle)\s+de\s+(?:directeur|directrice|responsable)\s+commercial\w*",
+    r"(?:puesto|vacante)\s+de\s+(?:director|directora|responsable|jefe|gerente)\w*",
+    r"selecci[oó]n\s+de\s+(?:personal|directivos)",
+)
 # Someone offering what they sell: from a customer's side of the table this means we are the buyer.
 SELLING = _words(
     r"our\s+(?:quote|quotation|proposal|offer|pricing|price\s+list)",
@@ -145,7 +161,25 @@ WON = _words(
     r"(?:send|issue)\s+(?:us|me)\s+(?:the|your|an)\s+invoice",
     r"(?:transmettre|envoyer|adresser|faire\s+parvenir)\s+(?:la|votre)\s+facture",
     r"(?:env[ií]en(?:nos|me)?|m[aá]nden(?:nos|me)?|emitan)\s+la\s+factura",
+    # Families from the seven dev sellers (issue 13): the customer's own way of closing the deal.
+    r"bon\s+pour\s+accord",
+    r"(?:on\s+)?recondui\w*\s+(?:[\w'’]+\s+){0,4}?aux\s+m[êe]mes\s+conditions",
+    r"roll\s+(?:it|this|them)\s+over\s+(?:\w+\s+){0,4}?(?:on|under)\s+the\s+same\s+terms",
+    r"anbei\s+erhalten\s+sie\s+(?:\w+\s+){0,3}?(?:vertrag|werkvertrag|rahmenvertrag|bestellung|auftrag)\w*[^.!?]{0,80}?(?:unterzeichnet|unterschrieben|gegengezeichnet)",
+    r"(?:unterzeichnet|unterschrieben|gegengezeichnet)\w*[^.!?]{0,30}?\bzurück\w*",
+    r"(?<!not\s)(?<!nicht\s)(?:acompte|anticipo|anzahlung|deposit|down\s+payment)\b[^.!?]{0,60}?(?:vir[ée]e?|pay[ée]e?|réglée?|überwiesen|bezahlt|paid|transferred|wired|realizad[ao]|transferid[ao]|abonad[ao])",
+    r"comprobante\s+de\s+transferencia",
+    r"adjunt\w*\s+(?:\w+\s+){0,2}?(?:pedido|orden)\s+de\s+compra",
+    r"(?:aqu[ií]\s+(?:lo|la)\s+tienes|(?:te|os|le|les)\s+devuelvo|(?:te|os|le|les)\s+devolvemos)\b[^.!?]{0,80}?firmad[oa]",
+    r"adelante\s+con\s+el\s+pedido",
+    r"(?:je\s+vous\s+confirme|nous\s+vous\s+confirmons|nous\s+confirmons)\s+(?:la\s+date\s+de\s+)?l[a'’]\s*(?:installation|pose|livraison)",
+    r"(?:great|happy|glad|pleased)\s+to\s+be\s+(?:going|moving)\s+ahead",
+    r"auftrag\s+an\s+(?:euch|sie|ihr\w*)\s+(?:erteilt|vergeben)",
 )
+# A named other party: a capitalised word that is neither us nor a step of the plan.
+_US = r"you|your|yours|us|sie|ihnen|ihr\w*|euch|usted|ustedes|vosotros|vuestr\w*|su|vous|votre|vos|nous|notre"
+_STEP = r"phase|stage|step|q[1-4]|next|the|january|february|march|april|may|june|july|august|september|october|november|december"
+_THEM = rf"(?!(?:{_US}|{_STEP})\b)(?-i:[A-Z])\w*"
 LOST = _words(
     rf"(?<!not\s)(?<!n't\s)(?:go|going|gone|went|decided\s+to\s+go|move|moving|moved)\s+(?:forward\s+)?with\s+{_OTHER}(?:\s+{_VENDOR})?",
     r"(?:go|going|gone|went|ended\s+up\s+going)\s+(?:in\s+)?a\s+different\s+direction",
@@ -208,6 +242,57 @@ LOST = _words(
     r"(?:brauchen|benötigen)\s+wir\s+(?:\w+\s+){0,2}?keine\s+(?:\w+\s+){0,2}?(?:geräte|pumpen|systeme|maschinen)\s+mehr",
     r"proposition\s+group[ée]e",
     r"(?:ne\s+pas|ne\s+pouvons\s+pas|ne\s+donnerons\s+pas)\s+donner\s+suite|ne\s+donnerons\s+pas\s+suite",
+    # Families from the seven dev sellers (issue 13): a deal lost, said the customer's way. A named
+    # winner is a capitalised word that is not us ("you", "Sie", "ustedes", "vous") nor a plan's step.
+    # ... the business went to someone else (named, or a tender awarded elsewhere):
+    rf"(?:decided|chosen|opted)\s+to\s+(?:move|switch)\s+(?:over\s+)?to\s+{_THEM}",
+    rf"(?:intends?|intention|intent|intend)\s+to\s+award\s+(?:\w+\s+){{0,8}}?to\s+{_THEM}",
+    rf"(?:contract|tender|lot|business|order)\s+(?:has\s+been\s+|was\s+|will\s+be\s+)?awarded\s+to\s+{_THEM}",
+    rf"(?:auftrag|zuschlag)\s+(?:\w+\s+){{0,12}}?an\s+(?:die\s+|den\s+|das\s+)?{_THEM}[^.!?]{{0,80}}?(?:vergeben|erteilt)",
+    r"(?:liegt|liegen)\s+auf\s+rang\s+[2-9]",
+    rf"(?:a|avons|ont)\s+retenu\s+(?:la\s+proposition|l['’]offre|le\s+devis)\s+(?:de\s+|d['’])\s*{_THEM}",
+    r"(?:votre|notre)\s+offre\b[^.!?]{0,80}?n['’]a\s+pas\s+été\s+retenue",
+    rf"(?:marché|contrat|lot)\s+(?:\w+\s+){{0,3}}?(?:est|a\s+été)\s+attribué\s+à\s+(?:la\s+société\s+|l['’]entreprise\s+)?{_THEM}",
+    r"class[ée]e?\s+en\s+(?:[2-9]\s*(?:e|ème)|deuxième|troisième|quatrième)\s+position",
+    rf"(?<!vous\s)(?<!nous\s)confi(?:er|ons|é)\s+(?:[\w'’]+\s+){{0,10}}?à\s+{_THEM}",
+    r"ne\s+donner\w*\s+(?:\w+\s+)?pas\s+suite",
+    rf"se\s+adjudic\w*\s+(?:\w+\s+){{0,20}}?a\s+(?:la\s+(?:empresa|mercantil)\s+|el\s+|los\s+)?{_THEM}",
+    r"(?:segund|tercer|cuart)[ao]\s+clasificad[ao]",
+    rf"(?:ha|han|hemos)\s+optado\s+por\s+(?:\w+\s+){{0,3}}?de\s+{_THEM}",
+    rf"hacer\s+el\s+pedido\s+(?:\w+\s+){{0,4}}?a\s+{_THEM}",
+    r"(?:he|hemos)\s+comprado\s+(?:\w+\s+){0,4}?a\s+(?:otro|otra|un|una)\b",
+    # ... they stay with what they have:
+    r"bleiben\s+(?:\w+\s+){0,2}?bei\s+unser\w*\s+(?:\w+\s+)?(?:lieferant|anbieter|installateur|dienstleister|partner|händler|techniker|hersteller)\w*",
+    r"(?:weiter|wieder|weiterhin)\s+(?:\w+\s+){0,2}?(?:über|bei)\s+unser\w*\s+(?:langjährigen|bisherigen|bewährten|jetzigen|aktuellen)\s+(?:partner|lieferanten|anbieter|dienstleister|installateur)",
+    r"garder\s+not(?:re|s)\s+(?:\w+\s+){0,2}?actuel\w*",
+    rf"(?:preferido|decidido|optado\s+por)\s+seguir\s+con\s+{_THEM}",
+    # ... the project is frozen or on hold, with no date:
+    r"holding\s+off\s+on\s+(?:[\w-]+\s+){1,4}?(?:for\s+now|indefinitely|for\s+the\s+time\s+being)",
+    r"(?:has|have|had)\s+(?:now\s+)?(?:frozen|froze)\s+(?:all\s+)?(?:new\s+|non-essential\s+)?(?:\w+\s+){0,2}?(?:projects|investments|capex|spending|purchases)",
+    r"(?:isn't|is\s+not|won't\s+be)\s+going\s+to\s+happen\s+(?:this\s+(?:financial\s+|fiscal\s+)?year|any\s?more|at\s+all)",
+    r"auf\s+eis\s+gelegt",
+    r"(?:damit|für\s+dieses\s+\w+|vorerst)\s+(?:\w+\s+){0,3}?vom\s+tisch",
+    r"(?:pilot|projekt|vorhaben|workshop)\s+(?:\w+\s+){0,2}?absagen",
+    r"en\s+suspenso",
+    r"congelad[oa]s?\s+(?:\w+\s+){0,2}?inversiones",
+    r"gel\w*\s+(?:des|les|tous\s+les)\s+investissements",
+    # ... the budget went elsewhere (not merely to a later quarter):
+    r"(?:money|budget|capital|funds?|funding)\s+(?:\w+\s+){0,6}?(?:has\s+been|was|have\s+been)\s+(?:moved|reallocated|redirected|diverted|reassigned)(?!\s+(?:to|into)\s+(?:q[1-4]|the\s+next|next)\b)",
+    r"(?:budget|mittel)\b[^.!?]{0,60}?umgeschichtet",
+    r"budget\s+(?:\w+\s+){0,2}?(?:ist|sind)\s+in\s+[^.!?]{0,40}?geflossen",
+    r"presupuesto\s+(?:\w+\s+){0,4}?(?:destinado|reasignado|desviado)\s+a",
+    r"budget\s+(?:\w+\s+){0,4}?(?:réaffecté|réalloué|basculé)",
+    # ... another vendor's package makes ours unnecessary:
+    r"no\s+(?:longer\s+)?need\s+for\s+(?:a\s+)?separate\s+(?:\w+\s+)?(?:service|maintenance|support|plan|contract|system|solution|machine|scanners?|module|licen[cs]es?|package|wms|equipment)",
+    r"separate\s+(?:[\w-]+\s+){1,3}?no\s+longer\s+makes\s+sense",
+    r"bedarf\s+(?:ist\s+)?(?:damit\s+)?(?:erst\s+mal|vorerst|bereits|schon)\s+gedeckt",
+    r"ne\s+se\s+justifie\s+plus",
+    r"n['’]achèterons\s+(?:donc\s+)?pas",
+    r"ya\s+no\s+(?:hace|nos\s+hace)\s+falta",
+    # ... or they go another way:
+    r"(?:tomar|tomado|ir\s+en)\s+otra\s+direcci[oó]n",
+    r"partir\s+dans\s+une\s+autre\s+direction",
+    r"(?:gehen|geht)\s+(?:wir\s+)?(?:\w+\s+){0,2}?einen\s+anderen\s+weg",
 )
 # Our rep acknowledging the customer's decision: won evidence even though we wrote it.
 WON_ACK = _words(
@@ -258,6 +343,7 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = (
 class Hit:
     kind: str  # intent | request | selling | won | lost | demo | proposal | negotiation
     sentence: str
+    learned: bool = False  # read by the classifier (nlp/intent.py), not by a phrase rule
 
 
 _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -265,13 +351,41 @@ _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )  # fmt: skip
 
 
+# A negation shortly before an outcome phrase turns it around ("NO hemos elegido a otro proveedor",
+# "we won't roll it over"); a question or an "if" only imagines it ("when is the deposit due?").
+_NEGATED = re.compile(
+    r"(?:(?<!\w)(?:no|not|ne|nicht|nie|kein\w*|pas|nunca|never|jamais)|n['’]t)\W+(?:[\w'’]+\W+){0,2}$",
+    re.IGNORECASE,
+)
+_HYPOTHETICAL = re.compile(r"(?<!\w)(?:if|falls|sofern|wenn)(?!\w)", re.IGNORECASE)
+# ... but "could you send the invoice?" is a request politely asked, not a question about it.
+_POLITE = re.compile(
+    r"(?<!\w)(?:(?:could|can|would|will)\s+you|(?:könnten|können|würden)\s+sie|(?:pourriez|pouvez)[- ]vous"
+    r"|podr[ií]an?|pueden|puede\s+usted|podéis)(?!\w)",
+    re.IGNORECASE,
+)
+_OUTCOMES = frozenset({"won", "lost"})
+
+
+def imagined(sentence: str, start: int | None = None) -> bool:
+    """An outcome that is negated (just before `start`, where the phrase begins), asked about or
+    supposed, not stated."""
+    return bool(
+        (start is not None and _NEGATED.search(sentence[:start]))
+        or (sentence.rstrip().endswith("?") and not _POLITE.search(sentence))
+        or _HYPOTHETICAL.search(sentence)
+    )
+
+
 def find_signals(text: str) -> list[Hit]:
     """Every signal in `text`, each with the sentence that carries it; a sentence counts once per kind."""
     hits = []
     for sentence in sentences(text):
         for kind, pattern in _KINDS:
-            if pattern.search(sentence):
-                hits.append(Hit(kind, sentence[:400]))
+            found = pattern.search(sentence)
+            if found is None or (kind in _OUTCOMES and imagined(sentence, found.start())):
+                continue
+            hits.append(Hit(kind, sentence[:400]))
     return hits
 
 

@@ -67,7 +67,7 @@ def lost_by_silence(
         if last.sent_at is None or _utc(now) - _utc(last.sent_at) < timedelta(days=after_days):
             continue
         opp = target_opportunity(thread, crm, thresholds)
-        if opp is None or outcome_hits(human_messages(thread.messages)):
+        if opp is None or outcome_hits(human_messages(thread.messages), (thresholds or Thresholds()).model):
             continue
         if not any(p.contact and p.account and p.account.id == opp.account_id for p in last.external):
             continue  # not written to a contact of the deal's account

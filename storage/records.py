@@ -188,6 +188,7 @@ class Match:
     automated: str | None  # why this is machine mail (newsletter, auto-reply, ...), else None
     attachments: tuple[str, ...] = ()
     signature: tuple[str, ...] = ()  # the sender's lines after "-- ": how they name their company
+    body: str = ""  # the whole body, forwards included: a forwarded web form is a lead (nlp/weblead.py)
 
     @property
     def external(self) -> tuple[Participant, ...]:

@@ -62,6 +62,7 @@ class Observed:
     suggestions: dict[int, list[Suggested]] = field(default_factory=lambda: defaultdict(list))
     known_ids: frozenset[str] = frozenset()  # every CRM external id in the store
     open_opportunities: frozenset[str] = frozenset()
+    link_scores: dict[int, tuple[str, float]] = field(default_factory=dict)  # thread -> best link, any status
 
     def contacts(self, message_id: str) -> frozenset[str]:
         return frozenset(c for _, c in self.people.get(message_id, ()) if c is not None)
@@ -85,23 +86,25 @@ class Observed:
     def moved(self, thread_id: int | None) -> frozenset[str]:
         return frozenset(s.contact for s in self.of_kind(thread_id, "contact_moved") if s.contact)
 
-    def outcomes(self, thread_id: int | None) -> dict[str, str]:
-        """won/lost -> the evidence for it."""
+    def outcomes(self, thread_id: int | None, deal: str | None = None) -> dict[str, str]:
+        """won/lost -> the evidence for it; with `deal`, only stage changes of that opportunity."""
         found: dict[str, str] = {}
         for s in self.of_kind(thread_id, "new_opportunity"):
             if s.payload.get("outcome") in {"won", "lost"}:
                 found.setdefault(str(s.payload["outcome"]), f"new opp with outcome {s.payload['outcome']}")
         for s in self.of_kind(thread_id, "stage_change"):
+            if deal is not None and s.opportunity != deal:
+                continue
             outcome = {"closed_won": "won", "closed_lost": "lost"}.get(str(s.payload.get("to_stage")))
             if outcome:
                 found[outcome] = f"→{s.payload['to_stage']} “{s.quote}”"
         return found
 
-    def stages(self, thread_id: int | None) -> dict[str, str]:
+    def stages(self, thread_id: int | None, deal: str | None = None) -> dict[str, str]:
         return {
             str(s.payload.get("to_stage")): f"→{s.payload.get('to_stage')} “{s.quote}”"
             for s in self.of_kind(thread_id, "stage_change")
-            if s.payload.get("to_stage") in STAGES
+            if s.payload.get("to_stage") in STAGES and (deal is None or s.opportunity == deal)
         }
 
     def summary(self, thread_id: int | None) -> str:
@@ -156,6 +159,13 @@ def observe(repo: Repo, message_ids: Mapping[str, str]) -> Observed:
             seen.thread_opportunity[thread.id] = (
                 opp_ids.get(thread.opportunity_id) if thread.opportunity_id else None
             )
+        for row in session.scalars(select(m.Suggestion).where(m.Suggestion.kind == "link_thread")):
+            opp_pk, score = row.payload.get("opportunity_id"), row.payload.get("score")
+            opp = opp_ids.get(opp_pk) if isinstance(opp_pk, int) else None
+            if row.thread_id is not None and opp and isinstance(score, int | float):
+                best = seen.link_scores.get(row.thread_id)
+                if best is None or score > best[1]:
+                    seen.link_scores[row.thread_id] = (opp, float(score))
         for row in session.scalars(select(m.Suggestion).where(m.Suggestion.status == "open")):
             if row.thread_id is None:
                 continue

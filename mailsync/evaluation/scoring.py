@@ -117,8 +117,8 @@ def score(items: Iterable[Item]) -> Score:
 
 
 def meets(result: Score, precision: float | None, recall: float | None) -> bool | None:
-    """Whether `result` reaches both targets; None when the metric has none."""
-    if precision is None or recall is None:
+    """Whether `result` reaches both targets; None when the metric has none or nothing was counted."""
+    if precision is None or recall is None or result.tp + result.fp + result.fn == 0:
         return None
     return result.precision >= precision and result.recall >= recall
 
@@ -192,6 +192,8 @@ class Evaluation:
     problems: list[str]
     ingest: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # Per labelled thread with a link proposal: (best score, whether it names the labelled deal).
+    link_scores: list[tuple[float, bool]] = field(default_factory=list)
 
     def score(self, metric: str, language: str | None = None) -> Score:
         return score(i for i in self.items if i.metric == metric and language in {None, i.language})
@@ -243,8 +245,17 @@ def thread_items(
     seen: Observed,
     *,
     fragment: bool = False,
+    parts: Sequence[int] = (),
+    main: int | None = None,
 ) -> list[Item]:
-    """The link, new-opportunity, won, lost and stage items of one labelled thread on one product thread."""
+    """The link, new-opportunity, won, lost and stage items of one labelled thread on one product thread.
+
+    Outcomes, stage advances and a new opportunity are facts about the deal, not about where a message
+    was filed: a tender notice or a PO sent as a new mail lands in a product thread of its own (`parts`,
+    the labelled thread's other product threads; `main` is the labelled thread's own, for a fragment),
+    and what it says counts for the labelled thread, right or wrong. A fragment counts its own links,
+    and a new opportunity only when it is a second proposal of the same deal, so nothing counts twice.
+    """
     unit = f"{slug} (split-off part)" if fragment else slug
     context = seen.summary(thread_id)
     links = seen.links(thread_id)
@@ -258,7 +269,15 @@ def thread_items(
     new_opps = seen.of_kind(thread_id, "new_opportunity")
     new_gold = frozenset({"new"}) if label.new_opportunity and not fragment else frozenset()
     new_why = f"“{new_opps[0].quote}”" if new_opps else context
+    proposed = bool(new_opps)
+    if fragment:  # a fragment's proposal is a second one only when the deal was proposed already
+        proposed = proposed and (bool(seen.of_kind(main, "new_opportunity")) or not label.new_opportunity)
+    else:  # the deal is proposed once, wherever the product filed the mail that proposed it
+        proposed = proposed or any(seen.of_kind(part, "new_opportunity") for part in parts)
     outcomes, stages = seen.outcomes(thread_id), seen.stages(thread_id)
+    for part in parts:  # another product thread counts for this deal's outcome, not for any deal's
+        outcomes = seen.outcomes(part, label.opportunity) | outcomes
+        stages = seen.stages(part, label.opportunity) | stages
     items = [
         Item(
             "links",
@@ -274,23 +293,20 @@ def thread_items(
             unit,
             language,
             new_gold,
-            frozenset({"new"} if new_opps else ()),
+            frozenset({"new"} if proposed else ()),
             _clip(f"{label.kind}; {new_why}"),
             fragment,
         ),
     ]
-    for outcome in ("won", "lost"):
-        gold = _set(outcome if label.signal == outcome else None)
-        why = outcomes.get(outcome) or "; ".join(outcomes.values()) or context
+    if not fragment:
+        for outcome in ("won", "lost"):
+            gold = _set(outcome if label.signal == outcome else None)
+            why = outcomes.get(outcome) or "; ".join(outcomes.values()) or context
+            items.append(Item(outcome, unit, language, gold, frozenset(outcomes) & {outcome}, _clip(why)))
+        stage_why = "; ".join(stages.values()) or context
         items.append(
-            Item(outcome, unit, language, gold, frozenset(outcomes) & {outcome}, _clip(why), fragment)
+            Item("stage_advances", unit, language, _set(label.stage), frozenset(stages), _clip(stage_why))
         )
-    stage_why = "; ".join(stages.values()) or context
-    items.append(
-        Item(
-            "stage_advances", unit, language, _set(label.stage), frozenset(stages), _clip(stage_why), fragment
-        )
-    )
     items.append(
         Item(
             "moved_contacts",
@@ -425,10 +441,14 @@ def evaluate_observed(labels: Labels, files: Sequence[MailFile], seen: Observed)
         for slug in labels.threads
     }
     items = message_items(labels, files, seen, labels.internal_domains)
+    split_off = fragments(groups, mapping)
     for slug, label in labels.threads.items():
-        items += thread_items(slug, label, language[slug], mapping[slug], seen)
-    for thread_id, slug in sorted(fragments(groups, mapping).items()):
-        items += thread_items(slug, labels.threads[slug], language[slug], thread_id, seen, fragment=True)
+        parts = sorted(t for t, s in split_off.items() if s == slug)
+        items += thread_items(slug, label, language[slug], mapping[slug], seen, parts=parts)
+    for thread_id, slug in sorted(split_off.items()):
+        items += thread_items(
+            slug, labels.threads[slug], language[slug], thread_id, seen, fragment=True, main=mapping[slug]
+        )
     slugs_in: dict[int, set[str]] = defaultdict(set)
     for slug, ids in groups.items():
         for i in ids:
@@ -449,6 +469,16 @@ def evaluate_observed(labels: Labels, files: Sequence[MailFile], seen: Observed)
         "threads_labelled": len(labels.threads),
         "threads_scored": sum(1 for i in items if i.metric == "links" and not i.fp_only),
     }
+    link_scores = [
+        (seen.link_scores[tid][1], seen.link_scores[tid][0] == label.opportunity)
+        for slug, label in labels.threads.items()
+        if (tid := mapping[slug]) is not None and tid in seen.link_scores
+    ]
     return Evaluation(
-        items, field_accuracy(labels, mapping, seen), threading, coverage, check_labels(labels, files, seen)
+        items,
+        field_accuracy(labels, mapping, seen),
+        threading,
+        coverage,
+        check_labels(labels, files, seen),
+        link_scores=link_scores,
     )

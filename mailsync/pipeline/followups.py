@@ -15,11 +15,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
 from nlp.match import match_participant, match_people
 from nlp.propose import ThreadView, Thresholds
 from nlp.stale import lost_by_silence
 from storage import mailstore
-from storage.records import Address
+from storage.models import Suggestion
+from storage.records import Address, ProposalKind
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -34,7 +37,9 @@ HORIZON = timedelta(days=730)  # threads silent longer than this are history, no
 
 
 def thresholds(settings: MatchingSettings) -> Thresholds:
-    return Thresholds(link=settings.link_threshold, suggest=settings.suggest_threshold)
+    return Thresholds(
+        link=settings.link_threshold, suggest=settings.suggest_threshold, classifier=settings.classifier
+    )
 
 
 def stored_match(message: Message, people: list[ParticipantRow], crm: CrmSnapshot) -> Match:
@@ -66,6 +71,24 @@ def thread_view(session: Session, thread: Thread, owner: str, crm: CrmSnapshot) 
         owner=owner,
         opened=opened,
         history=history,
+        proposed_elsewhere=_proposed_earlier(session, thread.id),
+    )
+
+
+def _proposed_earlier(session: Session, thread_id: int) -> frozenset[str]:
+    """Everyone on an open new-opportunity suggestion of a thread older than this one."""
+    contacts = session.scalars(
+        select(Suggestion.payload).where(
+            Suggestion.kind == ProposalKind.NEW_OPPORTUNITY.value,
+            Suggestion.status == "open",
+            Suggestion.thread_id < thread_id,
+        )
+    )
+    return frozenset(
+        email.strip()
+        for payload in contacts
+        for email in str(payload.get("contacts") or "").split(";")
+        if email.strip()
     )
 
 

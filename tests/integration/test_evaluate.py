@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from mailsync.evaluation.corpus import link_reliability
 from mailsync.evaluation.labels import Labels, MailFile
 from mailsync.evaluation.observe import Observed, Suggested
 from mailsync.evaluation.report import DEFAULT_SET, main
@@ -263,3 +265,92 @@ def test_the_harness_runs_the_real_pipeline_on_the_labelled_set(tmp_path, capsys
     assert "thread → opportunity" in printed
     assert "✓" in printed or "✗" in printed
     assert "misses:" in printed
+
+
+@pytest.mark.slow
+def test_the_corpus_is_scored_dev_and_holdout_side_by_side_and_the_holdout_stays_unread(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(DEFAULT_SET, corpus / "dev" / "one")
+    shutil.copytree(DEFAULT_SET.parent / "corpus" / "dev" / "brightline-print", corpus / "dev" / "two")
+    shutil.copytree(DEFAULT_SET, corpus / "holdout" / "other")
+    out = tmp_path / "eval.json"
+    assert main(["--corpus", str(corpus), "--json", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert set(report) == {"dev", "holdout"}
+    dev, holdout = report["dev"], report["holdout"]
+    assert holdout["metrics"]["links"]["tp"] > 0
+    assert dev["coverage"]["threads_labelled"] > holdout["coverage"]["threads_labelled"]  # two sets
+    assert holdout["misses"] == []  # counts only: nothing to tune on
+    assert dev["misses"]
+    printed = capsys.readouterr().out
+    assert "holdout misses (counts only" in printed
+    assert "95% CI" in printed
+    assert "best link score vs precision" in printed
+
+
+def test_a_corpus_without_a_holdout_is_an_error_that_says_what_to_do(tmp_path, capsys):
+    (tmp_path / "dev").mkdir()
+    assert main(["--corpus", str(tmp_path)]) == 2
+    assert "no labelled set" in capsys.readouterr().err
+
+
+def _split_deal(fragment_deal: str) -> tuple[Labels, list[MailFile], Observed]:
+    """One labelled lost deal whose award notice the product filed in a thread of its own."""
+    labels = Labels.model_validate(
+        {
+            "mailbox_owner": "lena@halvorsen.example",
+            "internal_domains": ["halvorsen.example"],
+            "messages": {
+                "m1@x": {"thread": "tender", "language": "en", "contacts": []},
+                "m2@x": {"thread": "tender", "language": "en", "contacts": []},
+                "m3@x": {"thread": "tender", "language": "en", "contacts": []},
+            },
+            "threads": {
+                "tender": {"kind": "existing_opportunity", "opportunity": "OPP-1", "new_opportunity": None,
+                           "signal": "lost", "stage": None},
+            },
+        }
+    )  # fmt: skip
+    files = [
+        MailFile(
+            Path(f"/x/tender/0{i}.eml"),
+            f"tender/0{i}.eml",
+            "tender",
+            f"m{i}@x",
+            datetime(2026, 7, i, tzinfo=UTC),
+        )
+        for i in (1, 2, 3)
+    ]
+    seen = Observed(
+        thread_of={"m1@x": 1, "m2@x": 1, "m3@x": 2},
+        status=dict.fromkeys(("m1@x", "m2@x", "m3@x"), "parsed"),
+        thread_key={1: "k1", 2: "k2"},
+        thread_opportunity={1: "OPP-1", 2: None},
+        known_ids=frozenset({"OPP-1", "OPP-2"}),
+        open_opportunities=frozenset({"OPP-1", "OPP-2"}),
+    )
+    seen.suggestions[2].append(
+        Suggested(
+            9, "stage_change", "stage:k2:5", {"to_stage": "closed_lost"}, "awarded", fragment_deal, None
+        )
+    )
+    return labels, files, seen
+
+
+def test_an_outcome_filed_in_a_split_off_thread_counts_for_its_deal_once():
+    evaluation = evaluate_observed(*_split_deal("OPP-1"))
+    assert evaluation.score("lost") == Score(tp=1)  # the notice moved the labelled deal: right
+
+
+def test_an_outcome_on_another_deal_in_a_split_off_thread_does_not_count():
+    evaluation = evaluate_observed(*_split_deal("OPP-2"))
+    assert evaluation.score("lost") == Score(fn=1)
+
+
+def test_link_reliability_counts_what_each_threshold_would_make():
+    evaluation = Evaluation([], {}, {}, {}, [], link_scores=[(0.9, True), (0.65, False), (0.3, True)])
+    rows = {r["threshold"]: r for r in link_reliability(evaluation, gold_links=4)}
+    assert rows[0.6]["n"] == 2
+    assert rows[0.6]["precision"] == 0.5
+    assert rows[0.6]["recall"] == 0.25
+    assert rows[0.2]["recall"] == 0.5

@@ -1,0 +1,136 @@
+"""The learned intent of one message: what a customer's own words say about a deal.
+
+The phrase families in nlp/signals.py are precise, but they only know the wordings somebody wrote down.
+A small spaCy text classifier (bag of words and word pairs, four exclusive classes: neutral, intent,
+won, lost) is trained sentence by sentence on the labelled dev corpus by `make train`
+(mailsync/evaluation/train.py) and shipped in nlp/models/intent/ with per-class thresholds calibrated
+on sellers it did not see. A message says what its strongest sentence says, and that sentence is the
+evidence the rep is shown. The rules stay the evidence of record; the classifier adds recall where
+they find nothing. It runs only on what people outside the company wrote, and a sentence is
+classified once (a thread is re-read on every new message).
+
+Nothing is downloaded: the model is a directory in the package. Without it (a checkout whose model was
+removed) classification is off and matching runs on the rules alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import spacy
+import structlog
+
+from nlp.clean import sentences
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+log = structlog.get_logger()
+MODEL_DIR = Path(__file__).with_name("models") / "intent"
+LABELS = ("neutral", "intent", "won", "lost")
+CALIBRATION = "calibration.json"  # the thresholds `make train` chose, beside the model
+_CACHE = 8192  # texts; a thread's messages are classified again on every arrival
+
+
+_MAX_CHARS = 5000  # the start of a long mail says what it is about
+
+
+def model_text(text: str, attachments: Sequence[str]) -> str:
+    """What the classifier reads of a message: its own text, then its attachments by name."""
+    names = " ".join(attachments)
+    return f"{text}\nattachments: {names}" if names else text
+
+
+def prepared(text: str) -> str:
+    """The form the model is trained on and applied to: case folded (its n-grams are case-sensitive)."""
+    return text[:_MAX_CHARS].lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    label: str  # the most likely class
+    probability: float
+    scores: dict[str, float]
+
+
+class IntentModel:
+    """The shipped classifier with its calibrated thresholds (label -> minimum probability).
+
+    Texts are cached by what the model reads of them (at most _MAX_CHARS): a thread is re-read on every
+    arrival. spaCy does not promise that one pipeline may run in several threads at once, and the
+    daemon serves its web app from a thread pool, so the model runs under a lock.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.nlp = spacy.load(directory)
+        self.thresholds: dict[str, float] = json.loads((directory / CALIBRATION).read_text())["thresholds"]
+        self._lock = threading.Lock()
+        self._verdict = functools.lru_cache(maxsize=_CACHE)(self._run)
+
+    def _run(self, seen: str) -> Verdict:
+        with self._lock:
+            scores = self.nlp(seen).cats
+        label = max(scores, key=scores.__getitem__)
+        return Verdict(label, scores[label], dict(scores))
+
+    def classify(self, text: str) -> Verdict:
+        return self._verdict(prepared(text))
+
+    def find(self, text: str) -> tuple[str, str] | None:
+        """The strongest sentence of `text` that the model reads as won, lost or intent at or above the
+        class's calibrated threshold, as (class, sentence); outcomes before intent; None if none does."""
+        best: tuple[int, float, str, str] | None = None
+        for sentence in sentences(text[:_MAX_CHARS]):
+            verdict = self.classify(sentence)
+            if verdict.probability < self.thresholds.get(verdict.label, 1.01):
+                continue
+            rank = (0 if verdict.label == "intent" else 1, verdict.probability, verdict.label, sentence)
+            if best is None or rank[:2] > best[:2]:
+                best = rank
+        return None if best is None else (best[2], best[3][:400])
+
+
+_loaded: dict[Path, IntentModel | None] = {}
+_loading = threading.Lock()
+_active = [MODEL_DIR]  # the model in use; the evaluation swaps in one that never saw the set it scores
+
+
+def shipped() -> IntentModel | None:
+    """The model in use (nlp/models/intent), loaded once; None when it is not there or cannot load.
+
+    A model that does not load (a spaCy version it was not trained with, a damaged directory) turns
+    classification off with one warning: matching goes on with the rules alone.
+    """
+    directory = _active[-1]
+    with _loading:
+        if directory not in _loaded:
+            _loaded[directory] = _load(directory)
+        return _loaded[directory]
+
+
+def _load(directory: Path) -> IntentModel | None:
+    if not (directory / CALIBRATION).is_file():
+        return None
+    try:
+        return IntentModel(directory)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        log.warning("intent_model_unusable", directory=str(directory), error=str(exc).splitlines()[0][:200])
+        return None
+
+
+@contextlib.contextmanager
+def using(directory: Path) -> Iterator[None]:
+    """Classify with the model in `directory` inside the block (cross-validated evaluation)."""
+    _active.append(directory)
+    try:
+        yield
+    finally:
+        _active.pop()
+        with _loading:
+            _loaded.pop(directory, None)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from config.currencies import CURRENCIES
 from config.errors import ConfigError, CrmImportError
-from mailsync.admin.csv_records import FIELD_LIMIT, Record, detect_delimiter, read_records
+from mailsync.admin.csv_records import FIELD_LIMIT, Record, detect_delimiter, read_records, restore
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -402,7 +402,8 @@ def _validate(
             f"row has {len(record.fields)} fields, header has {len(header)}{_span(record)}",
         )
     renamed = _COLUMN_FIELD.get(kind, {})
-    values = {renamed.get(k, k): v for k, v in zip(header, record.fields, strict=True) if k in _COLUMNS[kind]}
+    cells = [restore(cell) for cell in record.fields]  # a cell `mailsync export` neutralised, as written
+    values = {renamed.get(k, k): v for k, v in zip(header, cells, strict=True) if k in _COLUMNS[kind]}
     if kind == "opportunities":
         values["stage_raw"] = values.get("stage", "")
         canonical = stage_for(values.get("stage", ""))

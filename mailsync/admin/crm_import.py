@@ -64,9 +64,14 @@ def import_crm(
         if session.scalar(select(m.AppliedEvent.id).where(m.AppliedEvent.digest == digest)) is not None:
             report.unchanged = True
             return report
-    event = EventLog(settings.events_dir).append(KIND, payload, actor=f"cli:{getpass.getuser()}")
     with repo.session() as session:
         report.counts = apply_crm_import(session, payload)
+        if not any(c["new"] or c["updated"] for c in report.counts.values()):
+            session.rollback()  # every row is as stored (e.g. `mailsync export` read back): not an event
+            report.unchanged = True
+            return report
+        # Appended before the commit that applies it, as every event is.
+        event = EventLog(settings.events_dir).append(KIND, payload, actor=f"cli:{getpass.getuser()}")
         session.add(m.AppliedEvent(id=event.id, kind=KIND, digest=digest))
     log.info(
         "crm_imported",

@@ -25,6 +25,10 @@ FIELD_LIMIT = 1 << 20  # characters: far beyond any CRM value, low enough to bou
 DELIMITERS = ",;\t|"  # comma, the semicolon of Excel in DE/FR/ES locales, tab, pipe
 _QUOTED = re.compile(r'"[^"]*(?:""[^"]*)*"?')  # a quoted field; "" is a quote; may run to the end
 _LINE_END = re.compile(r"\r\n|\r|\n|\Z")
+# What makes a spreadsheet run a cell as a formula: =, +, -, @ (and their full-width forms) after any
+# leading whitespace, or a tab, CR or LF as the first character (OWASP's "CSV injection").
+_FORMULA = tuple("=+-@\uff1d\uff0b\uff0d\uff20")
+_OPENING = ("\t", "\r", "\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,23 @@ class _Lines:
         breaks = text.count("\n", start, offset) + text.count("\r", start, offset) - crlf
         self.count += breaks + (0 if text[offset - 1] in "\r\n" else 1)  # the last line may lack a break
         self.offset = offset
+
+
+def _runs(cell: str) -> bool:
+    """Whether a spreadsheet runs `cell`, or would once `restore` took apostrophes off its front."""
+    cell = cell.lstrip("'")
+    return cell.startswith(_OPENING) or cell.lstrip().startswith(_FORMULA)
+
+
+def neutralise(cell: str) -> str:
+    """`cell` as a spreadsheet shows it as text: an apostrophe before one it would run as a formula (and
+    before `'=...`, so that `restore` can always undo it)."""
+    return f"'{cell}" if _runs(cell) else cell
+
+
+def restore(cell: str) -> str:
+    """`neutralise` undone: the leading apostrophe of a neutralised cell is dropped; any other is kept."""
+    return cell[1:] if cell.startswith("'") and _runs(cell[1:]) else cell
 
 
 @contextmanager

@@ -6,7 +6,7 @@ Commands import their machinery when they run, so `mailsync --help` loads neithe
 nor the pipeline, and a command that does not match mail never loads spaCy.
 """
 
-from mailsync.cli import archive, capture, crm, digest, proposals, reps, setup, status
+from mailsync.cli import archive, capture, crm, digest, export, proposals, reps, setup, status
 from mailsync.cli.app import app, config_app, crm_app, db_app, main, run
 
 # The commands, in the order `mailsync --help` lists them: capture, what people read, then setup.
@@ -20,6 +20,7 @@ app.command("approve")(proposals.approve)
 app.command("reject")(proposals.reject)
 app.command("quarantine")(archive.quarantine)
 app.command("verify")(archive.verify)
+app.command("export")(export.export)
 crm_app.command("import")(crm.crm_import)
 app.add_typer(crm_app, name="crm")
 reps.rep_app.command("pause")(reps.pause)

@@ -56,7 +56,7 @@ train: $(STAMP) ## retrain the intent classifier on the dev corpus, calibrate it
 fuzz: $(STAMP) ## fuzz parse and identity with hostile mail, 25x the examples of make test (~10 min)
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/unit/test_fuzz.py -q --timeout=1800
 
-bench: $(STAMP) system-deps ## benchmarks against peers (spaCy PhraseMatcher, mbsync, notmuch), printed as tables
+bench: $(STAMP) system-deps services ## capture side by side on 10,000 messages (mbsync, bare fetch, notmuch, mail-parser; ~30-50 min), writes BENCHMARKS.md; then match/model/memory
 	$(BIN)/python -m bench.run
 
 clean: ## remove var/ (demo database, archive) and caches; keeps .venv

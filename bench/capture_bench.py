@@ -1,381 +1,308 @@
-"""Capture throughput: mailsync's sync against mbsync, a plain imapclient loop and notmuch, same mailbox.
+"""Capture side by side, in one run, on one private Dovecot mailbox (issue 14, item 3).
 
-    python -m bench.capture_bench [--messages 2000] [--profile]
+    python -m bench.capture_bench [--messages 10000] [--runs 3] [--json PATH]
+                                  [--markdown BENCHMARKS.md] [--chart docs/bench/capture.png] [--profile]
 
-Starts a private Dovecot (tests.support.dovecot; needs root as on the project's machines), loads N
-realistic 5-20 KB messages by APPEND, then times in one run: (a) mbsync pulling INBOX to a Maildir
-(default fsync); (b) the floor: imapclient FETCH BODY.PEEK[] in batches of 500, write + fsync each
-file; (c) mailsync's `sync_mailbox` into a fresh SQLite DB + archive (archive, parse, thread, match,
-propose) with the demo CRM imported; (d) `notmuch new` indexing the mbsync Maildir. `--profile`
-repeats (c) into another fresh DB under cProfile and prints the top functions and the stages.
+Starts a private Dovecot (tests.support.dovecot), APPENDs N distinct messages made by bench/mailgen.py
+(the corpora's size and MIME mix) to INBOX, builds the synthetic CRM (50k contacts, 10k accounts, 5k
+opportunities) once as a SQLite template and once as a PostgreSQL template database, then runs every
+contestant `--runs` times, alternating (one round runs each once; odd rounds swap the pairs):
+
+  mbsync -> Maildir | bare imapclient fetch + syncfs per batch | `mailsync sync --once` on SQLite
+  (peak PSS of its process tree, archive bytes / raw bytes) | the same on PostgreSQL | `notmuch new`
+  over mbsync's Maildir | `mailsync import` of that Maildir (the full pipeline from local mail) |
+  mailsync's parse stage | bare mail-parser | APPEND -> message row -> proposal with `mailsync run` in
+  IDLE on an empty folder of the same server (min(100, N/30) messages, at least 10).
+
+Every figure is the median over the runs. Each capture run must leave N message rows (N files for
+the peers), or the bench fails. Reports, never gates on a target.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
-import cProfile
-import csv
-import io
+import json
+import logging
 import os
-import pstats
-import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
-from email.utils import format_datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if __package__ in {None, ""}:  # `python bench/capture_bench.py`; tests.support lives at the root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imapclient import IMAPClient
 from rich.console import Console
-from rich.table import Table
 
-from bench.synth import Crm, Mail, make_mail
-from storage.records import ContactRef, CrmSnapshot
-from tests.support.config import imap_mailbox
+from bench import mailsync_runs as ms
+from bench import peers, report
+from bench.crm_db import build_crm_database
+from bench.mailgen import generate
 from tests.support.dovecot import DovecotServer, missing_requirement
+from tests.support.postgres import PostgresCluster
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from config.settings import Settings
+    from collections.abc import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CRM = ROOT / "fixtures" / "demo" / "crm"
 USER, PASSWORD = "bob", "bobpw"
-ENV_VAR = "BENCH_IMAP_PW"  # the environment variable mailsync reads the IMAP password from
-FETCH_BATCH = 500
-STAGES = (  # (label, file suffix, function name) looked up in the profile
-    ("archive.put (compress + fsync)", "storage/archive.py", "put"),
-    ("identify", "mailsync/mail/identity.py", "identify"),
-    ("parse (worker round trip)", "mailsync/mail/parse_worker.py", "parse"),
-    ("match_message", "nlp/match.py", "match_message"),
-    ("fill_parsed", "storage/mailstore.py", "fill_parsed"),
-    ("assign_thread", "storage/mailstore.py", "assign_thread"),
-    ("_propose (re-match thread + propose + save)", "mailsync/pipeline/ingest.py", "_propose"),
-    ("propose", "nlp/propose.py", "propose"),
-    ("session commit", "sqlalchemy/orm/session.py", "commit"),
-    ("IMAP fetch", "mailsync/mail/sources/imap.py", "fetch"),
-)
+FOLDER = "INBOX"
 
 
-# -- the mailbox -------------------------------------------------------------------------------
+class Bench:
+    """One side-by-side run: the server, the mailbox, the templates and every measurement."""
 
+    def __init__(self, server: DovecotServer, base: Path, data: list[bytes], pg: PostgresCluster) -> None:
+        self.server, self.base, self.data, self.pg = server, base, data, pg
+        self.n = len(data)
+        self.raw_bytes = sum(map(len, data))
+        self.seconds: dict[str, list[float]] = {}
+        self.extra: dict[str, list[float]] = {}
+        self.latency_row: list[float] = []
+        self.latency_proposal: list[float] = []
+        self.template = base / "crm-template.db"
+        build_crm_database(f"sqlite:///{self.template}")
+        self.pg_template = pg.create()
+        build_crm_database(pg.url(self.pg_template))
 
-def _demo_crm() -> Crm:
-    """The demo CRM's addresses and domains, enough for make_mail to write to and from them."""
-    with (DEMO_CRM / "accounts.csv").open(encoding="utf-8") as f:
-        domains = tuple(d for row in csv.DictReader(f) for d in row["domain"].split(";"))
-    pairs: list[tuple[str, ContactRef]] = []
-    with (DEMO_CRM / "contacts.csv").open(encoding="utf-8") as f:
-        for i, row in enumerate(csv.DictReader(f), 1):
-            pairs.extend((e, ContactRef(i, row["name"], None, None)) for e in row["email"].split(";"))
-    return Crm(snapshot=CrmSnapshot(), contacts=tuple(pairs), domains=domains)
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds.setdefault(name, []).append(seconds)
 
+    def note(self, name: str, value: float) -> None:
+        self.extra.setdefault(name, []).append(value)
 
-def _html(mail: Mail) -> str:
-    paras = "".join(f"<p>{p}</p>" for p in mail.body.split("\n\n"))
-    return f'<html><body style="font-family: Arial"><div dir="ltr">{paras}</div></body></html>'
+    def expect(self, name: str, found: int) -> None:
+        if found != self.n:
+            raise RuntimeError(f"{name}: {found:,} messages captured, expected {self.n:,}")
 
+    # -- one round ------------------------------------------------------------------------------
 
-def _to_bytes(mail: Mail, i: int, rng: random.Random, parent: str | None) -> bytes:
-    def fmt(addr: object) -> str:
-        return f'"{addr.name}" <{addr.email}>'  # type: ignore[attr-defined]
+    def round(self, r: int, latency_count: int) -> None:
+        work = self.base / f"run{r}"
+        maildir = work / "mbsync"
+        swap = r % 2 == 1
+        for step in self._pair(swap, lambda: self._mbsync(maildir), lambda: self._fetch(work / "fetch")):
+            step()
+        for step in self._pair(
+            swap, lambda: self._sync_sqlite(work / "sqlite"), lambda: self._sync_pg(work / "pg")
+        ):
+            step()
+        for step in self._pair(
+            swap, lambda: self._notmuch(maildir), lambda: self._import(work / "import", maildir)
+        ):
+            step()
+        for step in self._pair(
+            swap,
+            lambda: self.record("parse stage", ms.parse_stage(self.data)),
+            lambda: self.record("mail-parser", peers.bare_mailparser(self.data)),
+        ):
+            step()
+        self.record("parse pool", ms.parse_pool(self.data))
+        self._latency(work / "latency", r, latency_count)
+        shutil.rmtree(work, ignore_errors=True)
 
-    boundary = f"=_b{i:06d}"
-    headers = [
-        f"From: {fmt(mail.sender)}",
-        f"To: {', '.join(fmt(a) for a in mail.to)}",
-        *([f"Cc: {', '.join(fmt(a) for a in mail.cc)}"] if mail.cc else []),
-        f"Subject: {mail.subject}",
-        f"Date: {format_datetime(mail.sent_at)}",
-        f"Message-ID: <bench-{i}@{mail.sender.domain}>",
-        *([f"In-Reply-To: <{parent}>", f"References: <{parent}>"] if parent else []),
-        "MIME-Version: 1.0",
-        "X-Mailer: bench",
-        *(
-            f"Received: from mx{k}.example (mx{k}.example [192.0.2.{k}]) by mx.example; "
-            f"{format_datetime(mail.sent_at)}"
-            for k in range(rng.randint(2, 6))
-        ),
-        f'Content-Type: multipart/mixed; boundary="{boundary}"',
-    ]
-    alt = f"=_a{i:06d}"
-    body = (
-        f'--{boundary}\nContent-Type: multipart/alternative; boundary="{alt}"\n\n'
-        f"--{alt}\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{mail.body}\n"
-        f"--{alt}\nContent-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{_html(mail)}\n"
-        f"--{alt}--\n"
-    )
-    parts = [body]
-    size = sum(len(p) for p in parts) + 600
-    target = rng.randint(5_000, 20_000)
-    if target > size:  # an attachment brings it to 5-20 KB, as real business mail is
-        blob = base64.encodebytes(rng.randbytes((target - size) * 3 // 4)).decode()
-        parts.append(
-            f'--{boundary}\nContent-Type: application/pdf; name="doc{i}.pdf"\n'
-            f'Content-Disposition: attachment; filename="doc{i}.pdf"\n'
-            f"Content-Transfer-Encoding: base64\n\n{blob}"
+    @staticmethod
+    def _pair(
+        swap: bool, first: Callable[[], None], second: Callable[[], None]
+    ) -> Iterator[Callable[[], None]]:
+        for step in (second, first) if swap else (first, second):
+            os.sync()  # each starts with no one else's dirty pages to flush (mbsync fsyncs every message)
+            yield step
+
+    def _mbsync(self, maildir: Path) -> None:
+        self.record("mbsync", peers.mbsync(self.server, USER, PASSWORD, FOLDER, maildir))
+        self.expect("mbsync", peers.count_maildir(maildir / "INBOX"))
+
+    def _fetch(self, out: Path) -> None:
+        self.record("bare fetch", peers.bare_fetch(self.server, USER, PASSWORD, FOLDER, out))
+        self.expect("bare fetch", sum(1 for _ in out.iterdir()))
+        shutil.rmtree(out)
+
+    def _sync_sqlite(self, directory: Path) -> None:
+        space = ms.sqlite_workspace(directory, self.template, PASSWORD).write(self.server, USER, FOLDER)
+        seconds, peak = space.run("sync", "--once", sampler=True)
+        self.record("sync SQLite", seconds)
+        self.expect("mailsync sync --once (SQLite)", space.count())
+        self.note("pss_mb", peak)
+        self.note("archive_ratio", space.archive_bytes() / self.raw_bytes)
+        shutil.rmtree(directory)
+
+    def _sync_pg(self, directory: Path) -> None:
+        name = self.pg.create(template=self.pg_template)
+        try:
+            space = ms.Workspace(directory, self.pg.url(name), PASSWORD).write(self.server, USER, FOLDER)
+            seconds, _ = space.run("sync", "--once")
+            self.record("sync PostgreSQL", seconds)
+            self.expect("mailsync sync --once (PostgreSQL)", space.count())
+        finally:
+            self.pg.drop(name)
+        shutil.rmtree(directory)
+
+    def _notmuch(self, maildir: Path) -> None:
+        self.record("notmuch new", peers.notmuch_new(maildir / "INBOX"))
+
+    def _import(self, directory: Path, maildir: Path) -> None:
+        space = ms.sqlite_workspace(directory, self.template, PASSWORD).write(self.server, USER, FOLDER)
+        self.record("import", space.run("import", str(maildir / "INBOX"), "--mailbox", ms.MAILBOX)[0])
+        self.expect("mailsync import", space.count())
+        shutil.rmtree(directory)
+
+    def _latency(self, directory: Path, r: int, count: int) -> None:
+        # The daemon IDLEs on INBOX: a user of its own on the same server gives it an empty one.
+        user = f"idle{r}"
+        self.server.add_user(user, PASSWORD)
+        space = ms.sqlite_workspace(directory, self.template, PASSWORD).write(
+            self.server, user, FOLDER, ms.DAEMON
         )
-    return ("\n".join(headers) + "\n\n" + "".join(parts) + f"--{boundary}--\n").encode()
+        to_row, to_proposal, peak = ms.latency(space, self.server, user, FOLDER, count=count, seed=1000 + r)
+        self.latency_row.append(statistics.median(to_row))
+        self.latency_proposal.append(statistics.median(to_proposal))
+        self.note("latency_p95", _p95(to_proposal))
+        self.note("row_p95", _p95(to_row))
+        self.note("daemon_pss_mb", peak)
+        self.note("latency_timeouts", sum(s >= ms.LATENCY_TIMEOUT for s in to_proposal))
+
+    # -- the result ------------------------------------------------------------------------------
+
+    def result(self, wall: float, load_s: float) -> dict[str, Any]:
+        med = {k: statistics.median(v) for k, v in self.seconds.items()}
+        return {
+            "messages": self.n,
+            "runs": len(self.seconds["mbsync"]),
+            "raw_mb": self.raw_bytes / 1e6,
+            "append_s": load_s,
+            "wall_s": wall,
+            "seconds": self.seconds,
+            "rates": {k: self.n / s for k, s in med.items()},
+            "latency": {
+                "row_p50_s": statistics.median(self.latency_row),
+                "row_p95_s": statistics.median(self.extra["row_p95"]),
+                "p50_s": statistics.median(self.latency_proposal),
+                "p95_s": statistics.median(self.extra["latency_p95"]),
+                "timeouts": sum(self.extra["latency_timeouts"]),
+            },
+            "pss_mb": statistics.median(self.extra["pss_mb"]),
+            "daemon_pss_mb": statistics.median(self.extra["daemon_pss_mb"]),
+            "archive_ratio": statistics.median(self.extra["archive_ratio"]),
+            "extra": self.extra,
+        }
 
 
-def make_mailbox(count: int) -> list[bytes]:
-    """`count` messages to and from the demo CRM's people, threaded (about half are replies)."""
-    rng = random.Random(42)  # noqa: S311 - synthetic, deterministic data
-    mails = make_mail(_demo_crm(), count, seed=11, long=True)
-    out: list[bytes] = []
-    ids: list[str] = []
-    for i, mail in enumerate(mails):
-        parent = rng.choice(ids[-20:]) if ids and mail.subject.startswith("Re:") else None
-        out.append(_to_bytes(mail, i, rng, parent))
-        ids.append(f"bench-{i}@{mail.sender.domain}")
-    return out
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-# -- the contestants ---------------------------------------------------------------------------
+def missing_peer() -> str | None:
+    """Why a peer or server cannot run here, or None."""
+    for program in ("mbsync", "notmuch"):
+        if shutil.which(program) is None:
+            return f"{program} is not installed: run scripts/install-system-deps.sh"
+    return missing_requirement() or PostgresCluster().unavailable()
 
 
-def _timed(run: Callable[[], object]) -> float:
-    began = time.perf_counter()
-    run()
-    return time.perf_counter() - began
-
-
-def run_mbsync(server: DovecotServer, work: Path) -> tuple[float, Path]:
-    local = work / "mbsync"
-    local.mkdir()
-    rc = work / "mbsyncrc"
-    rc.write_text(
-        textwrap.dedent(f"""\
-            IMAPAccount dovecot
-            Host {server.host}
-            Port {server.port}
-            User {USER}
-            Pass {PASSWORD}
-            SSLType None
-            AuthMechs LOGIN
-
-            IMAPStore remote
-            Account dovecot
-
-            MaildirStore local
-            Path {local}/
-            Inbox {local}/INBOX
-            SubFolders Verbatim
-
-            Channel pull
-            Far :remote:
-            Near :local:
-            Patterns INBOX
-            Create Near
-            Sync Pull
-            SyncState *
-            """)
+def _profile(bench: Bench, console: Console) -> None:
+    """One more `sync --once` on SQLite under cProfile (the main process; parse workers are not in it)."""
+    space = ms.sqlite_workspace(bench.base / "profiled", bench.template, PASSWORD).write(
+        bench.server, USER, FOLDER
     )
-    seconds = _timed(
-        lambda: subprocess.run(["mbsync", "-q", "-c", str(rc), "pull"], check=True, stderr=subprocess.DEVNULL)
+    out = bench.base / "sync.prof"
+    code = (
+        "import cProfile, sys; from mailsync.cli import run; p = cProfile.Profile()\n"
+        f"sys.argv = ['mailsync', '-c', {str(space.config)!r}, 'sync', '--once']\n"
+        f"try:\n    p.runcall(run)\nexcept SystemExit:\n    pass\nfinally:\n    p.dump_stats({str(out)!r})\n"
     )
-    return seconds, local
+    env = {**os.environ, ms.ENV_VAR: PASSWORD}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    report.print_profile(out, console)
 
 
-def run_floor(server: DovecotServer, work: Path) -> float:
-    out = work / "floor"
-    out.mkdir()
-
-    def pull() -> None:
-        with IMAPClient(server.host, port=server.port, ssl=False) as client:
-            client.login(USER, PASSWORD)
-            client.select_folder("INBOX", readonly=True)
-            uids = client.search("ALL")
-            for start in range(0, len(uids), FETCH_BATCH):
-                batch = uids[start : start + FETCH_BATCH]
-                for uid, data in client.fetch(batch, ["BODY.PEEK[]"]).items():
-                    fd = os.open(out / f"{uid}.eml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    try:
-                        os.write(fd, data[b"BODY[]"])
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-
-    return _timed(pull)
-
-
-def _mailsync_setup(server: DovecotServer, work: Path) -> Settings:
-    from config.settings import load_settings  # noqa: PLC0415 - app imports only where they are timed
-    from mailsync.cli import main  # noqa: PLC0415
-    from mailsync.logs import configure_logging  # noqa: PLC0415
-
-    work.mkdir()
-    os.environ[ENV_VAR] = PASSWORD
-    config = work / "mailsync.toml"
-    config.write_text(
-        'database_url = "sqlite:///var/mailsync.db"\ninternal_domains = ["northwind.example"]\n'
-        + imap_mailbox(server, USER, password_env=ENV_VAR, name="bench")
-    )
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        for argv in (["db", "upgrade"], ["crm", "import", str(DEMO_CRM)]):
-            code = main(["-c", str(config), *argv])
-            if code:
-                raise RuntimeError(f"mailsync {' '.join(argv)} exited {code}")
-    configure_logging(json=False, level="warning")
-    return load_settings(config)
-
-
-def run_mailsync(
-    server: DovecotServer, work: Path, profile_to: Path | None = None
-) -> tuple[float, dict[str, int]]:
-    from config.settings import ParseLimits  # noqa: PLC0415
-    from mailsync.mail.parse_worker import ParseWorker  # noqa: PLC0415
-    from mailsync.mail.sources.imap import ImapSource  # noqa: PLC0415
-    from mailsync.pipeline.ingest import Pipeline  # noqa: PLC0415
-    from mailsync.pipeline.sync import sync_mailbox  # noqa: PLC0415
-    from storage.archive import Archive  # noqa: PLC0415
-    from storage.repo import Repo  # noqa: PLC0415
-
-    settings = _mailsync_setup(server, work)
-    mailbox = settings.mailbox("bench")
-    repo = Repo(settings.database_url)
-    outcomes: dict[str, int] = {}
-    try:
-        with ParseWorker(ParseLimits()) as parser:
-            pipeline = Pipeline(settings, repo, Archive(settings.archive_dir), parser)
-            pipeline.refresh_crm()  # the daemon holds its snapshot; loading it is not per message
-
-            def sync() -> None:
-                with ImapSource(mailbox, batch_size=200) as source:
-                    for result in sync_mailbox(mailbox, pipeline, source):
-                        for k, v in result.outcomes.items():
-                            outcomes[k] = outcomes.get(k, 0) + v
-
-            if profile_to is None:
-                seconds = _timed(sync)
-            else:
-                profiler = cProfile.Profile()
-                seconds = _timed(lambda: profiler.runcall(sync))
-                profiler.dump_stats(profile_to)
-    finally:
-        repo.dispose()
-    return seconds, outcomes
-
-
-def run_notmuch(maildir: Path, work: Path) -> float | None:
-    if shutil.which("notmuch") is None:
-        return None
-    config = work / "notmuch-config"
-    config.write_text(
-        f"[database]\npath={maildir}\n\n[new]\ntags=unread;inbox;\n"
-        "ignore=.mbsyncstate;.mbsyncstate.journal;.mbsyncstate.new;.mbsyncstate.lock;.uidvalidity\n"
-        "\n[maildir]\nsynchronize_flags=true\n"
-    )
-    env = {**os.environ, "NOTMUCH_CONFIG": str(config)}
-    return _timed(
-        lambda: subprocess.run(["notmuch", "new", "--quiet"], check=True, env=env, stdout=subprocess.DEVNULL)
-    )
-
-
-# -- reporting ---------------------------------------------------------------------------------
-
-
-def print_profile(path: Path, console: Console, top: int = 15) -> None:
-    stats = pstats.Stats(str(path))
-    total = max(ct for (_, _, _, ct, _) in stats.stats.values())  # type: ignore[attr-defined]
-    table = Table(title=f"mailsync capture stages (cProfile, cumulative; {total:.1f} s profiled)")
-    table.add_column("stage")
-    table.add_column("calls", justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_column("share", justify="right")
-    for label, suffix, name in STAGES:
-        found = [
-            (nc, ct)
-            for (file, _, func), (_, nc, _, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
-            if func == name and file.endswith(suffix)
-        ]
-        if found:
-            calls, cum = max(found, key=lambda f: f[1])
-            table.add_row(label, f"{calls:,}", f"{cum:.2f}", f"{cum / total:.0%}")
-    console.print(table)
-    console.print(f"[bold]top {top} by cumulative time[/] (full profile: {path})")
-    buffer = io.StringIO()
-    pstats.Stats(str(path), stream=buffer).strip_dirs().sort_stats("cumulative").print_stats(top)
-    console.print(buffer.getvalue().split("\n", 4)[-1].strip("\n"), highlight=False, markup=False)
-
-
-def run(messages: int = 2_000, profile: bool = False, console: Console | None = None) -> dict[str, float]:
-    """Run the benchmark and print its tables; returns msgs/s per contestant."""
+def run(
+    messages: int = 10_000,
+    runs: int = 3,
+    console: Console | None = None,
+    *,
+    json_path: Path | None = None,
+    markdown: Path | None = None,
+    chart: Path | None = None,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Run the bench, print its tables, write the report files asked for; returns the result."""
     console = console or Console()
-    reason = missing_requirement()
+    reason = missing_peer()
     if reason is not None:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"capture bench cannot run: {reason}")
         console.print(f"[yellow]capture bench skipped:[/] {reason}")
         return {}
-    rates: dict[str, float] = {}
+    logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # it logs every part it does not handle
+    began = time.perf_counter()
     base = Path(tempfile.mkdtemp(prefix="mailsync-bench-", dir="/tmp"))
-    base.chmod(0o755)
+    base.chmod(0o755)  # Dovecot's users must reach their mail below it
+    pg = PostgresCluster()
     try:
         with DovecotServer(users={USER: PASSWORD}, base_dir=base / "dovecot") as server:
-            data = make_mailbox(messages)
-            megabytes = sum(map(len, data)) / 1e6
-            load_s = _timed(lambda: server.append_many(USER, "INBOX", data, batch=200))
-            console.print(
-                f"mailbox: {messages:,} messages, {megabytes:.1f} MB "
-                f"(mean {megabytes * 1e3 / messages:.1f} KB), "
-                f"loaded by APPEND at {messages / load_s:,.0f} msgs/s"
-            )
-            rows: list[tuple[str, float | None, str]] = []
-            mbsync_s, maildir = run_mbsync(server, base)
-            rows.append(("mbsync (isync, default fsync)", mbsync_s, "Maildir"))
-            rows.append(("imapclient FETCH 500 + write + fsync (floor)", run_floor(server, base), "files"))
-            ms_s, outcomes = run_mailsync(server, base / "mailsync")
-            rows.append(
-                (
-                    "mailsync sync_mailbox (full pipeline)",
-                    ms_s,
-                    ", ".join(f"{k} {v}" for k, v in outcomes.items()),
+            data = list(generate(messages))
+            loaded = time.perf_counter()
+            server.append_many(USER, FOLDER, data, batch=200)
+            load_s = time.perf_counter() - loaded
+            bench = Bench(server, base, data, pg)
+            latency_count = max(10, min(100, messages // 30))
+            for r in range(runs):
+                bench.round(r, latency_count)
+                console.print(
+                    f"round {r + 1}/{runs} done at {time.perf_counter() - began:,.0f} s", style="dim"
                 )
-            )
-            notmuch_s = run_notmuch(maildir, base)
-            rows.append(
-                ("notmuch new (index mbsync's Maildir)", notmuch_s, "" if notmuch_s else "not installed")
-            )
-
-            table = Table(title=f"capture: {messages:,} messages from a local Dovecot, same run")
-            for col, justify in (("contestant", "left"), ("seconds", "right"), ("msgs/s", "right")):
-                table.add_column(col, justify=justify)  # type: ignore[arg-type]
-            table.add_column("vs mbsync", justify="right")
-            table.add_column("note")
-            mbsync_rate = messages / mbsync_s
-            for name, seconds, note in rows:
-                if seconds is None:
-                    table.add_row(name, "-", "-", "-", note)
-                    continue
-                rate = messages / seconds
-                rates[name] = rate
-                table.add_row(name, f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / mbsync_rate:.2f}×", note)
-            console.print(table)
+            result = bench.result(time.perf_counter() - began, load_s)
+            result["latency"]["messages"] = latency_count
             if profile:
-                path = Path(tempfile.gettempdir()) / "mailsync-capture.prof"
-                seconds, _ = run_mailsync(server, base / "mailsync-profiled", profile_to=path)
-                console.print(f"profiled mailsync run: {messages / seconds:,.0f} msgs/s under cProfile")
-                print_profile(path, console)
+                _profile(bench, console)
     finally:
+        pg.drop_all()
         shutil.rmtree(base, ignore_errors=True)
-    return rates
+    result["machine"] = report.machine()
+    result["date"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    result["rows"] = report.rows(result)
+    report.print_tables(result, console)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    if chart:
+        report.write_chart(result, chart)
+    if markdown:
+        report.write_markdown(result, markdown, chart)
+    return result
+
+
+def _path(text: str) -> Path | None:
+    return Path(text) if text else None  # "" for none: Path("") would be the current directory
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--messages", type=int, default=10_000, help="messages in the mailbox")
+    parser.add_argument("--runs", type=int, default=3, help="alternating rounds; figures are medians")
+    parser.add_argument("--json", type=_path, help="write the result as JSON here")
+    parser.add_argument("--markdown", type=_path, help="write the report here (e.g. BENCHMARKS.md)")
+    parser.add_argument("--chart", type=_path, help="write the PNG chart here (e.g. docs/bench/capture.png)")
+    parser.add_argument("--profile", action="store_true", help="also profile one sync --once (cProfile)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2_000)
-    parser.add_argument("--profile", action="store_true", help="also profile mailsync's run (cProfile)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    run(args.messages, args.profile)
+    run(
+        args.messages,
+        args.runs,
+        json_path=args.json,
+        markdown=args.markdown,
+        chart=args.chart,
+        profile=args.profile,
+    )
     return 0  # reports, never gates
 
 

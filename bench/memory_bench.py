@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import random
 import resource
 import subprocess
 import sys
@@ -58,11 +57,7 @@ def _peak_mb() -> float:
 
 def build_database(directory: Path) -> Path:
     """A migrated SQLite database holding the synthetic CRM; returns the config file beside it."""
-    from sqlalchemy import insert  # noqa: PLC0415 - the parent only
-
-    from bench.synth import REPS, build_crm  # noqa: PLC0415
-    from storage import models as m  # noqa: PLC0415
-    from storage.repo import Repo  # noqa: PLC0415
+    from bench.crm_db import build_crm_database  # noqa: PLC0415 - the parent only
 
     config = directory / "mailsync.toml"
     config.write_text(
@@ -70,53 +65,17 @@ def build_database(directory: Path) -> Path:
         f'[[mailboxes]]\nname = "dana"\nowner = "{OWNER}"\n',
         encoding="utf-8",
     )
-    repo = Repo(f"sqlite:///{directory / 'crm.db'}")
-    repo.upgrade()
-    crm = build_crm()
-    snap = crm.snapshot
-    with repo.session() as s:
-        s.execute(insert(m.Rep), [{"email": r, "name": r.split("@")[0], "team": "bench"} for r in REPS])
-        s.execute(
-            insert(m.Account),
-            [{"id": a.id, "external_id": f"A{a.id}", "name": a.name} for a in snap.accounts.values()],
-        )
-        s.execute(
-            insert(m.AccountDomain),
-            [{"domain": d, "account_id": a.id} for d, a in snap.accounts_by_domain.items()],
-        )
-        contacts = {c.id: c for _, c in crm.contacts}
-        s.execute(
-            insert(m.Contact),
-            [
-                {"id": c.id, "external_id": f"C{c.id}", "account_id": c.account_id, "name": c.name}
-                | {"owner_rep": c.owner_rep}
-                for c in contacts.values()
-            ],
-        )
-        s.execute(insert(m.ContactAddress), [{"email": e, "contact_id": c.id} for e, c in crm.contacts])
-        s.execute(
-            insert(m.Opportunity),
-            [
-                {"id": o.id, "external_id": o.external_id, "account_id": o.account_id, "name": o.name}
-                | {"stage": o.stage, "stage_raw": o.stage, "amount": o.amount, "currency": o.currency}
-                | {"owner_rep": o.owner_rep}
-                for opps in snap.open_opportunities.values()
-                for o in opps
-            ],
-        )
-    repo.dispose()
+    build_crm_database(f"sqlite:///{directory / 'crm.db'}")
     return config
 
 
 def write_mail(directory: Path, messages: int) -> None:
-    """`messages` .eml files between the reps and the CRM's people (5-20 KB, multipart, as real mail)."""
-    from bench.capture_bench import _to_bytes  # noqa: PLC0415 - the parent only
-    from bench.synth import build_crm, make_mail  # noqa: PLC0415
+    """`messages` .eml files between the reps and the CRM's people (bench/mailgen.py: the corpora's mix)."""
+    from bench.mailgen import generate  # noqa: PLC0415 - the parent only
 
     directory.mkdir()
-    rng = random.Random(5)  # noqa: S311 - synthetic, deterministic data
-    for i, mail in enumerate(make_mail(build_crm(), messages)):
-        (directory / f"{i:06d}.eml").write_bytes(_to_bytes(mail, i, rng, None))
+    for i, raw in enumerate(generate(messages, seed=5)):
+        (directory / f"{i:06d}.eml").write_bytes(raw)
 
 
 # -- the daemon (child) ----------------------------------------------------------------------------

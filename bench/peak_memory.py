@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +65,37 @@ def _tree(root: int, excluded: tuple[str, ...]) -> list[int]:
     return found
 
 
+class PeakPss:
+    """Samples the summed PSS of a process tree in a thread until stopped; `peak_mb`, `at_peak`."""
+
+    def __init__(self, root: int, excluded: tuple[str, ...] = ("dovecot", "postgres"), every: float = 0.2):
+        self.root, self.excluded, self.every = root, excluded, every
+        self.peak_kb, self.at_peak = 0, ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_kb / 1024
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sizes = {pid: _pss_kb(pid) for pid in _tree(self.root, self.excluded)}
+            total = sum(sizes.values())
+            if total > self.peak_kb:
+                self.peak_kb = total
+                top = sorted(sizes.items(), key=lambda item: -item[1])[:6]
+                self.at_peak = "; ".join(f"{kb / 1024:.0f} MB {_command(pid)}" for pid, kb in top)
+            self._stop.wait(self.every)
+
+    def stop(self) -> float:
+        """Stop sampling; the peak, MB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_mb
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -75,19 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     excluded = tuple(w for w in args.exclude.split(",") if w)
     began = time.monotonic()
     child = subprocess.Popen(command)  # the user's own command line
-    peak, at_peak = 0, ""
-    while child.poll() is None:
-        pids = _tree(child.pid, excluded)
-        sizes = {pid: _pss_kb(pid) for pid in pids}
-        total = sum(sizes.values())
-        if total > peak:
-            peak = total
-            top = sorted(sizes.items(), key=lambda item: -item[1])[:6]
-            at_peak = "; ".join(f"{kb / 1024:.0f} MB {_command(pid)}" for pid, kb in top)
-        time.sleep(0.2)
+    sampler = PeakPss(child.pid, excluded)
+    child.wait()
+    peak = sampler.stop()
     wall = time.monotonic() - began
     print(
-        f"exit {child.returncode}; wall {wall:.0f} s; peak PSS of the tree {peak / 1024:.0f} MB ({at_peak})"
+        f"exit {child.returncode}; wall {wall:.0f} s; peak PSS of the tree {peak:.0f} MB ({sampler.at_peak})"
     )
     return child.returncode
 

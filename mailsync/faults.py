@@ -5,17 +5,17 @@ the first time the point is reached) or `name:N` (fire the Nth time, counted in 
 point fires, the process kills itself with SIGKILL: no `finally`, no commit, no flush, exactly like
 the OOM killer or a power cut of the process. Without the variable every `point()` is one comparison.
 
-The points, in the order one message meets them:
+The points, in the order a batch of messages meets them (capture, then processing):
 
-    after_fetch     pipeline/sync.py   a RawMessage came from IMAP, nothing written yet
-    after_archive   pipeline/ingest.py the blob is in the archive, the database knows nothing
-    during_match    pipeline/ingest.py inside the message's transaction, before the match stage
-    during_thread   pipeline/ingest.py inside the transaction, before the thread is assigned
-    before_commit   pipeline/ingest.py the transaction's work is done, the commit has not happened
-    after_commit    pipeline/ingest.py the message is committed, the caller has not heard of it
-    before_cursor   pipeline/sync.py   messages are committed, the folder cursor is not yet saved
-    after_sync      service/daemon.py  a sync pass is over, INBOX is not yet selected again to wait for mail
-    before_idle     service/daemon.py  INBOX is selected and holds nothing unsynced, IDLE is not yet sent
+    after_fetch     pipeline/capture.py  a RawMessage came from IMAP, nothing of it written yet
+    after_archive   pipeline/capture.py  its blob is written (not yet synced), the database knows nothing
+    before_cursor   pipeline/capture.py  the batch synced, its rows and folder cursor written, not committed
+    during_match    pipeline/process.py  in a processing batch's transaction, before a message's match stage
+    during_thread   pipeline/process.py  inside it, before the message's thread is assigned
+    before_commit   pipeline/process.py  the processing batch's work is done, the commit has not happened
+    after_commit    pipeline/process.py  the processing batch is committed, the caller has not heard of it
+    after_sync      service/daemon.py    a sync pass is over, INBOX is not yet selected again to wait for mail
+    before_idle     service/daemon.py    INBOX is selected and holds nothing unsynced, IDLE is not yet sent
 
 and the one a digest meets:
 

@@ -43,6 +43,12 @@ def _parents(domain: str) -> Iterable[str]:
         yield ".".join(parts[i:])
 
 
+def is_internal(email: str, internal_domains: Iterable[str]) -> bool:
+    """Whether the address is at one of our own domains (or a subdomain of one)."""
+    domains = frozenset(internal_domains)
+    return any(d in domains for d in _parents(email.rpartition("@")[2].lower()))
+
+
 def _account_for(domain: str, crm: CrmSnapshot) -> AccountRef | None:
     for candidate in _parents(domain):
         if candidate in crm.accounts_by_domain:
@@ -54,7 +60,7 @@ def match_participant(address: Address, role: str, crm: CrmSnapshot) -> Particip
     """One address in CRM terms."""
     email = normalise_email(address.email)
     domain = email.rpartition("@")[2]
-    internal = email in crm.reps or any(d in crm.internal_domains for d in _parents(domain))
+    internal = email in crm.reps or is_internal(email, crm.internal_domains)
     free = domain in crm.free_mail_domains
     contact = None if internal else crm.contacts_by_email.get(email)
     account = None

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
+from nlp.match import is_internal
+
 # The value runs to the end of the line and is stripped in Python: a lazy value before trailing blanks
 # backtracks quadratically on a line of hostile whitespace.
 _FIELD = r"^[ \t>]*(?:{names})[ \t]*:(?P<value>[^\n]*)$"
@@ -92,7 +94,7 @@ def find_lead(body: str, internal_domains: frozenset[str]) -> WebLead | None:
     """The form in a forwarded body, when it names someone outside the company; None otherwise."""
     if not FORM_WORDS.search(body):
         return None
-    email = next((e for e in _form_addresses(body) if not _internal(e, internal_domains)), None)
+    email = next((e for e in _form_addresses(body) if not is_internal(e, internal_domains)), None)
     if email is None:
         return None
     fields = sum(1 for p in (SUBMITTED_FIELD, COMPANY_FIELD, MESSAGE_FIELD) if p.search(body))
@@ -112,11 +114,6 @@ def _form_addresses(body: str) -> list[str]:
     """The addresses of every e-mail field, in order (a forwarder's signature may come first)."""
     found = (_ADDRESS.search(m.group("value")) for m in EMAIL_FIELD.finditer(body))
     return [a.group(0).lower().rstrip(".") for a in found if a is not None]
-
-
-def _internal(email: str, internal_domains: frozenset[str]) -> bool:
-    domain = email.rpartition("@")[2]
-    return any(domain == d or domain.endswith(f".{d}") for d in internal_domains)
 
 
 def _submitted(body: str) -> date | None:

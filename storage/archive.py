@@ -5,16 +5,23 @@ Layout (stable; back it up with any file tool, check it with `mailsync verify`):
     <archive_dir>/blobs/<h[0:2]>/<h[2:4]>/<h>.zst
 
 where h is the SHA-256 (hex) of the bytes as received and each file is one zstd frame of exactly
-those bytes. A blob is written to a temporary file in its final directory, fsynced, renamed into
-place and the directory fsynced, so a crash leaves either the whole blob or nothing (plus perhaps a
-`.tmp-*` file that verify reports and `verify --repair` removes). The same bytes are stored once.
+those bytes. A blob is written to a temporary file, fsynced, renamed into place and the directory
+fsynced, so a crash leaves either the whole blob or nothing (plus perhaps a `.tmp-*` file that verify
+reports and `verify --repair` removes). The same bytes are stored once.
+
+Capture writes a batch at a time: `stage()` each blob (temporary file, rename; no fsync), then one
+`sync()` makes the whole batch durable, and only then may a commit name the blobs. A crash before the
+sync may leave a torn file under a blob's name; the database never named it, and the next capture,
+which trusts only blobs the database knows, writes it again (`stage` replaces what is there).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +32,12 @@ from config.errors import ArchiveError
 from storage.private import private_dir
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Collection, Iterable, Iterator
 
 SUFFIX = ".zst"
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_SYNCFS = getattr(_LIBC, "syncfs", None)  # Linux; elsewhere sync() fsyncs file by file
+SYNCFS_FROM = 8  # blobs in a batch from which one syncfs beats an fsync per file
 
 
 @dataclass
@@ -50,6 +60,8 @@ class Archive:
         self.root = root
         self.blobs = root / "blobs"
         self._level = level
+        self._made: set[Path] = set()  # blob directories known to exist (private) in this process
+        self._local = threading.local()  # a compressor per thread: they are not thread-safe
 
     def path_for(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}"
@@ -83,23 +95,72 @@ class Archive:
                 os.fsync(out.fileno())
             sha256 = digest.hexdigest()
             path = self.path_for(sha256)
-            if path.exists():
-                tmp.unlink()
-                return sha256
-            private_dir(path.parent)
+            private_dir(path.parent)  # replaces a file there: it may be a torn, never-synced stage()
             tmp.replace(path)
             tmp = None
             _fsync_dir(path.parent)
             _fsync_dir(self.blobs)
         except (OSError, zstandard.ZstdError) as exc:
-            raise ArchiveError(
-                f"cannot write a {size:,}-byte blob to {self.blobs}: {getattr(exc, 'strerror', None) or exc}",
-                fix="free disk space or fix the archive directory's permissions; the message is retried",
-            ) from exc
+            raise _write_error(f"a {size:,}-byte blob", self.blobs, exc) from exc
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         return sha256
+
+    def stage(self, data: bytes, sha256: str) -> Path:
+        """Write `data` (whose SHA-256 is `sha256`) as its blob, NOT yet durable: call sync() on the
+        batch before any commit names it. Whatever file is there is replaced (see the module doc)."""
+        path = self.path_for(sha256)
+        tmp: Path | None = None
+        try:
+            frame = self._compressor().compress(data)
+            if path.parent not in self._made:
+                private_dir(path.parent)
+                self._made.add(path.parent)
+            fd, name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            tmp = Path(name)
+            with os.fdopen(fd, "wb") as out:
+                out.write(frame)
+            tmp.replace(path)
+            tmp = None
+        except (OSError, zstandard.ZstdError) as exc:
+            raise _write_error(f"a {len(data):,}-byte blob", self.blobs, exc) from exc
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        return path
+
+    def sync(self, paths: Collection[Path]) -> None:
+        """Make staged blobs durable, renames included. A batch: one syncfs() of the archive's file
+        system, one writeback and one journal commit for all of it (200 blobs: 8-30 ms here, where an
+        fsync per file and directory took 640-1,000 ms, a journal commit each). A few blobs (the daemon
+        at rest) or no syncfs (not Linux): an fsync per file and directory, which waits for nothing
+        else on the file system. A write-back error is an ArchiveError: nothing is committed on it."""
+        if not paths:
+            return
+        try:
+            if _SYNCFS is not None and len(paths) >= SYNCFS_FROM:
+                fd = os.open(self.blobs, os.O_RDONLY)
+                try:
+                    if _SYNCFS(fd) != 0:
+                        errno = ctypes.get_errno()
+                        raise OSError(errno, os.strerror(errno))
+                finally:
+                    os.close(fd)
+                return
+            for path in paths:
+                _fsync_path(path)
+            for directory in {p.parent for p in paths} | {p.parent.parent for p in paths} | {self.blobs}:
+                _fsync_path(directory)  # the renames, and the blob directories made for them
+        except OSError as exc:
+            raise _write_error(f"a batch of {len(paths)} blobs", self.blobs, exc) from exc
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
+            self._local.compressor = compressor
+        return compressor
 
     def get(self, sha256: str) -> bytes:
         """The exact bytes of a blob; ArchiveError when missing or not matching its hash."""
@@ -148,8 +209,19 @@ class Archive:
 
 
 def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    _fsync_path(directory)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_error(what: str, blobs: Path, exc: BaseException) -> ArchiveError:
+    return ArchiveError(
+        f"cannot write {what} to {blobs}: {getattr(exc, 'strerror', None) or exc}",
+        fix="free disk space or fix the archive directory's permissions; the message is retried",
+    )

@@ -1,11 +1,17 @@
-"""Messages, their copies, participants, quarantine, threads and suggestions in the database."""
+"""Messages, their copies, participants, quarantine, threads and suggestions in the database.
+
+A message is captured with status "pending" (its blob archived, its identity and copies recorded) and
+leaves that state when the processing stage parsed, threaded, matched and proposed it ("parsed"), or
+quarantined it, or kept it as mailsync's own mail ("digest"): the pending messages are the durable
+queue of the processing stage.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select, true, update
+from sqlalchemy import and_, func, or_, select, true, union, update
 
 from storage import models as m
 from storage.models import db_time, utcnow
@@ -29,22 +35,45 @@ def ensure_mailbox(session: Session, name: str, owner: str) -> None:
         found.owner = owner
 
 
-def find_message(session: Session, fingerprint: str) -> m.Message | None:
-    return session.scalar(select(m.Message).where(m.Message.fingerprint == fingerprint))
+class Pending(NamedTuple):
+    """A captured message waiting for the processing stage."""
+
+    id: int
+    fingerprint: str
+    blob_sha256: str
+    size: int
+    owner: str  # the owner of a mailbox that holds a copy: the rep its proposals are for
 
 
-def record_copy(session: Session, message: m.Message, sha256: str, size: int, provenance: Provenance) -> bool:
-    """Record that `provenance` carried `message` as blob `sha256`; False when already known."""
-    if session.get(m.Blob, sha256) is None:
-        session.add(m.Blob(sha256=sha256, size=size))
-        session.flush()
-    exists = session.scalar(
-        select(m.Provenance.id).where(
-            m.Provenance.blob_sha256 == sha256, m.Provenance.locator == provenance.locator
-        )
+def known_blobs(session: Session, shas: Iterable[str]) -> set[str]:
+    """Which of `shas` the database names (so the archive holds them durably)."""
+    wanted = set(shas)
+    return set(session.scalars(select(m.Blob.sha256).where(m.Blob.sha256.in_(wanted)))) if wanted else set()
+
+
+def messages_by_fingerprint(session: Session, fingerprints: Iterable[str]) -> dict[str, m.Message]:
+    wanted = set(fingerprints)
+    if not wanted:
+        return {}
+    return {
+        row.fingerprint: row
+        for row in session.scalars(select(m.Message).where(m.Message.fingerprint.in_(wanted)))
+    }
+
+
+def known_copies(session: Session, locators: Iterable[str]) -> set[tuple[str, str]]:
+    """(blob, locator) pairs already recorded among copies at `locators`."""
+    wanted = set(locators)
+    if not wanted:
+        return set()
+    rows = session.execute(
+        select(m.Provenance.blob_sha256, m.Provenance.locator).where(m.Provenance.locator.in_(wanted))
     )
-    if exists is not None:
-        return False
+    return {(sha, locator) for sha, locator in rows}
+
+
+def add_copy(session: Session, message: m.Message, sha256: str, provenance: Provenance) -> None:
+    """Record a copy known to be new (see known_copies); the message must have its id (flushed)."""
     session.add(
         m.Provenance(
             message_pk=message.id,
@@ -57,16 +86,42 @@ def record_copy(session: Session, message: m.Message, sha256: str, size: int, pr
             path=provenance.path,
         )
     )
-    return True
 
 
-def new_message(session: Session, fingerprint: str, sha256: str, size: int, message_id: str) -> m.Message:
-    if session.get(m.Blob, sha256) is None:
-        session.add(m.Blob(sha256=sha256, size=size))
-    row = m.Message(fingerprint=fingerprint, blob_sha256=sha256, message_id=message_id, status="parsed")
-    session.add(row)
-    session.flush()
-    return row
+def pending(session: Session, limit: int, after: int = 0) -> list[Pending]:
+    """Up to `limit` pending messages with ids above `after`, oldest capture first, each with the owner
+    of its first copy."""
+    rows = session.execute(
+        select(m.Message.id, m.Message.fingerprint, m.Message.blob_sha256, m.Blob.size, m.Mailbox.owner)
+        .join(m.Blob, m.Blob.sha256 == m.Message.blob_sha256)
+        .join(m.Provenance, m.Provenance.message_pk == m.Message.id)
+        .join(m.Mailbox, m.Mailbox.name == m.Provenance.mailbox)
+        .where(m.Message.status == "pending", m.Message.id > after)
+        .order_by(m.Message.id, m.Provenance.id)
+        .limit(limit)
+    )
+    found: dict[int, Pending] = {}
+    for row in rows:
+        found.setdefault(row[0], Pending(*row))
+    return list(found.values())
+
+
+def claim(session: Session, ids: Iterable[int]) -> dict[int, m.Message]:
+    """The messages among `ids` still pending, locked for this transaction; on PostgreSQL a message
+    another process is processing is skipped, not waited for (SQLite has one writer at a time)."""
+    query = (
+        select(m.Message)
+        .where(m.Message.id.in_(list(ids)), m.Message.status == "pending")
+        .with_for_update(skip_locked=True)
+    )
+    return {row.id: row for row in session.scalars(query)}
+
+
+def backlog(session: Session) -> int:
+    """How many captured messages wait for the processing stage."""
+    return (
+        session.scalar(select(func.count()).select_from(m.Message).where(m.Message.status == "pending")) or 0
+    )
 
 
 def quarantine(session: Session, message: m.Message, reason: str) -> None:
@@ -95,6 +150,11 @@ def fill_parsed(session: Session, message: m.Message, parsed: ParsedEmail, match
         )
 
 
+def add_refs(session: Session, message: m.Message, refs: Iterable[str]) -> None:
+    """The Message-IDs `message` points at, so that a parent arriving later finds its children."""
+    session.add_all(m.MessageRef(message_pk=message.id, ref=ref) for ref in refs)
+
+
 def assign_thread(
     session: Session,
     message: m.Message,
@@ -105,31 +165,24 @@ def assign_thread(
     participants: Iterable[str],
     join_by_subject: bool,
 ) -> m.Thread:
-    """Put `message` in its thread (see mailsync/mail/thread.py for the rules), merging threads it joins."""
-    session.add_all(m.MessageRef(message_pk=message.id, ref=ref) for ref in refs)
-    session.flush()
-    ids = set(
-        session.scalars(
-            select(m.Message.thread_id).where(
-                m.Message.message_id.in_(refs), m.Message.thread_id.is_not(None)
-            )
-        )
-    )
-    ids |= set(
-        session.scalars(
-            select(m.Message.thread_id)
-            .join(m.MessageRef, m.MessageRef.message_pk == m.Message.id)
-            .where(m.MessageRef.ref.in_([*refs, message.message_id]), m.Message.thread_id.is_not(None))
-        )
-    )  # children that arrived first, and siblings that point at the same (perhaps missing) ancestors
-    ids |= set(session.scalars(select(m.Thread.id).where(m.Thread.key.in_([*refs, key, message.message_id]))))
-    ids.discard(None)
+    """Put `message` in its thread (see mailsync/mail/thread.py for the rules), merging threads it joins.
+    Its references (`refs`) are recorded already (add_refs)."""
+    # One query for the threads it joins: of its parents; of children that arrived first and siblings
+    # that point at the same (perhaps missing) ancestors; of threads rooted at what it names.
+    joined = union(
+        select(m.Message.thread_id.label("id")).where(m.Message.message_id.in_(refs)),
+        select(m.Message.thread_id)
+        .join(m.MessageRef, m.MessageRef.message_pk == m.Message.id)
+        .where(m.MessageRef.ref.in_([*refs, message.message_id])),
+        select(m.Thread.id).where(m.Thread.key.in_([*refs, key, message.message_id])),
+    ).subquery()
+    ids: set[int] = {i for i in session.scalars(select(joined.c.id)) if i is not None}
     if not ids and join_by_subject and not refs:
         found = _thread_by_subject(session, subject_key, message, participants)
         if found is not None:
             ids.add(found)
     if ids:
-        thread = _merge(session, sorted(i for i in ids if i is not None))
+        thread = _merge(session, sorted(ids))
     else:
         thread = m.Thread(key=key, subject=message.subject, subject_key=subject_key)
         session.add(thread)
@@ -376,3 +429,7 @@ def last_inbound_by_account(session: Session) -> dict[int, datetime]:
         )
         if at is not None and account_id is not None
     }
+
+
+def quarantine_reason(session: Session, message_pk: int) -> str | None:
+    return session.scalar(select(m.Quarantine.reason).where(m.Quarantine.message_pk == message_pk))

@@ -221,7 +221,8 @@ class Message(Base):
     blob_sha256: Mapped[str] = mapped_column(ForeignKey("blob.sha256"))  # first copy seen
     message_id: Mapped[str] = mapped_column(SafeString(1000), index=True)
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("thread.id"), index=True)
-    status: Mapped[str] = mapped_column(SafeString(20))  # parsed | quarantined | digest (mailsync's own mail)
+    # pending (captured, not yet processed) | parsed | quarantined | digest (mailsync's own mail)
+    status: Mapped[str] = mapped_column(SafeString(20), index=True)
     subject: Mapped[str] = mapped_column(SafeText, default="")
     sender: Mapped[str | None] = mapped_column(SafeString(320))
     sent_at: Mapped[datetime | None]

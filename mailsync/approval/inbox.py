@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger as BoundLogger
 
     from config.settings import Settings
-    from mailsync.mail.parse_worker import ParseWorker
+    from mailsync.mail.parse_worker import ParsePool, ParseWorker
     from storage.archive import Archive
     from storage.eventlog import EventLog
     from storage.records import ParsedEmail
@@ -97,7 +97,12 @@ class ReplyInbox:
     """Handles the replies captured from `[digest] reply_mailbox`; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, repo: Repo, archive: Archive, parser: ParseWorker, events: EventLog
+        self,
+        settings: Settings,
+        repo: Repo,
+        archive: Archive,
+        parser: ParsePool | ParseWorker,
+        events: EventLog,
     ) -> None:
         if settings.digest.reply_mailbox is None:
             msg = "ReplyInbox needs [digest] reply_mailbox"

@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 
 @contextmanager
 def _pipeline(state: State) -> Iterator[Pipeline]:
-    """The pipeline over the configured database and archive, with a parse worker closed at the end."""
-    from mailsync.mail.parse_worker import ParseWorker
+    """The pipeline over the configured database and archive, with its parse workers closed at the end.
+    They start with the first batch captured (in the background), so a pass with nothing new never
+    starts them, and a pass with mail has them ready when its processing begins."""
+    from mailsync.mail.parse_worker import ParsePool
     from mailsync.pipeline.ingest import Pipeline
     from storage.archive import Archive
 
     settings = state.settings()
-    with ParseWorker(settings.limits) as parser:
+    with ParsePool(settings.limits) as parser:
         yield Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
 
 
@@ -67,7 +69,7 @@ def import_mail(
 
 def run_daemon(ctx: typer.Context) -> None:
     """Run the capture daemon: poll every IMAP mailbox, IDLE between polls, serve /healthz and /metrics."""
-    from mailsync.mail.parse_worker import ParseWorker
+    from mailsync.mail.parse_worker import ParsePool
     from mailsync.pipeline.ingest import Pipeline
     from mailsync.service.daemon import Daemon
     from mailsync.service.metrics import Metrics
@@ -80,7 +82,8 @@ def run_daemon(ctx: typer.Context) -> None:
             "no IMAP mailbox configured (every [[mailboxes]] entry lacks host)",
             fix="add host, username and password_env to a mailbox",
         )
-    parser = ParseWorker(settings.limits)
+    parser = ParsePool(settings.limits)
+    parser.warm()  # warm before the first message
     pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
     pipeline.refresh_crm()  # at start: a missing spaCy model or database fails here, not per message
     raise typer.Exit(Daemon(settings, pipeline, Metrics(m.name for m in settings.mailboxes)).run())

@@ -14,8 +14,8 @@ def _when(value: object, fmt: str) -> str:
 
 
 def status(ctx: typer.Context) -> None:
-    """Show the schema, what is captured per mailbox and folder, and open proposals."""
-    from storage import overview
+    """Show the schema, what is captured per mailbox and folder, open proposals and the backlog."""
+    from storage import mailstore, overview
 
     repo = state_of(ctx).repo(current=False)
     current, head = repo.schema_revisions()
@@ -28,6 +28,7 @@ def status(ctx: typer.Context) -> None:
             overview.folders(session),
             overview.totals(session),
         )
+        backlog = mailstore.backlog(session)
     table = Table(title="mailboxes")
     for column in ("mailbox", "owner", "messages", "last captured"):
         table.add_column(column)
@@ -48,3 +49,5 @@ def status(ctx: typer.Context) -> None:
     for label, count in totals.items():
         table.add_row(label, str(count))
     out.print(table)
+    # Captured but not yet parsed, matched and proposed: the next sync pass or the daemon processes them.
+    out.print(f"processing backlog: {backlog} message{'s' if backlog != 1 else ''} waiting")

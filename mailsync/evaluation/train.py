@@ -51,6 +51,7 @@ from mailsync.logs import configure_logging
 from mailsync.mail.parse import parse_message
 from nlp.clean import reply_text
 from nlp.intent import CALIBRATION, LABELS, MODEL_DIR, model_text, prepared
+from nlp.match import is_internal
 from nlp.noise import automated_reason
 
 if TYPE_CHECKING:
@@ -81,13 +82,6 @@ class Sample:
     label: str
 
 
-def _outside(sender: str | None, internal: Sequence[str]) -> bool:
-    if not sender:
-        return False
-    domain = sender.rpartition("@")[2].lower()
-    return not any(domain == d or domain.endswith(f".{d}") for d in internal)
-
-
 def _thread_label(label: ThreadLabel, sent_on: str, last: bool) -> str:
     if label.kind not in {"existing_opportunity", "new_opportunity"}:
         return "neutral"
@@ -111,7 +105,11 @@ def samples(set_dir: Path) -> list[Sample]:
             continue
         automated = automated_reason(parsed)
         sender = parsed.sender.email if parsed.sender else None
-        if (automated and automated not in _MEETING) or not _outside(sender, labels.internal_domains):
+        if (
+            (automated and automated not in _MEETING)
+            or not sender
+            or is_internal(sender, labels.internal_domains)
+        ):
             continue
         text = model_text(
             reply_text(parsed.body_text), [a.filename for a in parsed.attachments if a.filename]

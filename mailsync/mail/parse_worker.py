@@ -1,19 +1,27 @@
-"""The parse edge: runs parse_message in a separate, killable process.
+"""The parse edge: runs parse_message in separate, killable processes.
 
-Hostile mail makes parsers raise anything, recurse without end or spin in a regex. The worker turns
+Hostile mail makes parsers raise anything, recurse without end or spin in a regex. A worker turns
 every failure into a ParseError: an exception in the worker, its death (memory limit, crash), or a
 timeout, after which it is killed and replaced. The caller only ever sees a ParsedEmail or ParseError.
 Logging is off in the worker, so it sends back whether the fallback parser stood in, and the
 daemon side logs it.
+
+`ParsePool` runs several workers so that a batch is parsed on every core, each message still in one
+killable worker: a message that hangs costs its own worker a restart, never its neighbours. Workers
+are spawned by `warm()` in the background (imports take about a second), so the first message does not
+wait for them and a pass with nothing to parse does not either.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import queue
 import resource
 import threading
-from typing import TYPE_CHECKING, Any, Self
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import structlog
 
@@ -21,6 +29,7 @@ from config.errors import ParseError
 from mailsync.mail.parse import parse_with_fallback
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
@@ -56,7 +65,7 @@ def _serve(conn: Connection, limits: ParseLimits) -> None:
 
 
 class ParseWorker:
-    """One parser process, started on first use, replaced after a timeout or a crash."""
+    """One parser process, started by warm() or on first use, replaced after a timeout or a crash."""
 
     def __init__(self, limits: ParseLimits, timeout: float = 30.0) -> None:
         self.limits = limits
@@ -65,15 +74,34 @@ class ParseWorker:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one request at a time on the pipe; mailbox threads share it
+        self._starting: Connection | None = None  # a process spawned by warm(), until it is "ready"
 
-    def _start(self) -> Connection:
+    def warm(self) -> None:
+        """Spawn the process now, without waiting for it to be ready (the first parse waits)."""
+        with self._lock:
+            if self._process is None:
+                self._spawn()
+
+    def _spawn(self) -> None:
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
             target=_serve, args=(child, self.limits), name="mailsync-parse", daemon=True
         )
         self._process.start()
         child.close()
-        if not parent.poll(_STARTUP_TIMEOUT) or parent.recv()[0] != "ready":
+        self._starting = parent
+
+    def _start(self) -> Connection:
+        if self._process is None:
+            self._spawn()
+        parent, self._starting = self._starting, None
+        try:
+            ready = parent is not None and parent.poll(_STARTUP_TIMEOUT) and parent.recv()[0] == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready or parent is None:
+            if parent is not None:
+                parent.close()
             self.close()
             raise ParseError("parser process did not start")
         self._conn = parent
@@ -103,7 +131,14 @@ class ParseWorker:
             return parsed
         raise ParseError(str(value))
 
+    def parse_many(self, jobs: Sequence[ParseJob]) -> list[ParsedEmail | ParseError]:
+        """Each job parsed in turn; a ParseError is returned in the job's place, not raised."""
+        return [_outcome(self, job) for job in jobs]
+
     def close(self) -> None:
+        if self._starting is not None:
+            self._starting.close()
+            self._starting = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -112,6 +147,81 @@ class ParseWorker:
                 self._process.kill()
             self._process.join(timeout=5)
             self._process = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class ParseJob(NamedTuple):
+    raw: bytes
+    fingerprint: str
+    archive_key: str
+
+
+def _outcome(worker: ParseWorker, job: ParseJob) -> ParsedEmail | ParseError:
+    try:
+        return worker.parse(job.raw, fingerprint=job.fingerprint, archive_key=job.archive_key)
+    except ParseError as exc:
+        return exc
+
+
+def default_size() -> int:
+    """One worker per core, at most four: parsing is CPU-bound and each worker holds ~60 MB."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class ParsePool:
+    """`size` ParseWorkers; a batch is spread over them, each message in one killable worker."""
+
+    def __init__(self, limits: ParseLimits, size: int | None = None, timeout: float = 30.0) -> None:
+        self.limits = limits
+        self.workers = [ParseWorker(limits, timeout) for _ in range(size or default_size())]
+        self._free: queue.SimpleQueue[ParseWorker] = queue.SimpleQueue()
+        for worker in self.workers:
+            self._free.put(worker)
+        self._threads = ThreadPoolExecutor(len(self.workers), thread_name_prefix="mailsync-parse")
+
+    @property
+    def timeout(self) -> float:
+        return self.workers[0].timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        for worker in self.workers:
+            worker.timeout = seconds
+
+    def warm(self) -> None:
+        """Spawn every worker in the background; none is waited for here."""
+        for worker in self.workers:
+            worker.warm()
+
+    def parse(self, raw: bytes, *, fingerprint: str, archive_key: str) -> ParsedEmail:
+        """Parse one message in whichever worker is free; ParseError as ParseWorker.parse."""
+        worker = self._free.get()
+        try:
+            return worker.parse(raw, fingerprint=fingerprint, archive_key=archive_key)
+        finally:
+            self._free.put(worker)
+
+    def parse_many(self, jobs: Sequence[ParseJob]) -> list[ParsedEmail | ParseError]:
+        """Every job parsed, in parallel over the workers; results in the jobs' order, a ParseError
+        in the place of a message that failed."""
+        return list(self._threads.map(self._one, jobs))
+
+    def _one(self, job: ParseJob) -> ParsedEmail | ParseError:
+        worker = self._free.get()
+        try:
+            return _outcome(worker, job)
+        finally:
+            self._free.put(worker)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
+        for worker in self.workers:
+            worker.close()
 
     def __enter__(self) -> Self:
         return self

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from nlp.match import match_participant, match_people
 from nlp.propose import ThreadView, Thresholds
@@ -71,25 +71,29 @@ def thread_view(session: Session, thread: Thread, owner: str, crm: CrmSnapshot) 
         owner=owner,
         opened=opened,
         history=history,
-        proposed_elsewhere=_proposed_earlier(session, thread.id),
+        proposed_elsewhere=_proposed_earlier(session, thread.id, messages),
     )
 
 
-def _proposed_earlier(session: Session, thread_id: int) -> frozenset[str]:
-    """Everyone on an open new-opportunity suggestion of a thread older than this one."""
-    contacts = session.scalars(
-        select(Suggestion.payload).where(
+def _proposed_earlier(session: Session, thread_id: int, messages: tuple[Match, ...]) -> frozenset[str]:
+    """Those of the thread's outside senders already on an open new-opportunity suggestion of an older
+    thread. Matched in SQL on the payload's contact list, so the cost stays with the few candidates."""
+    senders = {
+        p.address.email for m in messages for p in m.participants if p.role == "from" and not p.internal
+    }
+    if not senders:
+        return frozenset()
+    contacts = Suggestion.payload["contacts"].as_string()
+    found = session.scalars(
+        select(contacts).where(
             Suggestion.kind == ProposalKind.NEW_OPPORTUNITY.value,
             Suggestion.status == "open",
             Suggestion.thread_id < thread_id,
+            or_(*(contacts.contains(email, autoescape=True) for email in sorted(senders))),
         )
     )
-    return frozenset(
-        email.strip()
-        for payload in contacts
-        for email in str(payload.get("contacts") or "").split(";")
-        if email.strip()
-    )
+    listed = {email.strip() for row in found for email in (row or "").split(";")}
+    return frozenset(senders & listed)
 
 
 def flag_unanswered(repo: Repo, crm: CrmSnapshot, settings: MatchingSettings, now: datetime) -> int:

@@ -1,4 +1,4 @@
-"""Import from files: every message of a FileSource through the pipeline, counted."""
+"""Import from files: every message of a FileSource captured a batch at a time, then processed, counted."""
 
 from __future__ import annotations
 
@@ -14,26 +14,66 @@ if TYPE_CHECKING:
 
     from mailsync.mail.sources.files import FileSource
     from mailsync.pipeline.ingest import Pipeline
+    from storage.records import RawMessage
 
 log = structlog.get_logger()
+BATCH_MESSAGES = 200
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 def import_source(
     pipeline: Pipeline, source: FileSource, owner: str, advance: Callable[[], None] | None = None
 ) -> Counter[str]:
-    """Ingest everything in `source`; a message that fails is logged and counted, the rest go on."""
+    """Capture everything in `source`, then process it; a message or file that fails is logged and
+    counted, the rest go on. Counts: new (processed), copy, known, quarantined, failed."""
     counts: Counter[str] = Counter()
+    new: list[int] = []
+    batch: list[RawMessage] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if batch:
+            _capture(pipeline, batch, owner, counts, new)
+        batch.clear()
+        size = 0
+
     for folder, path in source.units:
         try:
             for raw in source.read(folder, path):
-                try:
-                    counts[pipeline.ingest(raw, owner).outcome] += 1
-                except CaptureError as exc:
-                    counts["failed"] += 1
-                    log.error("message_failed", locator=raw.provenance.locator, error=str(exc), fix=exc.fix)
+                batch.append(raw)
+                size += raw.size
+                if len(batch) >= BATCH_MESSAGES or size >= BATCH_BYTES:
+                    flush()
         except CaptureError as exc:
             counts["failed"] += 1
             log.error("file_failed", path=str(path), error=str(exc), fix=exc.fix)
         if advance:
             advance()
-    return counts
+    flush()
+    processed = pipeline.drain()
+    quarantined = sum(processed.get(message_id) == "quarantined" for message_id in new)
+    counts["new"] -= quarantined
+    counts["quarantined"] += quarantined
+    return +counts
+
+
+def _capture(
+    pipeline: Pipeline, batch: list[RawMessage], owner: str, counts: Counter[str], new: list[int]
+) -> None:
+    """One batch; when it fails as a whole (the archive's disk is full, say), each message on its own,
+    so that only those that fail are counted failed."""
+    try:
+        captured = pipeline.capture(batch, owner)
+    except CaptureError as exc:
+        if len(batch) > 1:
+            for raw in batch:
+                _capture(pipeline, [raw], owner, counts, new)
+            return
+        counts["failed"] += 1
+        log.error("message_failed", locator=batch[0].provenance.locator, error=str(exc), fix=exc.fix)
+        return
+    for item in captured:
+        counts[item.outcome] += 1
+        if item.outcome == "new" and item.message_pk is not None:
+            new.append(item.message_pk)

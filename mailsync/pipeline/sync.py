@@ -1,18 +1,23 @@
-"""One sync pass over a mailbox's folders: fetch what is new, ingest it, move the cursor.
+"""One sync pass over a mailbox's folders: fetch what is new, capture it, then process it.
 
 See sync_state.py for the cursor rules. This module runs them against an ImapSource and the
-pipeline; the daemon and `mailsync sync --once` both call `sync_mailbox`.
+pipeline; the daemon and `mailsync sync --once` both call `sync_mailbox`. Each folder's new mail is
+fetched a range ahead (fetcher.py) and captured a batch at a time, its cursor moving in each batch's
+commit; when every folder is captured the pending messages are processed (drained), so a pass
+returns with its proposals made.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from mailsync import faults
+from mailsync.pipeline.capture import CursorAt
+from mailsync.pipeline.fetcher import fetch_batches
 from mailsync.pipeline.sync_state import Cursor, load_cursor, mark_gone, save_cursor
 from storage import mailstore
 
@@ -25,11 +30,9 @@ if TYPE_CHECKING:
     from mailsync.pipeline.ingest import Pipeline
 
 log = structlog.get_logger()
-CURSOR_EVERY = 100  # messages between cursor saves within one folder pass
 
 
 def _save(pipeline: Pipeline, mailbox: str, folder: str, cursor: Cursor, modseq: int | None) -> None:
-    faults.point("before_cursor")
     with pipeline.repo.session() as session:
         save_cursor(session, mailbox, folder, cursor, highest_modseq=modseq)
 
@@ -42,6 +45,7 @@ class SyncMetrics(Protocol):
     def quarantined(self, mailbox: str, n: int = 1) -> None: ...
     def succeeded(self, mailbox: str, at: float) -> None: ...
     def lag(self, mailbox: str, seconds: float) -> None: ...
+    def backlog(self, messages: int) -> None: ...
 
 
 @dataclass
@@ -52,9 +56,12 @@ class FolderResult:
     gone: int = 0
     resynced: bool = False
     complete: bool = True  # False when stopped (SIGTERM) before the end of the folder
+    captured: list[int] = field(default_factory=list)  # ids of the new messages, for their processing
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+        if not self.outcomes[outcome]:
+            del self.outcomes[outcome]
 
 
 def sync_mailbox(
@@ -66,8 +73,8 @@ def sync_mailbox(
     metrics: SyncMetrics | None = None,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
 ) -> list[FolderResult]:
-    """Sync every configured folder of `mailbox` once. CaptureErrors propagate to the caller."""
-    pipeline.refresh_crm_if_changed()  # a CRM import since the last pass changes what mail matches
+    """Sync every configured folder of `mailbox` once, then process what is pending (also what an
+    earlier, killed pass left). CaptureErrors propagate to the caller."""
     with pipeline.repo.session() as session:
         mailstore.ensure_mailbox(session, mailbox.name, mailbox.owner)
     results = []
@@ -85,8 +92,19 @@ def sync_mailbox(
                 progress=progress,
             )
         )
-    if metrics is not None and all(r.complete for r in results):
-        metrics.succeeded(mailbox.name, time.time())
+    processed = pipeline.drain(stop=stop)
+    for result in results:  # "new" counts the messages processed; those quarantined are counted apart
+        for message_id in result.captured:
+            if processed.get(message_id) == "quarantined":
+                result.count("new", -1)
+                result.count("quarantined")
+                if metrics is not None:
+                    metrics.quarantined(mailbox.name)
+    if metrics is not None:
+        with pipeline.repo.session() as session:
+            metrics.backlog(mailstore.backlog(session))
+        if all(r.complete for r in results):
+            metrics.succeeded(mailbox.name, time.time())
     return results
 
 
@@ -115,25 +133,31 @@ def _sync_folder(
     uids = source.new_uids(cursor.last_uid, mailbox.since if first else None)
     advance = progress(folder, len(uids)) if progress and uids else None
     done = cursor.last_uid
-    for raw in source.fetch(status, uids):
-        if stop is not None and stop.is_set():
-            result.complete = False
-            break
-        faults.point("after_fetch")
-        result.fetched += 1
-        outcome = pipeline.ingest(raw, mailbox.owner).outcome
-        result.count(outcome)
-        if metrics is not None:
-            metrics.fetched(mailbox.name)
-            metrics.archived(mailbox.name)
-            if outcome == "quarantined":
-                metrics.quarantined(mailbox.name)
-        done = max(done, raw.provenance.uid or 0)
-        if result.fetched % CURSOR_EVERY == 0:  # a long first sync resumes from here after a crash
-            _save(pipeline, mailbox.name, folder, Cursor(status.uidvalidity, done), None)
-        if advance:
-            advance()
-    # Every fetched UID up to `done` is committed (ingest commits per message, in UID order).
+    with closing(fetch_batches(source, status, uids)) as batches:
+        for batch in batches:
+            if stop is not None and stop.is_set():
+                result.complete = False
+                break
+            last = max(raw.provenance.uid or 0 for raw in batch)
+            captured = pipeline.capture(
+                batch,
+                mailbox.owner,
+                CursorAt(mailbox.name, folder, Cursor(status.uidvalidity, max(done, last))),
+            )
+            done = max(done, last)
+            result.fetched += len(batch)
+            for item in captured:
+                result.count(item.outcome)
+                if item.outcome == "new" and item.message_pk is not None:
+                    result.captured.append(item.message_pk)
+            if metrics is not None:
+                metrics.fetched(mailbox.name, len(batch))
+                metrics.archived(mailbox.name, len(batch))
+                metrics.quarantined(mailbox.name, sum(item.outcome == "quarantined" for item in captured))
+            if advance:
+                for _ in batch:
+                    advance()
+    # Every fetched UID up to `done` is committed with the cursor (one commit per batch, in UID order).
     if result.complete:
         done = max([done, *uids]) if uids else done  # UIDs that vanished between SEARCH and FETCH
     # HIGHESTMODSEQ is only true of the folder once the whole pass is in.

@@ -15,6 +15,7 @@ tests) in one process do not collide. `last_success` is kept beside the gauge fo
     mailsync_last_success_timestamp_seconds{mailbox} gauge   Unix time of the last complete sync
     mailsync_sync_lag_seconds{mailbox}              gauge    how far the mailbox's sync is behind
     mailsync_mailbox_up{mailbox}                    gauge    1 after a complete sync, 0 while failing for good
+    mailsync_processing_backlog_messages            gauge    captured messages waiting to be processed
     mailsync_up                                     gauge    1 while the daemon runs
     mailsync_info{version}                          info     the running version
 """
@@ -82,6 +83,11 @@ class Metrics:
             ["mailbox"],
             registry=reg,
         )
+        self._backlog = Gauge(
+            "mailsync_processing_backlog_messages",
+            "Captured messages waiting for the processing stage (parse, match, thread, propose).",
+            registry=reg,
+        )
         self._up = Gauge("mailsync_up", "1 while the daemon is running.", registry=reg)
         self._up.set(1)
         Info("mailsync", "The running mailsync version.", registry=reg).info({"version": _version()})
@@ -121,6 +127,10 @@ class Metrics:
     def lag(self, mailbox: str, seconds: float) -> None:
         """Set how far `mailbox`'s sync is behind, in seconds (0 when caught up)."""
         self._lag.labels(mailbox).set(max(0.0, seconds))
+
+    def backlog(self, messages: int) -> None:
+        """Set how many captured messages wait for the processing stage (all mailboxes)."""
+        self._backlog.set(messages)
 
     def last_success(self, mailbox: str) -> float | None:
         """Unix time of `mailbox`'s last complete sync, or None if it has not succeeded in this process."""

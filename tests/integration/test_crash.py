@@ -40,19 +40,20 @@ if TYPE_CHECKING:
 RUN_TIMEOUT = 120.0
 PASSWORD_ENV = "TEST_CRASH_IMAP_PW"
 
-# (point, N): fire the Nth time the point is reached. A 30-message folder saves its cursor once
-# (sync.CURSOR_EVERY is 100), so before_cursor fires on its first save: all committed, cursor not.
+# (point, N): fire the Nth time the point is reached. The 30-message folder is one capture batch (blobs,
+# messages and cursor in one commit; before_cursor fires just before it) and one processing batch
+# (before_commit and after_commit fire once), so a capture point kills with nothing of the folder
+# committed, and a processing point with all 30 captured and waiting, cursor at the end.
 POINTS = [
     ("after_fetch", 7),
     ("after_archive", 7),
+    ("before_cursor", 1),
     ("during_match", 7),
     ("during_thread", 7),
-    ("before_commit", 7),
-    ("after_commit", 7),
-    ("before_cursor", 1),
+    ("before_commit", 1),
+    ("after_commit", 1),
 ]
-# Messages committed when the crashed run died (message 7 is committed only after its commit).
-COMMITTED_AT_CRASH = {"after_commit": 7, "before_cursor": 30}
+CAPTURE_POINTS = {"after_fetch", "after_archive", "before_cursor"}
 
 
 def mail(tag: str, i: int) -> bytes:
@@ -200,12 +201,14 @@ def test_sigkill_at_a_fault_point_loses_and_duplicates_nothing(point, nth, crash
     code = crash_setup.run(f"{point}:{nth}")
     assert code == -signal.SIGKILL, f"exit {code}, expected death by SIGKILL:\n{crash_setup.log_tail()}"
     crashed = crash_setup.state()
-    assert len(crashed["message_ids"]) == COMMITTED_AT_CRASH.get(point, nth - 1)
-    # At most the blob of the one message whose transaction was killed is not yet known to the database.
-    assert len(crashed["orphans"]) <= (1 if point in {"after_archive", "during_match", "during_thread",
-                                                      "before_commit"} else 0)  # fmt: skip
-    if point == "before_cursor":
-        assert crashed["cursor"] in (None, 0), "the cursor moved although the process died before saving it"
+    captured = point not in CAPTURE_POINTS
+    assert len(crashed["message_ids"]) == (30 if captured else 0)
+    # Blobs staged for the batch whose commit never came are unknown to the database (never more).
+    assert len(crashed["orphans"]) <= (0 if captured else 30)
+    if captured:
+        assert crashed["cursor"] == max(uids), "the cursor did not move with its batch"
+    else:
+        assert crashed["cursor"] in (None, 0), "the cursor moved although its batch was not committed"
 
     crash_setup.run_until_clean()
     crash_setup.assert_consistent(expected, max(uids))

@@ -84,12 +84,14 @@ class ImapSource:
         *,
         timeout: float = 60.0,
         batch_size: int = 200,
+        batch_bytes: int = 8 * 1024 * 1024,
         max_fetch_bytes: int = 50 * 1024 * 1024,
         spool_dir: Path | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.timeout = timeout
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # messages per UID FETCH (and per capture batch)
+        self.batch_bytes = batch_bytes  # and bytes: a batch is held in memory while it is stored
         self.max_fetch_bytes = max_fetch_bytes  # bigger messages are spooled to a file in pieces
         self.spool_dir = spool_dir  # where; None: the system's temporary directory
         self._client: IMAPClient | None = None
@@ -252,6 +254,13 @@ class ImapSource:
 
     def fetch(self, folder_status: FolderStatus, uids: list[int]) -> Iterator[RawMessage]:
         """Yield each UID's exact bytes (BODY.PEEK[], never \\Seen) in UID order; vanished UIDs skipped."""
+        for batch in self.fetch_batches(folder_status, uids):
+            yield from batch
+
+    def fetch_batches(self, folder_status: FolderStatus, uids: list[int]) -> Iterator[list[RawMessage]]:
+        """fetch(), one UID FETCH at a time: up to `batch_size` messages and `batch_bytes` bytes, in UID
+        order; a message over `max_fetch_bytes` comes alone, spooled (its file is gone once the
+        iteration moves on)."""
         selected = self._need_selected()
         if (selected.name, selected.uidvalidity) != (folder_status.name, folder_status.uidvalidity):
             msg = f"fetch for {folder_status.name!r} but {selected.name!r} is selected"
@@ -270,26 +279,29 @@ class ImapSource:
                 elif size > self.max_fetch_bytes:
                     yield from self._fetch_group(folder_status, group)
                     group, group_bytes = [], 0
-                    yield from self._fetch_in_pieces(folder_status, uid, size)
+                    yield from ([raw] for raw in self._fetch_in_pieces(folder_status, uid, size))
                 else:
-                    if group and group_bytes + size > self.max_fetch_bytes:
+                    if group and group_bytes + size > self.batch_bytes:
                         yield from self._fetch_group(folder_status, group)
                         group, group_bytes = [], 0
                     group.append(uid)
                     group_bytes += size
             yield from self._fetch_group(folder_status, group)
 
-    def _fetch_group(self, status: FolderStatus, uids: list[int]) -> Iterator[RawMessage]:
+    def _fetch_group(self, status: FolderStatus, uids: list[int]) -> Iterator[list[RawMessage]]:
         if not uids:
             return
         with self._translate("fetch"):
             bodies = self._conn().fetch(uids, ["BODY.PEEK[]"])
+        found = []
         for uid in uids:
             data = bodies.get(uid, {}).get(b"BODY[]")
             if isinstance(data, bytes):
-                yield self._raw(status, uid, data)
+                found.append(self._raw(status, uid, data))
             else:
                 self._vanished(uid)
+        if found:
+            yield found
 
     def _fetch_in_pieces(self, status: FolderStatus, uid: int, size: int) -> Iterator[RawMessage]:
         """Fetch one big message in partial pieces straight into a spool file, never whole in memory."""

@@ -1,0 +1,195 @@
+"""Capture: a batch of raw messages made durable and recorded, with the folder cursor, in one commit.
+
+    identify each message ─> stage the blobs the database does not know (temporary file, rename) ─>
+    ONE Archive.sync() ─> ONE transaction: blobs, new messages as "pending", copies, the cursor ─> commit
+
+Order is the guarantee. The commit that names a blob comes after the sync that made it durable, and
+the cursor moves in that same commit, so a crash anywhere leaves the batch either wholly captured with
+its cursor or not at all (the next pass fetches it again and recognises what it has). Only blobs the
+database names are trusted (a staged file nobody named is written again; so is a named one gone
+from the disk, which the next copy of its bytes restores). Parsing, threading, matching
+and proposing run later from the pending messages (process.py), so capture goes at the pace of the
+server and the disk.
+
+One bad message never fails its batch: see refusals.py. If the message the database refused is there
+by now, another process stored it first (the unique fingerprint) and this is just a copy of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from config.errors import ArchiveError
+from mailsync import faults
+from mailsync.mail.identity import identify_stream
+from mailsync.pipeline.refusals import blame, commit_batch
+from mailsync.pipeline.sync_state import Cursor, save_cursor
+from storage import mailstore
+from storage import models as m
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from mailsync.mail.identity import Identity
+    from storage.archive import Archive
+    from storage.records import RawMessage
+    from storage.repo import Repo
+
+log = structlog.get_logger()
+
+Outcome = Literal["new", "copy", "known", "quarantined"]
+
+
+@dataclass(frozen=True, slots=True)
+class CursorAt:
+    """Where a batch moves a folder's cursor, in the batch's own commit."""
+
+    mailbox: str
+    folder: str
+    cursor: Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    outcome: Outcome  # new message (pending) | new copy of a known one | copy already recorded | refused
+    fingerprint: str
+    message_pk: int | None = None  # of a new message: what the processing stage reports on
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    raw: RawMessage
+    sha256: str
+    identity: Identity
+
+
+def capture(
+    repo: Repo, archive: Archive, raws: Sequence[RawMessage], owner: str, cursor: CursorAt | None = None
+) -> list[Captured]:
+    """Capture `raws` (one mailbox's, in UID order) in one commit, with `cursor` if given; CaptureErrors
+    propagate. When the archive fails part-way (its disk is full), what it took is committed first,
+    the cursor moved only over that, and then the error is raised."""
+    items, failure = _archive(repo, archive, raws)
+    if failure is not None:
+        if not items:
+            raise failure
+        if cursor is not None:
+            last = max(item.raw.provenance.uid or 0 for item in items)
+            cursor = replace(cursor, cursor=Cursor(cursor.cursor.uidvalidity, last))
+
+    def work(session: Session, refused: dict[int, str], careful: bool) -> list[Captured]:
+        results = _record(session, items, owner, refused, careful=careful)
+        if cursor is not None:
+            save_cursor(session, cursor.mailbox, cursor.folder, cursor.cursor)
+        faults.point("before_cursor")
+        return results
+
+    results, refused = commit_batch(repo, work)
+    for index, reason in refused.items():
+        where = items[index]
+        log.warning(
+            "message_quarantined",
+            reason=reason,
+            archive_key=where.sha256,
+            locator=where.raw.provenance.locator,
+        )
+    if failure is not None:
+        raise failure
+    return results
+
+
+def _archive(
+    repo: Repo, archive: Archive, raws: Sequence[RawMessage]
+) -> tuple[list[_Item], ArchiveError | None]:
+    """Every message's blob durable, then one sync: those the database does not know, or knows but
+    lost (a deleted file comes back with the next copy), are written. On an ArchiveError, the
+    messages before the one that failed, and the error."""
+    hashed: list[tuple[RawMessage, str | None]] = []
+    for raw in raws:
+        faults.point("after_fetch")
+        hashed.append((raw, hashlib.sha256(raw.data).hexdigest() if raw.spool is None else None))
+    with repo.session() as session:
+        known = mailstore.known_blobs(session, [sha for _, sha in hashed if sha is not None])
+    staged: dict[str, Path] = {}
+    items: list[_Item] = []
+    failure: ArchiveError | None = None
+    for raw, digest in hashed:
+        try:
+            if digest is None:  # spooled (huge) mail: streamed, never whole in memory; fsynced on its own
+                sha256 = archive.put_stream(raw.chunks(), raw.size)
+            else:
+                sha256 = digest
+                if sha256 not in staged and (sha256 not in known or not archive.path_for(sha256).exists()):
+                    staged[sha256] = archive.stage(raw.data, sha256)
+        except ArchiveError as exc:
+            failure = exc
+            break
+        faults.point("after_archive")
+        items.append(_Item(raw, sha256, identify_stream(raw.chunks)))
+    archive.sync(list(staged.values()))
+    return items, failure
+
+
+def _record(
+    session: Session, items: list[_Item], owner: str, refused: dict[int, str], *, careful: bool
+) -> list[Captured]:
+    """Blobs, messages and copies of the batch: three reads, then inserts; with `careful`, flushed
+    message by message so that a refusal names its message."""
+    for mailbox in {item.raw.provenance.mailbox for item in items}:
+        mailstore.ensure_mailbox(session, mailbox, owner)
+    messages = mailstore.messages_by_fingerprint(session, (i.identity.fingerprint for i in items))
+    blobs = mailstore.known_blobs(session, (i.sha256 for i in items))
+    copies = mailstore.known_copies(session, (i.raw.provenance.locator for i in items))
+    outcomes: list[Outcome] = []
+    new_copies: list[tuple[int, m.Message]] = []
+    for index, item in enumerate(items):
+        with blame(session, index, careful=careful):
+            fingerprint = item.identity.fingerprint
+            outcome: Outcome = "copy"
+            if item.sha256 not in blobs:
+                session.add(m.Blob(sha256=item.sha256, size=item.raw.size))
+                blobs.add(item.sha256)
+            message = messages.get(fingerprint)
+            if message is None:
+                reason = refused.get(index)
+                outcome = "quarantined" if reason else "new"
+                # No Message-ID for a refused message: it may be the value refused.
+                message_id = (
+                    None if reason else item.identity.message_id
+                ) or f"{fingerprint}@mailsync.invalid"
+                message = m.Message(
+                    fingerprint=fingerprint,
+                    blob_sha256=item.sha256,
+                    message_id=message_id,
+                    status="quarantined" if reason else "pending",
+                )
+                session.add(message)
+                messages[fingerprint] = message
+            key = (item.sha256, item.raw.provenance.locator)
+            if key in copies:
+                outcome = "known"
+            else:
+                copies.add(key)
+                new_copies.append((index, message))
+            outcomes.append(outcome)
+    session.flush()  # the new messages' ids, from one INSERT round for the batch
+    for index, message in new_copies:
+        with blame(session, index, careful=careful):
+            if outcomes[index] == "quarantined":
+                mailstore.quarantine(session, message, refused[index])
+            mailstore.add_copy(session, message, items[index].sha256, items[index].raw.provenance)
+    session.flush()
+    return [
+        Captured(
+            outcome, item.identity.fingerprint, messages[item.identity.fingerprint].id, refused.get(index)
+        )
+        for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True))
+    ]

@@ -1,0 +1,235 @@
+"""Processing: the pending messages parsed, matched, threaded and proposed, a batch at a time.
+
+    pending (oldest first) ─> blobs from the archive ─> parse pool (every core, a killable worker per
+    message) ─> ONE transaction: claim, match, thread each message; propose ONCE per touched thread ─>
+    commit
+
+Parsing happens before the transaction, so a transaction holds no lock while a parser works. Each
+thread's proposals are recomputed once per batch, from the thread as the batch left it, instead of after
+every message. The claim (FOR UPDATE SKIP LOCKED on PostgreSQL) keeps two processes from processing
+one message; a message killed half-way is still pending and is processed by the next drain.
+
+A message the parser refuses is quarantined with the reason; one the database refuses (a value too long
+for a column, a constraint) likewise, and the rest of the batch commits (refusals.py).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import select
+
+from config.errors import ArchiveError, ParseError
+from mailsync import faults
+from mailsync.mail import thread as threading_rules
+from mailsync.mail.digest_mail import is_digest_mail
+from mailsync.mail.parse_worker import ParseJob
+from mailsync.pipeline.followups import thread_view, thresholds
+from mailsync.pipeline.refusals import blame, commit_batch
+from nlp.match import match_message
+from nlp.noise import automated_reason
+from nlp.propose import propose
+from storage import mailstore
+from storage import models as m
+from storage.models import db_time
+
+if TYPE_CHECKING:
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from mailsync.pipeline.ingest import Pipeline
+    from storage.mailstore import Pending
+    from storage.records import CrmSnapshot, Match, ParsedEmail
+
+log = structlog.get_logger()
+BATCH = 200  # messages per processing transaction
+
+
+def drain(
+    pipeline: Pipeline, limit: int | None = None, stop: threading.Event | None = None
+) -> dict[int, str]:
+    """Process pending messages until none is left, `limit` were taken or `stop` is set (between
+    batches); returns message id -> "new" (processed) or "quarantined" for each one processed here.
+    The next batch is read and parsed (in the pool) while this one is matched, threaded and committed."""
+    done: dict[int, str] = {}
+
+    def take(after: int) -> list[Pending]:
+        if stop is not None and stop.is_set():
+            return []
+        size = BATCH if limit is None else min(BATCH, limit - len(done))
+        if size <= 0:
+            return []
+        with pipeline.repo.session() as session:
+            return mailstore.pending(session, size, after=after)
+
+    queue = take(0)
+    if not queue:
+        return done
+    pipeline.refresh_crm_if_changed()  # a CRM import since the last drain changes what mail matches
+    with ThreadPoolExecutor(1, thread_name_prefix="mailsync-read") as ahead:
+        parsing = ahead.submit(_parse, pipeline, queue)
+        while queue:
+            parsed = parsing.result()
+            following = take(queue[-1].id)  # still pending until this batch commits: skip past it
+            if following:
+                parsing = ahead.submit(_parse, pipeline, following)
+            done.update(_process_batch(pipeline, queue, parsed))
+            queue = following
+    return done
+
+
+def _process_batch(
+    pipeline: Pipeline, queue: list[Pending], parsed: list[ParsedEmail | ParseError]
+) -> dict[int, str]:
+    def work(session: Session, refused: dict[int, str], careful: bool) -> dict[int, str]:
+        outcomes = _apply(pipeline, session, queue, parsed, refused, careful=careful)
+        faults.point("before_commit")
+        return outcomes
+
+    outcomes, refused = commit_batch(pipeline.repo, work)
+    faults.point("after_commit")
+    for index, reason in refused.items():
+        log.warning("message_quarantined", reason=reason, archive_key=queue[index].blob_sha256)
+    for item in queue:
+        if outcomes.get(item.id) == "new":
+            log.debug("message_ingested", archive_key=item.blob_sha256)
+    return outcomes
+
+
+def _parse(pipeline: Pipeline, queue: list[Pending]) -> list[ParsedEmail | ParseError]:
+    """Every message parsed (or its ParseError), in the pool; blobs over the size limit never read."""
+    limit = pipeline.settings.limits.max_bytes
+    results: list[ParsedEmail | ParseError | None] = [None] * len(queue)
+    jobs: list[ParseJob] = []
+    where: list[int] = []
+    for index, item in enumerate(queue):
+        if item.size > limit:
+            results[index] = ParseError(f"message too large: {item.size:,} bytes > limit {limit:,}")
+            continue
+        try:
+            raw = pipeline.archive.get(item.blob_sha256)
+        except ArchiveError as exc:  # `mailsync verify` reports it; the queue goes on
+            results[index] = ParseError(f"archive: {exc}")
+            continue
+        jobs.append(ParseJob(raw, item.fingerprint, item.blob_sha256))
+        where.append(index)
+    for index, result in zip(where, pipeline.parser.parse_many(jobs), strict=True):
+        results[index] = result
+    return [r for r in results if r is not None]
+
+
+def _apply(
+    pipeline: Pipeline,
+    session: Session,
+    queue: list[Pending],
+    parsed: list[ParsedEmail | ParseError],
+    refused: dict[int, str],
+    *,
+    careful: bool,
+) -> dict[int, str]:
+    """Match every claimed message and write what it says (one flush for the batch), then thread them
+    in order, then propose for each thread touched."""
+    crm = pipeline.crm
+    claimed = mailstore.claim(session, (item.id for item in queue))
+    outcomes: dict[int, str] = {}
+    to_thread: list[tuple[int, m.Message, ParsedEmail, Match]] = []
+    for index, (item, result) in enumerate(zip(queue, parsed, strict=True)):
+        message = claimed.get(item.id)
+        if message is None:
+            continue  # another process has it
+        with blame(session, index, careful=careful):
+            outcomes[item.id] = "new"
+            match = _match(session, message, refused.get(index), result, crm)
+            if match is None:
+                outcomes[item.id] = message.status if message.status == "quarantined" else "new"
+            else:
+                assert not isinstance(result, ParseError)  # noqa: S101 - _match returned None for those
+                to_thread.append((index, message, result, match))
+    session.flush()  # participants and references of the whole batch, in a few INSERT rounds
+    last_of_thread: dict[int, int] = {}  # message id -> its index, for the threads touched
+    for index, message, result, match in to_thread:
+        with blame(session, index, careful=careful):
+            faults.point("during_thread")
+            mailstore.assign_thread(
+                session,
+                message,
+                refs=threading_rules.references(result),
+                key=threading_rules.thread_key(result),
+                subject_key=threading_rules.subject_key(result.subject),
+                participants=[p.address.email for p in match.participants],
+                join_by_subject=threading_rules.may_join_by_subject(result),
+            )
+            message.status = "parsed"
+            last_of_thread[message.id] = index
+    session.flush()
+    _propose_touched(pipeline, session, queue, last_of_thread, careful=careful)
+    return outcomes
+
+
+def _match(
+    session: Session,
+    message: m.Message,
+    refused: str | None,
+    result: ParsedEmail | ParseError,
+    crm: CrmSnapshot,
+) -> Match | None:
+    """Quarantine a claimed message, keep it as mailsync's own mail, or match it and write what it
+    says (participants, references); the match when it is to be threaded."""
+    reason = refused or (str(result) if isinstance(result, ParseError) else None)
+    if reason is not None:
+        mailstore.quarantine(session, message, reason)
+        if refused is None:
+            # Info, not a warning: junk and hostile mail is expected; it is counted (metrics,
+            # summaries) and listed by `mailsync quarantine`.
+            log.info("message_quarantined", reason=reason, archive_key=message.blob_sha256)
+        return None
+    assert not isinstance(result, ParseError)  # noqa: S101 - handled just above
+    message.message_id = result.message_id
+    if is_digest_mail(result):  # never customer mail, whose mailbox ever holds it
+        _keep_digest_mail(message, result)
+        log.info("digest_mail_kept", archive_key=message.blob_sha256)
+        return None
+    faults.point("during_match")
+    match = match_message(result, crm, automated_reason(result))
+    mailstore.fill_parsed(session, message, result, match)
+    mailstore.add_refs(session, message, threading_rules.references(result))
+    return match
+
+
+def _propose_touched(
+    pipeline: Pipeline, session: Session, queue: list[Pending], processed: dict[int, int], *, careful: bool
+) -> int:
+    """Proposals once for each thread the batch touched (threads merged meanwhile count once), for the
+    owner of the last message of the batch in it."""
+    if not processed:
+        return 0
+    owner_of: dict[int, tuple[int, str]] = {}
+    rows = session.execute(select(m.Message.id, m.Message.thread_id).where(m.Message.id.in_(list(processed))))
+    for message_id, thread_id in rows:
+        index = processed[message_id]
+        if thread_id is not None and index >= owner_of.get(thread_id, (-1, ""))[0]:
+            owner_of[thread_id] = (index, queue[index].owner)
+    crm = pipeline.crm
+    settings = thresholds(pipeline.settings.matching)
+    changed = 0
+    for thread in session.scalars(
+        select(m.Thread).where(m.Thread.id.in_(list(owner_of))).order_by(m.Thread.id)
+    ):
+        index, owner = owner_of[thread.id]
+        with blame(session, index, careful=careful):
+            view = thread_view(session, thread, owner, crm)
+            changed += mailstore.sync_suggestions(session, thread.id, propose(view, crm, settings))
+    return changed
+
+
+def _keep_digest_mail(message: m.Message, parsed: ParsedEmail) -> None:
+    """A digest, a confirmation or a rep's reply: kept with what reading the reply needs, and status
+    "digest" so that no thread, match or proposal ever counts it."""
+    message.status = "digest"
+    message.subject = parsed.subject
+    message.sender = parsed.sender.email if parsed.sender else None
+    message.sent_at = db_time(parsed.sent_at)
+    message.body_text = parsed.body_text

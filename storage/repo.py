@@ -6,11 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +16,7 @@ from storage.private import private_file
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from alembic.config import Config
     from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -34,6 +31,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def shipped_head() -> str:
+    """The newest migration shipped: files are `NNNN_name.py` and each one's revision is its number
+    (tests/unit/test_repo_head.py holds alembic to that)."""
+    return max(
+        path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+    )
 
 
 def make_engine(url: str) -> Engine:
@@ -81,6 +86,8 @@ class Repo:
             session.close()
 
     def _alembic(self) -> Config:
+        from alembic.config import Config  # noqa: PLC0415 - alembic costs ~0.35 s; most starts never need it
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["engine"] = self.engine
@@ -88,6 +95,9 @@ class Repo:
 
     def schema_revisions(self) -> tuple[str | None, str | None]:
         """(current revision of the database, newest revision shipped)."""
+        from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+        from alembic.script import ScriptDirectory  # noqa: PLC0415
+
         head = ScriptDirectory.from_config(self._alembic()).get_current_head()
         try:
             with self.engine.connect() as conn:
@@ -101,13 +111,30 @@ class Repo:
 
     def upgrade(self) -> tuple[str | None, str | None]:
         """Apply every pending migration; returns (revision before, revision after)."""
+        from alembic import command  # noqa: PLC0415
+
         before, _ = self.schema_revisions()
         command.upgrade(self._alembic(), "head")
         after, _ = self.schema_revisions()
         return before, after
 
     def require_current_schema(self) -> None:
-        """Raise StorageError with the one-line fix when migrations are pending."""
+        """Raise StorageError with the one-line fix when migrations are pending.
+
+        The common case (the schema is current) is one query and a directory listing; alembic is
+        loaded only to describe a mismatch.
+        """
+        try:
+            with self.engine.connect() as conn:
+                stored = (
+                    conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                    if inspect(conn).has_table("alembic_version")
+                    else None
+                )
+        except OperationalError:
+            stored = None  # unreachable: schema_revisions says so with its fix
+        if stored is not None and stored == shipped_head():
+            return
         current, head = self.schema_revisions()
         if current != head:
             raise StorageError(

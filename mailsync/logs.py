@@ -90,3 +90,5 @@ def configure_logging(*, json: bool, level: str = "info") -> None:
     handler.setLevel(max(numeric, logging.WARNING))
     root.setLevel(handler.level)
     root.addHandler(handler)
+    # mail-parser warns about every part it leaves to us ("calendar", "rfc822-headers"): routine, not news.
+    logging.getLogger("mailparser").setLevel(max(numeric, logging.ERROR))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 from collections import Counter
 from pathlib import Path
@@ -243,7 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not console.is_terminal:
         console = Console(width=200)  # a file or a pipe gets whole rows, whatever the terminal
     configure_logging(json=False, level="warning")
-    logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every calendar part it skips
     try:
         if args.corpus is not None:
             with console.status("scoring") as status:

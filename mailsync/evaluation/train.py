@@ -27,7 +27,6 @@ import argparse
 import csv
 import itertools
 import json
-import logging
 import random
 import shutil
 import sys
@@ -285,7 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     configure_logging(json=False, level="warning")
-    logging.getLogger("mailparser").setLevel(logging.ERROR)  # it warns on every calendar part it skips
     try:
         check_out(args.out)
         dev_sets = sorted(p.parent for p in args.dev.glob("*/labels.json"))

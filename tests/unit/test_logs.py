@@ -35,3 +35,10 @@ def test_library_warnings_come_out_as_json_lines_beside_our_events(json_logging,
     assert records[0]["logger"] == "apscheduler.scheduler"
     assert records[0]["level"] == "warning"
     assert all("timestamp" in r for r in records)
+
+
+def test_mail_parsers_routine_warnings_stay_out_and_its_errors_come_through(json_logging, capsys):
+    logging.getLogger("mailparser.core").warning("Email content 'calendar' not handled")
+    logging.getLogger("mailparser.core").error("cannot decode the payload")
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [r["event"] for r in records] == ["cannot decode the payload"]

@@ -43,6 +43,7 @@ from mailsync.pipeline.sync import sync_mailbox
 from mailsync.pipeline.sync_state import load_cursor
 from mailsync.service.health import evaluate_health
 from mailsync.service.link_pages import LinkPages
+from mailsync.service.stopping import watch_stop
 from mailsync.service.web import WebServer, make_app
 from storage.eventlog import EventLog
 
@@ -190,9 +191,12 @@ class Daemon:
             http=f"{self.web.host}:{self.web.port}",
         )
         self.stop.wait()
-        scheduler.shutdown(wait=True)  # lets running polls finish their current message
+        finished = threading.Event()
+        watch_stop(finished)
+        scheduler.shutdown(wait=True)  # lets running polls finish their current batch
         self.web.stop()
         self.pipeline.parser.close()
+        finished.set()
         log.info("daemon_stopped")
         return 0
 

@@ -187,14 +187,19 @@ def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monke
         assert port, "".join(lines)
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=30)[1]
+        try:
+            rest = proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"no exit 30 s after SIGTERM; its log:\n{proc.communicate()[1][-6000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 0, rest
     events = [json.loads(line)["event"] for line in rest.splitlines() if line.startswith("{")]
     assert "stop_requested" in events
-    assert events[-1] == "daemon_stopped"
+    assert events[-1] == "daemon_stopped", rest[-6000:]  # "stop_overdue" carries every thread's stack
     assert imap_user.password not in "".join(lines) + rest
 
 

@@ -10,7 +10,8 @@ contestant `--runs` times, alternating (one round runs each once; odd rounds swa
 
   mbsync -> Maildir | bare imapclient fetch + syncfs per batch | `mailsync sync --once` on SQLite
   (peak PSS of its process tree, archive bytes / raw bytes) | the same on PostgreSQL | `notmuch new`
-  over mbsync's Maildir | `mailsync import` of that Maildir (the full pipeline from local mail) |
+  over mbsync's Maildir | `mailsync import` of that Maildir (capture + pipeline from local mail), then
+  `mailsync replay --from-stage parse` of what it archived (the full pipeline from the archive) |
   mailsync's parse stage | bare mail-parser | APPEND -> message row -> proposal with `mailsync run` in
   IDLE on an empty folder of the same server (min(100, N/30) messages, at least 10).
 
@@ -150,6 +151,9 @@ class Bench:
         space = ms.sqlite_workspace(directory, self.template, PASSWORD).write(self.server, USER, FOLDER)
         self.record("import", space.run("import", str(maildir / "INBOX"), "--mailbox", ms.MAILBOX)[0])
         self.expect("mailsync import", space.count())
+        # The same messages again, from the archive the import wrote: parse, match, thread, propose.
+        self.record("replay", space.run("replay", "--from-stage", "parse")[0])
+        self.expect("mailsync replay", space.count())
         shutil.rmtree(directory)
 
     def _latency(self, directory: Path, r: int, count: int) -> None:

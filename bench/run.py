@@ -2,7 +2,8 @@
 
     python -m bench.run [--messages 10000] [--runs 3] [--markdown BENCHMARKS.md]
                         [--chart docs/bench/capture.png] [--json PATH] [--profile]
-                        [--match-messages 5000] [--repeat 3] [--only capture|match|model|memory]
+                        [--match-messages 5000] [--repeat 3] [--growth-total 100000] [--growth-step 10000]
+                        [--only capture|growth|match|model|memory]
 
 The capture bench (bench/capture_bench.py) runs first and writes BENCHMARKS.md and its chart unless
 --markdown/--chart say elsewhere ("" for neither). Benchmarks report, they never gate: the exit
@@ -20,7 +21,7 @@ if __package__ in {None, ""}:  # `python bench/run.py`
 
 from rich.console import Console
 
-from bench import capture_bench, match_bench, memory_bench, model_bench
+from bench import capture_bench, growth_bench, match_bench, memory_bench, model_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(markdown=ROOT / "BENCHMARKS.md", chart=ROOT / "docs" / "bench" / "capture.png")
     parser.add_argument("--match-messages", type=int, default=5_000, help="messages for the match bench")
     parser.add_argument("--repeat", type=int, default=3, help="match bench: best of this many runs")
-    parser.add_argument("--only", choices=("capture", "match", "model", "memory"))
+    growth_bench.add_arguments(parser)
+    parser.add_argument("--only", choices=("capture", "growth", "match", "model", "memory"))
     args = parser.parse_args(argv)
     console = Console()
     if args.only in {None, "capture"}:
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             chart=args.chart,
             profile=args.profile,
         )
+    if args.only in {None, "growth"}:
+        console.print()
+        growth_bench.run(args.growth_total, args.growth_step, console, ROOT / "docs" / "bench" / "growth.png")
     if args.only in {None, "match"}:
         console.print()
         match_bench.run(args.match_messages, args.repeat, console)

@@ -13,6 +13,8 @@ CaptureError
   CrmImportError           # a CSV file cannot be read at all (bad rows are reported, not raised)
   DecisionError            # a proposal cannot be decided as asked: `reason` says why
   DeliveryError            # the SMTP relay could not be reached or refused a message: retried later
+  LeaseLost                # another process took over this mailbox: stop writing for it
+  SearchError              # a search query or `show` id that cannot be answered as written
 
 Edges translate library errors (`raise SourceUnavailable(...) from exc`); the sync loop catches
 `CaptureError` per message and carries on; anything else is a bug and fails loudly.
@@ -87,3 +89,12 @@ class DecisionError(CaptureError):
 
 class DeliveryError(CaptureError):
     """Mail could not be handed to the SMTP relay (unreachable, TLS, login, or a refusal)."""
+
+
+class SearchError(CaptureError):
+    """A search query with a syntax error, a bad filter, or a message id that does not exist."""
+
+
+class LeaseLost(CaptureError):  # noqa: N818 - named for what happened, like AuthFailed
+    """This process's lease on a mailbox expired and another process may hold it: its batch is not
+    committed, its cursor not moved; the poll for that mailbox ends."""

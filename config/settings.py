@@ -159,6 +159,9 @@ class DaemonSettings(_Strict):
     poll_interval: float = Field(default=300.0, ge=1.0)  # seconds between polls of a mailbox
     jitter: float = Field(default=30.0, ge=0.0)  # random delay added to each poll, seconds
     idle: bool = True  # wait with IMAP IDLE between polls where the server offers it
+    # seconds a process's lease on a mailbox lasts unless renewed: how soon another process takes over
+    # a killed one's mailboxes (several `mailsync run` on one PostgreSQL; storage/leases.py)
+    lease_seconds: float = Field(default=60.0, ge=1.0)
 
 
 class WebSettings(_Strict):
@@ -263,6 +266,58 @@ class MatchingSettings(_Strict):
     classifier: bool = True  # the shipped intent classifier (nlp/intent.py) adds recall to the phrase rules
 
 
+class PrivacySettings(_Strict):
+    """`mailsync forget`: tombstones are HMAC-SHA256 of the address under this key (never the address).
+    Unset: a key derived from [web]'s link-signing key. Changing the key orphans every tombstone."""
+
+    tombstone_key_env: str | None = None
+    tombstone_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Self:
+        if self.tombstone_key_env and self.tombstone_key_file:
+            msg = "set only one of tombstone_key_env and tombstone_key_file"
+            raise ValueError(msg)
+        return self
+
+
+class RetentionSettings(_Strict):
+    """`mailsync retention apply`: mail older than `keep_years` is deleted, archive included (None: kept)."""
+
+    keep_years: int | None = Field(default=None, ge=1, le=100)
+
+
+class WebhookSettings(_Strict):
+    """An outbound webhook to a live CRM: captured activity and decisions POSTed as signed JSON batches.
+
+    Off while `url` is unset. The body is signed with HMAC-SHA256 under the secret that `secret_env` or
+    `secret_file` names; a failed delivery is retried with doubling delays up to `max_attempts`."""
+
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    send: tuple[Literal["activities", "decisions"], ...] = ("activities", "decisions")
+    batch: int = Field(default=100, ge=1, le=1000)  # records per POST
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    retry_after_seconds: float = Field(default=30.0, ge=0)  # the first retry's delay; doubles each time
+    max_delay_seconds: float = Field(default=3600.0, ge=0)
+    max_attempts: int = Field(default=12, ge=1)  # then the delivery is marked failed (`webhook retry`)
+
+    @model_validator(mode="after")
+    def _secret_named(self) -> Self:
+        if self.secret_env and self.secret_file:
+            msg = "set only one of secret_env and secret_file"
+            raise ValueError(msg)
+        if self.url and not (self.secret_env or self.secret_file):
+            msg = "a webhook url needs secret_env or secret_file (its deliveries are signed)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def secret(self) -> SecretRef:
+        return SecretRef(env=self.secret_env, file=self.secret_file)
+
+
 class Settings(BaseSettings):
     """Everything mailsync reads from the outside world, validated."""
 
@@ -282,6 +337,9 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     digest: DigestSettings = DigestSettings()
     matching: MatchingSettings = MatchingSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    retention: RetentionSettings = RetentionSettings()
+    webhook: WebhookSettings = WebhookSettings()
     stage_map: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -432,6 +490,7 @@ def _check_environment(settings: Settings) -> None:
     known = _setting_names(Settings) | {"MAILSYNC_CONFIG", *DEPRECATED_ENV}
     secrets = {m.password_env for m in settings.mailboxes if m.password_env}
     secrets |= {v for v in (settings.smtp.password_env, settings.web.secret_key_env) if v}
+    secrets |= {settings.privacy.tombstone_key_env or "", settings.webhook.secret_env or ""}
     for name in sorted(os.environ):
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known or name in secrets:
@@ -458,10 +517,18 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         smtp = smtp.model_copy(update={"password_file": base / smtp.password_file})
     if web.secret_key_file:
         web = web.model_copy(update={"secret_key_file": base / web.secret_key_file})
+    privacy = settings.privacy
+    if privacy.tombstone_key_file:
+        privacy = privacy.model_copy(update={"tombstone_key_file": base / privacy.tombstone_key_file})
+    webhook = settings.webhook
+    if webhook.secret_file:
+        webhook = webhook.model_copy(update={"secret_file": base / webhook.secret_file})
     return settings.model_copy(
         update={
             "smtp": smtp,
             "web": web,
+            "privacy": privacy,
+            "webhook": webhook,
             "database_url": url,
             "archive_dir": base / settings.archive_dir,
             "events_dir": base / settings.events_dir,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,16 +38,37 @@ def wants_json(flag: bool, log_format: str = "auto") -> bool:
     return not sys.stderr.isatty()
 
 
-def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
-    # sys.stderr looked up per logger, not once: it may be replaced (pytest capture, daemonising).
-    return structlog.PrintLogger(sys.stderr)
+# One lock for every line written to stderr: structlog's events and the standard library's records come
+# from different threads (the daemon's polls, APScheduler, the web app), and two writers with their own
+# locks can interleave one line into another, which breaks a JSON stream.
+_WRITE = threading.RLock()
+
+
+class _StderrLogger:
+    """structlog's logger: one whole line per event, under the shared lock, to whatever sys.stderr is at
+    the time (it may be replaced: pytest capture, daemonising)."""
+
+    def msg(self, message: str) -> None:
+        with _WRITE:
+            stream = sys.stderr
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = failure = err = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is at the time of the record, like _stderr_logger."""
+    """Writes to whatever sys.stderr is at the time of the record, under the same lock as _StderrLogger."""
 
     def __init__(self) -> None:
         super().__init__()
+
+    def createLock(self) -> None:  # noqa: N802 - logging's name
+        self.lock = _WRITE
 
     @property
     def stream(self) -> Any:

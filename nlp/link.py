@@ -15,6 +15,12 @@ So a single candidate reaches the default link threshold (0.6) with a little evi
 two needs its name or several weaker hints. The CRM holds no contact-to-opportunity relation, so
 "people" comes from thread history: the customer-side senders of threads already linked to the deal.
 Senders, not everyone copied: the manager in Cc on every deal of an account says nothing about which.
+
+A second deal at a known account is not the open one: when the thread says it is another matter ("a
+different topic", "ein zweites Lager", "un presupuesto aparte": nlp/signals.py ANOTHER_DEAL) and names
+another offering of our catalogue (a product term of any open deal in the CRM) that is not this deal's,
+a candidate with nothing of its own (its name, its amount, or its products as the customer names them)
+is passed over; with none left, the thread is free to become a new opportunity at the account.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from nlp.money import find_amounts
 from nlp.phrases import index_for
+from nlp.signals import ANOTHER_DEAL
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -49,6 +56,7 @@ class Candidate:
     score: float  # 0..1, prior included
     evidence: float  # 0..1, what the mail says beyond the account
     reasons: tuple[str, ...]  # the evidence parts that counted, strongest first
+    named: bool = False  # the deal's own name was mentioned, not only a product term it shares
 
 
 def candidates(
@@ -73,9 +81,15 @@ def candidates(
     amounts = [(value, currency) for m in human for value, currency, _ in find_amounts(m.text)]
     people = {p.address.email for m in human for p in m.external if p.role == "from"}
     start = next((m.sent_at for m in human if m.sent_at is not None), None)
-    prior = _PRIOR / len(seen)
-    found = []
+    products = {
+        p for opp_id, hits in mentions.items() for p in hits & index.products.get(opp_id, frozenset())
+    }
+    another = bool(products) and ANOTHER_DEAL.search(text) is not None
+    # What the customer names: our rep's offer for the new thing often mentions what is installed.
+    theirs = index.mentions("\n".join(m.text for m in human if any(p.role == "from" for p in m.external)))
+    scored = []
     for opp in seen.values():
+        named = _named(opp, crm, mentions.get(opp.id, set()) - index.products.get(opp.id, frozenset()))
         parts = {
             "name": index.score(opp.id, mentions),
             "words": _word_overlap(opp, crm, lowered),
@@ -83,15 +97,30 @@ def candidates(
             "people": 1.0 if people & (history or {}).get(opp.id, frozenset()) else 0.0,
             "recency": _recency(start, (opened or {}).get(opp.id)),
         }
+        own = index.products.get(opp.id, frozenset())
+        if another and products - own and not (named or theirs.get(opp.id, set()) & own or parts["amount"]):
+            continue  # the thread is about another of our offerings, and says it is another matter
+        scored.append((opp, parts, named))
+    prior = _PRIOR / len(scored) if scored else _PRIOR
+    found = []
+    for opp, parts, named in scored:
         evidence = sum(WEIGHTS[k] * v for k, v in parts.items())
         reasons = tuple(k for k, v in sorted(parts.items(), key=lambda kv: -WEIGHTS[kv[0]] * kv[1]) if v > 0)
-        found.append(Candidate(opp, prior + (1 - prior) * evidence, evidence, reasons))
+        found.append(Candidate(opp, prior + (1 - prior) * evidence, evidence, reasons, named))
     return sorted(found, key=lambda c: (-c.score, c.opp.id))
 
 
 def clear_winner(scored: Sequence[Candidate], margin: float = 0.0) -> bool:
     """One candidate, or the best ahead of the next by more than `margin`."""
     return len(scored) == 1 or scored[0].score - scored[1].score > margin
+
+
+def _named(opp: OpportunityRef, crm: CrmSnapshot, phrases: set[str]) -> bool:
+    """A phrase of the deal's name that is not its account's ("Brunner - AccessOne Werk Uster" is named by
+    "AccessOne Werk Uster", not by "Brunner", which every signature of the account carries)."""
+    account = crm.accounts.get(opp.account_id)
+    account_name = account.name.lower() if account else ""
+    return any(phrase not in account_name for phrase in phrases)
 
 
 def _word_overlap(opp: OpportunityRef, crm: CrmSnapshot, text: str) -> float:

@@ -43,6 +43,7 @@ from nlp.signals import (
     imagined,
     meeting_signals,
 )
+from nlp.support import is_support
 from nlp.weblead import find_lead
 from storage.records import Address, Evidence, Proposal, ProposalKind
 
@@ -237,9 +238,26 @@ def _first_statement(text: str) -> str:
 
 
 def _about_a_deal(listed: list[Candidate], human: list[Match], model: IntentModel | None) -> bool:
-    """A link claims the conversation is about a deal: it names one, or talks deals at all."""
-    named = any(reason != "recency" for reason in listed[0].reasons)  # recency alone says nothing
+    """A link claims the conversation is about a deal: it names one, or talks deals at all. A service
+    thread (a fault, a spare part, a warranty, an invoice query) is not, unless it shows the deal itself."""
+    best = listed[0]
+    if _service_talk(best, human):
+        # The classifier's "intent" in "what does a replacement cost?" is a spare part's price: only an
+        # outcome or a stage, as a phrase rule reads it, makes a service thread the deal's business.
+        return any(h.kind in _DEAL_STEPS for m in human for h in signals(m))
+    named = any(reason != "recency" for reason in best.reasons)  # recency alone says nothing
     return named or any(h.kind != "selling" for m in human for h in signals(m, model))
+
+
+_DEAL_STEPS = frozenset({"won", "lost", "demo", "proposal", "negotiation"})
+
+
+def _service_talk(best: Candidate, human: list[Match]) -> bool:
+    """Support talk (nlp/support.py) that shows nothing of the deal beyond the account and the installed
+    product: neither the deal's own name nor its amount."""
+    if best.named or "amount" in best.reasons:
+        return False
+    return is_support([human[0].subject, *(m.text for m in human)])
 
 
 def _link(thread: ThreadView, listed: list[Candidate], human: list[Match], limits: Thresholds) -> Proposal:

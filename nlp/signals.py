@@ -433,6 +433,37 @@ FOLLOW_UP = _words(
     r"(?:hacer|hago)\s+seguimiento",
     r"quer[ií]a\s+saber\s+si",
 )
+# A customer (or our rep) saying the thread is a further, separate matter at an account we already
+# serve: "different topic", "a second warehouse", "ein separates Angebot", "otra nave", "nada que ver con
+# el atomizador", or that what we delivered runs well (that deal is done). With another
+# product of ours named, it keeps the thread off the account's open deal (nlp/link.py).
+_SITE = r"(?:site|warehouse|plant|factory|line|location|depot|building|branch|store|lab(?:oratory)?)s?"
+ANOTHER_DEAL = _words(
+    r"(?:different|another|next|separate)\s+(?:topic|subject|matter|project|requirement)",
+    rf"(?:a\s+|our\s+)?(?:second|third|another|additional|new|separate)\s+(?:\w+\s+)?{_SITE}",
+    r"(?:a\s+)?separate\s+(?:quote|quotation|proposal|offer|order)",
+    r"(?:nächste|andere|weitere)s?\s+(?:thema|projekt|vorhaben|anliegen)",
+    r"(?:zweite|dritte|weitere|neue|zusätzliche)[sn]?\s+(?:\w+\s+)?(?:lager|werk|standort|halle|filiale|niederlassung|gebäude|labor|linie)\w*",
+    r"(?:separate|gesonderte|eigene|zusätzliche)[sn]?\s+angebot",
+    r"autre\s+(?:sujet|projet|besoin)",
+    r"(?:autre|nouveau|nouvel|nouvelle|second|seconde|deuxième)\s+(?:site|entrepôt|usine|atelier|laboratoire|bâtiment|ligne|magasin)",
+    r"(?:devis|offre)\s+(?:séparée?|à\s+part|distincte?)",
+    r"(?:otro|distinto)\s+(?:tema|asunto|proyecto)",
+    r"(?:segund[oa]|tercer[oa]?|otr[oa]|nuev[oa])\s+(?:planta|nave|f[aá]brica|l[ií]nea|almac[eé]n|sede|centro|laboratorio|tienda|delegaci[oó]n)",
+    r"(?:presupuesto|oferta|propuesta)\s+(?:aparte|separad[oa]|independiente)",
+    # ... "nothing to do with the sprayer": the customer setting the open deal aside,
+    r"(?:nothing|not)\s+(?:\w+\s+)?to\s+do\s+with",
+    r"hat\s+(?:\w+\s+){0,3}?nichts\s+(?:\w+\s+){0,3}?zu\s+tun",
+    r"rien\s+à\s+voir\s+avec",
+    r"nada\s+que\s+ver\s+con",
+    # ... or what we delivered is running well, and now they want something else.
+    r"(?:has|have)\s+settled\s+in",
+    r"(?:are|is)\s+(?:in\s+and\s+)?(?:working|running|performing)\s+(?:really\s+|very\s+)?(?:well|nicely|smoothly|great|fine)",
+    r"(?:läuft|laufen)\s+(?:\w+\s+){0,6}?(?:tadellos|einwandfrei|bestens|problemlos|(?:sehr\s+)?(?:gut|ordentlich|zuverlässig))",
+    r"(?:fonctionne|fonctionnent|tourne|tournent)\s+(?:\w+\s+)?(?:parfaitement|très\s+bien|à\s+merveille|sans\s+souci)",
+    r"(?:va|van|funciona|funcionan)\s+(?:\w+\s+)?(?:de\s+maravilla|perfectamente|muy\s+bien|genial)",
+    r"a\s+pleno\s+rendimiento",
+)
 # Someone saying they changed company or address.
 MOVED = _words(
     r"i(?:'ve|\s+have)?\s+(?:just\s+|recently\s+)?(?:moved|switched)\s+(?:over\s+)?to\b",

@@ -3,6 +3,7 @@
 Layout (stable; back it up with any file tool, check it with `mailsync verify`):
 
     <archive_dir>/blobs/<h[0:2]>/<h[2:4]>/<h>.zst
+    <archive_dir>/journal/provenance-YYYY-MM.jsonl    where each copy was seen: see storage/journal.py
 
 where h is the SHA-256 (hex) of the bytes as received and each file is one zstd frame of exactly
 those bytes. A blob is written to a temporary file, fsynced, renamed into place and the directory
@@ -13,6 +14,19 @@ Capture writes a batch at a time: `stage()` each blob (temporary file, rename; n
 `sync()` makes the whole batch durable, and only then may a commit name the blobs. A crash before the
 sync may leave a torn file under a blob's name; the database never named it, and the next capture,
 which trusts only blobs the database knows, writes it again (`stage` replaces what is there).
+
+The interface (everything that touches blobs goes through it; nothing else opens files under blobs/):
+
+    put(data) -> sha256          durable on return (temp, fsync, rename, fsync dirs); known bytes: no-op
+    put_stream(chunks, size)     the same for mail too big to hold; memory stays at one chunk
+    stage(data, sha256); sync()  capture's batch form of put (see above)
+    get(sha256) -> bytes         the exact bytes, checked against the name (ArchiveError otherwise)
+    exists(sha256) -> bool       a file is there under the name (not checked; get() checks)
+    keys() / iter(archive)       every blob hash on disk, sorted
+    delete(sha256) -> bool       removed durably (unlink, fsync the directory); only forget and retention
+                                 delete: blobs are otherwise immutable
+    set_aside(sha256) -> Path    a corrupt file renamed to <name>.corrupt[.N] beside it (repair)
+    path_for(sha256) -> Path     where a blob lives, for messages to people and for backups only
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from typing import TYPE_CHECKING
 import zstandard
 
 from config.errors import ArchiveError
-from storage.private import private_dir
+from storage.private import fsync_path, private_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator
@@ -98,8 +112,8 @@ class Archive:
             private_dir(path.parent)  # replaces a file there: it may be a torn, never-synced stage()
             tmp.replace(path)
             tmp = None
-            _fsync_dir(path.parent)
-            _fsync_dir(self.blobs)
+            fsync_path(path.parent)
+            fsync_path(self.blobs)
         except (OSError, zstandard.ZstdError) as exc:
             raise _write_error(f"a {size:,}-byte blob", self.blobs, exc) from exc
         finally:
@@ -149,9 +163,9 @@ class Archive:
                     os.close(fd)
                 return
             for path in paths:
-                _fsync_path(path)
+                fsync_path(path)
             for directory in {p.parent for p in paths} | {p.parent.parent for p in paths} | {self.blobs}:
-                _fsync_path(directory)  # the renames, and the blob directories made for them
+                fsync_path(directory)  # the renames, and the blob directories made for them
         except OSError as exc:
             raise _write_error(f"a batch of {len(paths)} blobs", self.blobs, exc) from exc
 
@@ -179,12 +193,59 @@ class Archive:
             )
         return data
 
+    def exists(self, sha256: str) -> bool:
+        """A file is stored under this name (its bytes are checked by get(), not here)."""
+        return self.path_for(sha256).is_file()
+
     def keys(self) -> Iterator[str]:
         """Every blob hash on disk."""
         if not self.blobs.exists():
             return
         for path in sorted(self.blobs.glob(f"*/*/*{SUFFIX}")):
             yield path.name.removesuffix(SUFFIX)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a blob durably (the unlink fsynced in its directory); False when it was not there.
+
+        Blobs are immutable otherwise: only `mailsync forget` and retention delete, after the database
+        commit that stopped naming the blob (a crash in between leaves an orphan, which verify lists
+        and a re-run of the command removes)."""
+        path = self.path_for(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot delete blob {sha256} from {self.blobs}: {exc.strerror}",
+                fix="fix the archive directory's permissions and run the command again",
+            ) from exc
+        try:
+            fsync_path(path.parent)
+        except OSError as exc:
+            raise _write_error("a deletion", self.blobs, exc) from exc
+        return True
+
+    def set_aside(self, sha256: str, suffix: str = ".corrupt") -> Path:
+        """Rename a (corrupt) blob to <name><suffix>, or <name><suffix>.N when taken, beside it; the
+        new path. Outside the `*.zst` layout, so keys() and verify no longer see it."""
+        path = self.path_for(sha256)
+        target = path.with_name(path.name + suffix)
+        number = 0
+        while target.exists():
+            number += 1
+            target = path.with_name(f"{path.name}{suffix}.{number}")
+        try:
+            path.replace(target)
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot rename blob {path} aside: {exc.strerror}",
+                fix="fix the archive directory's permissions and run the command again",
+            ) from exc
+        return target
 
     def verify(self, known: Iterable[str], progress: Callable[[], None] | None = None) -> VerifyReport:
         """Re-hash every blob on disk; compare with the hashes the database knows."""
@@ -206,18 +267,6 @@ class Archive:
         if self.blobs.exists():
             report.partial = sorted(str(p) for p in self.blobs.glob("**/.tmp-*"))
         return report
-
-
-def _fsync_dir(directory: Path) -> None:
-    _fsync_path(directory)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_error(what: str, blobs: Path, exc: BaseException) -> ArchiveError:

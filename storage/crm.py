@@ -189,7 +189,8 @@ def load_snapshot(
         accounts=accounts,
         accounts_by_domain=by_domain,
         open_opportunities={k: tuple(v) for k, v in open_opps.items()},
-        reps=frozenset(session.scalars(select(m.Rep.email).where(m.Rep.active))),
+        # Departed reps too: their address stays ours, so their old mail never makes our company a prospect.
+        reps=frozenset(session.scalars(select(m.Rep.email))),
         internal_domains=internal_domains,
         free_mail_domains=free_mail_domains,
     )

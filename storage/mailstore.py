@@ -8,10 +8,9 @@ queue of the processing stage.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select, true, union, update
+from sqlalchemy import and_, func, or_, select, true
 
 from storage import models as m
 from storage.models import db_time, utcnow
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from storage.records import Match, ParsedEmail, Proposal, Provenance
-
-SUBJECT_WINDOW = timedelta(days=45)
 
 
 def ensure_mailbox(session: Session, name: str, owner: str) -> None:
@@ -155,88 +152,10 @@ def add_refs(session: Session, message: m.Message, refs: Iterable[str]) -> None:
     session.add_all(m.MessageRef(message_pk=message.id, ref=ref) for ref in refs)
 
 
-def assign_thread(
-    session: Session,
-    message: m.Message,
-    *,
-    refs: Sequence[str],
-    key: str,
-    subject_key: str,
-    participants: Iterable[str],
-    join_by_subject: bool,
-) -> m.Thread:
-    """Put `message` in its thread (see mailsync/mail/thread.py for the rules), merging threads it joins.
-    Its references (`refs`) are recorded already (add_refs)."""
-    # One query for the threads it joins: of its parents; of children that arrived first and siblings
-    # that point at the same (perhaps missing) ancestors; of threads rooted at what it names.
-    joined = union(
-        select(m.Message.thread_id.label("id")).where(m.Message.message_id.in_(refs)),
-        select(m.Message.thread_id)
-        .join(m.MessageRef, m.MessageRef.message_pk == m.Message.id)
-        .where(m.MessageRef.ref.in_([*refs, message.message_id])),
-        select(m.Thread.id).where(m.Thread.key.in_([*refs, key, message.message_id])),
-    ).subquery()
-    ids: set[int] = {i for i in session.scalars(select(joined.c.id)) if i is not None}
-    if not ids and join_by_subject and not refs:
-        found = _thread_by_subject(session, subject_key, message, participants)
-        if found is not None:
-            ids.add(found)
-    if ids:
-        thread = _merge(session, sorted(ids))
-    else:
-        thread = m.Thread(key=key, subject=message.subject, subject_key=subject_key)
-        session.add(thread)
-        session.flush()
-    message.thread_id = thread.id
-    when = message.sent_at
-    if when is not None:
-        if thread.first_at is None or when < thread.first_at:
-            thread.first_at = when
-            thread.subject = message.subject or thread.subject
-        if thread.last_at is None or when > thread.last_at:
-            thread.last_at = when
-    return thread
-
-
-def _thread_by_subject(
-    session: Session, key: str, message: m.Message, participants: Iterable[str]
-) -> int | None:
-    query = select(m.Thread.id).where(m.Thread.subject_key == key)
-    if message.sent_at is not None:
-        query = query.where(
-            m.Thread.last_at >= message.sent_at - SUBJECT_WINDOW,
-            m.Thread.first_at <= message.sent_at + SUBJECT_WINDOW,
-        )
-    people = list(participants)
-    for thread_id in session.scalars(query.order_by(m.Thread.last_at.desc()).limit(5)):
-        shared = session.scalar(
-            select(func.count())
-            .select_from(m.Participant)
-            .join(m.Message, m.Message.id == m.Participant.message_pk)
-            .where(m.Message.thread_id == thread_id, m.Participant.email.in_(people))
-        )
-        if shared:
-            return thread_id
-    return None
-
-
-def _merge(session: Session, ids: list[int]) -> m.Thread:
-    """Fold every thread in `ids` into the oldest one; returns it."""
-    keep = session.get_one(m.Thread, ids[0])
-    for other_id in ids[1:]:
-        other = session.get_one(m.Thread, other_id)
-        session.execute(update(m.Message).where(m.Message.thread_id == other_id).values(thread_id=keep.id))
-        session.execute(
-            update(m.Suggestion).where(m.Suggestion.thread_id == other_id).values(thread_id=keep.id)
-        )
-        if keep.opportunity_id is None:
-            keep.opportunity_id = other.opportunity_id
-        for attr, pick in (("first_at", min), ("last_at", max)):
-            values = [v for v in (getattr(keep, attr), getattr(other, attr)) if v is not None]
-            setattr(keep, attr, pick(values) if values else None)
-        session.delete(other)
-    session.flush()
-    return keep
+def chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    """`values` in slices of `size`: an IN list stays under every database's parameter limit."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def thread_messages(session: Session, thread_id: int) -> list[tuple[m.Message, list[m.Participant]]]:
@@ -256,8 +175,39 @@ def thread_messages(session: Session, thread_id: int) -> list[tuple[m.Message, l
     return [(msg, people[msg.id]) for msg in messages]
 
 
-def save_proposals(session: Session, thread_id: int | None, proposals: Iterable[Proposal]) -> int:
-    """Insert new proposals, refresh open ones; decided ones are never touched. Returns changes."""
+def threads_messages(
+    session: Session, thread_ids: Iterable[int]
+) -> dict[int, list[tuple[m.Message, list[m.Participant]]]]:
+    """thread_messages for several threads in two queries: thread id -> its parsed messages, oldest
+    first (in the database's order of sent_at, as thread_messages), each with its participants."""
+    wanted = sorted(set(thread_ids))
+    found: dict[int, list[tuple[m.Message, list[m.Participant]]]] = {t: [] for t in wanted}
+    people: dict[int, list[m.Participant]] = {}
+    for chunk in chunks(wanted):
+        in_threads = and_(m.Message.thread_id.in_(chunk), m.Message.status == "parsed")
+        for msg in session.scalars(
+            select(m.Message).where(in_threads).order_by(m.Message.thread_id, m.Message.sent_at, m.Message.id)
+        ):
+            people[msg.id] = []
+            found[msg.thread_id or 0].append((msg, people[msg.id]))
+        for person in session.scalars(
+            select(m.Participant)
+            .join(m.Message, m.Message.id == m.Participant.message_pk)
+            .where(in_threads)
+            .order_by(m.Participant.id)
+        ):
+            people[person.message_pk].append(person)
+    return found
+
+
+def save_proposals(
+    session: Session,
+    thread_id: int | None,
+    proposals: Iterable[Proposal],
+    rows: dict[str, m.Suggestion] | None = None,
+) -> int:
+    """Insert new proposals, refresh open ones; decided ones are never touched. Returns changes.
+    `rows`: the suggestions with the proposals' keys, when the caller read them already (kept up to date)."""
     changed = 0
     for proposal in proposals:
         values: dict[str, Any] = {
@@ -276,9 +226,15 @@ def save_proposals(session: Session, thread_id: int | None, proposals: Iterable[
             "owner_rep": proposal.owner_rep,
             "thread_id": thread_id,
         }
-        row = session.scalar(select(m.Suggestion).where(m.Suggestion.key == proposal.key))
+        if rows is None:
+            row = session.scalar(select(m.Suggestion).where(m.Suggestion.key == proposal.key))
+        else:
+            row = rows.get(proposal.key)
         if row is None:
-            session.add(m.Suggestion(key=proposal.key, status="open", **values))
+            row = m.Suggestion(key=proposal.key, status="open", **values)
+            session.add(row)
+            if rows is not None:
+                rows[proposal.key] = row
             changed += 1
         elif row.status == "open" and any(getattr(row, k) != v for k, v in values.items()):
             for name, value in values.items():
@@ -312,23 +268,24 @@ def sync_suggestions(
     withdrawn (a later message showed it was wrong, or a merge left a duplicate). Returns changes."""
     proposals = list(proposals)
     keys = {p.key for p in proposals}
+    # One read for all three steps: the rows of the proposals' keys, and this thread's open ones (those
+    # whose key is not proposed are what steps 1 and 2 leave alone, so they are read as they start).
+    mine = and_(
+        m.Suggestion.thread_id == thread_id,
+        m.Suggestion.status == "open",
+        m.Suggestion.kind.in_(THREAD_KINDS),
+    )
+    rows = list(session.scalars(select(m.Suggestion).where(or_(m.Suggestion.key.in_(keys), mine))))
+    by_key = {row.key: row for row in rows if row.key in keys}
     changed = 0
-    if keys:
-        for row in session.scalars(
-            select(m.Suggestion).where(m.Suggestion.key.in_(keys), m.Suggestion.status == "withdrawn")
-        ):
+    for row in by_key.values():
+        if row.status == "withdrawn":
             row.status = "open"
             changed += 1
-    changed += save_proposals(session, thread_id, proposals)
+    changed += save_proposals(session, thread_id, proposals, by_key)
     if withdraw:
-        for row in session.scalars(
-            select(m.Suggestion).where(
-                m.Suggestion.thread_id == thread_id,
-                m.Suggestion.status == "open",
-                m.Suggestion.kind.in_(THREAD_KINDS),
-            )
-        ):
-            if row.key not in keys:
+        for row in rows:
+            if row.key not in keys and row.thread_id == thread_id and row.status == "open":
                 row.status = "withdrawn"
                 row.updated_at = utcnow()
                 changed += 1

@@ -346,3 +346,75 @@ class AppliedEvent(Base):
     kind: Mapped[str] = mapped_column(SafeString(50))
     digest: Mapped[str] = mapped_column(SafeString(64), index=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- Privacy ---------------------------------------------------------------------------------------
+
+
+class Tombstone(Base):
+    """A forgotten address, display name or message, as HMAC-SHA256 under the tombstone key
+    (storage/forget.py): never the value itself."""
+
+    __tablename__ = "tombstone"
+    digest: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event_id: Mapped[str | None] = mapped_column(SafeString(64))  # the `forget` event that made it
+
+
+class Lease(Base):
+    """Who works on a shared thing (a mailbox, the digest job) until when, across processes: see
+    storage/leases.py. `token` (the fencing token) grows by one whenever the holder changes."""
+
+    __tablename__ = "lease"
+    # mailbox:<name>, job:<name>, or member:<holder> (a process alive, for the fair share of mailboxes)
+    name: Mapped[str] = mapped_column(SafeString(400), primary_key=True)
+    holder: Mapped[str] = mapped_column(SafeString(300))  # host:pid:random of the process
+    token: Mapped[int]
+    expires_at: Mapped[datetime]
+    taken_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobRun(Base):
+    """One run of a periodic job for one period, whatever the number of processes: inserted first."""
+
+    __tablename__ = "job_run"
+    __table_args__ = (UniqueConstraint("job", "period"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(SafeString(50))
+    period: Mapped[str] = mapped_column(SafeString(20))  # e.g. the UTC date of a daily job
+    holder: Mapped[str] = mapped_column(SafeString(300))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+# --- Outbound webhook ------------------------------------------------------------------------------
+
+
+class WebhookDelivery(Base):
+    """One signed POST of a batch of records, named for good by the source ids it covers."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (UniqueConstraint("kind", "first_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(SafeString(20))  # activities | decisions
+    first_id: Mapped[int]  # message or decision ids, inclusive
+    last_id: Mapped[int]
+    records: Mapped[int]
+    status: Mapped[str] = mapped_column(SafeString(10), index=True)  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(SafeText)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every POST tried, with the HTTP status or the error."""
+
+    __tablename__ = "webhook_attempt"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_delivery.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(SafeText)
+    duration_ms: Mapped[int]

@@ -40,3 +40,12 @@ def private_file(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by path (a directory's fsync makes the renames in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

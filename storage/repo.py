@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+UPGRADE_LOCK = 0x6D61696C73796E63  # "mailsync": the advisory lock key `db upgrade` holds on PostgreSQL
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -110,13 +113,47 @@ class Repo:
         return current, head
 
     def upgrade(self) -> tuple[str | None, str | None]:
-        """Apply every pending migration; returns (revision before, revision after)."""
+        """Apply every pending migration; returns (revision before, revision after). Several processes
+        may run it at once: one migrates, the others wait for it and find the schema current."""
         from alembic import command  # noqa: PLC0415
 
-        before, _ = self.schema_revisions()
-        command.upgrade(self._alembic(), "head")
-        after, _ = self.schema_revisions()
+        with self._upgrade_lock():
+            before, _ = self.schema_revisions()
+            command.upgrade(self._alembic(), "head")
+            after, _ = self.schema_revisions()
         return before, after
+
+    @contextmanager
+    def _upgrade_lock(self) -> Iterator[None]:
+        """PostgreSQL: a session advisory lock, held by its own connection while alembic migrates on
+        another. SQLite: an exclusive lock on a file beside the database (BEGIN EXCLUSIVE would lock
+        alembic out too)."""
+        if self.engine.dialect.name == "postgresql":
+            try:
+                conn = self.engine.connect()
+            except OperationalError as exc:
+                raise StorageError(
+                    f"database {_display(self.url)} is unreachable: {exc.orig}",
+                    fix="check database_url in the config and that the server is running",
+                ) from exc
+            with conn:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK})
+                conn.commit()  # the lock is the session's: it outlives the transaction
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK})
+                    conn.commit()
+        elif self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            path = Path(self.url.removeprefix("sqlite:///") + ".upgrade-lock")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the file lets the lock go
+        else:
+            yield
 
     def require_current_schema(self) -> None:
         """Raise StorageError with the one-line fix when migrations are pending.

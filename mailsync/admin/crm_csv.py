@@ -59,9 +59,9 @@ def _lead(value: str) -> str | None:
 _FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
-def _active(value: str) -> bool:
+def _active(value: str) -> bool | None:
     if not value:
-        return True
+        return None  # no statement: _validate leaves the field out
     if value.lower() not in _FLAGS:
         msg = f"not true or false: {value!r} (write true/false, yes/no or 1/0)"
         raise ValueError(msg)
@@ -415,6 +415,10 @@ def _validate(
     if blank:
         return RowError(file, record.line, blank[0], "required value is empty")
     warnings = _check_options(file, record.line, values) if kind == "reps" else []
+    if kind == "reps" and "active" in values and values["active"] is None:
+        # An empty (or unreadable) `active` cell states nothing: it must not bring back a rep deactivated
+        # since (`mailsync rep deactivate`; the rule is in mailsync/approval/reps.py). A new rep is active.
+        values.pop("active", None)
     # An optional column the file does not have is left out, so a re-import keeps what is stored.
     absent = {name for name in REP_OPTIONS if name not in values} if kind == "reps" else set()
     try:

@@ -32,7 +32,7 @@ from mailsync.admin.crm_csv import _COLUMNS as CRM_COLUMNS  # exactly what the i
 from mailsync.admin.crm_csv import FILES
 from mailsync.admin.csv_records import neutralise
 from storage import models as m
-from storage.private import private_dir
+from storage.private import fsync_path, private_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -178,7 +178,7 @@ def export(
             written = _write_table(out, table, formats, table.rows(session, refs), progress)
             report.files.extend(written)
             log.info("export_written", table=table.name, rows=written[0].rows, formats=list(formats))
-    _sync_dir(out)
+    fsync_path(out)
     return report
 
 
@@ -281,12 +281,3 @@ class _Partial:
         if self.temporary is not None:
             Path(self.temporary).unlink()
             self.temporary = None
-
-
-def _sync_dir(directory: Path) -> None:
-    """Make the renames durable: a rename lives in the directory, which has its own fsync."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -168,39 +168,55 @@ def activities(session: Session, refs: References) -> Iterator[Row]:
 
     Plain columns, not ORM objects: loading Message rows would read every body too, and build an
     object per participant and provenance, for the few values a row needs."""
-    owners: dict[str, str] = dict(session.execute(select(m.Mailbox.name, m.Mailbox.owner)).all())
-    threads = select(m.Thread.id).order_by(m.Thread.id)
+    owners = _owners(session)
+    for chunk in _pages(session, select(m.Thread.id).order_by(m.Thread.id), m.Thread.id):
+        query = _activity_columns().where(m.Message.thread_id.in_(chunk), _activity())
+        order = (m.Message.thread_id, m.Message.sent_at.nulls_last(), m.Message.id)
+        yield from _activity_rows(session, refs, owners, session.execute(query.order_by(*order)).all())
+
+
+def activities_between(session: Session, refs: References, first: int, last: int) -> list[Row]:
+    """The activity rows of the parsed messages whose ids lie in [first, last], by id (the webhook's
+    batches: message ids only grow, so a range names a batch for good)."""
+    query = _activity_columns().where(m.Message.id.between(first, last), _activity()).order_by(m.Message.id)
+    return list(_activity_rows(session, refs, _owners(session), session.execute(query).all()))
+
+
+def _owners(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(m.Mailbox.name, m.Mailbox.owner)).all())
+
+
+def _activity_columns() -> Select[Any]:
     message = m.Message
-    for chunk in _pages(session, threads, m.Thread.id):
-        query = (
-            select(message.id, message.thread_id, m.Thread.subject, m.Thread.opportunity_id,
-                   message.message_id, message.sent_at, message.sender, message.subject,
-                   message.automated, message.attachments)
-            .join(m.Thread, m.Thread.id == message.thread_id)
-            .where(message.thread_id.in_(chunk), _activity())
-            .order_by(message.thread_id, message.sent_at.nulls_last(), message.id)
-        )  # fmt: skip
-        found = session.execute(query).all()
-        pks = [row[0] for row in found]
-        people = _participants(session, pks, refs)
-        seen = _provenances(session, pks, owners)
-        for pk, thread, thread_subject, opp, message_id, sent_at, sender, subject, automated, files in found:
-            places = seen[pk]
-            yield {
-                "thread_id": thread,
-                "thread_subject": thread_subject,
-                "opportunity_id": refs.opportunities.get(opp) if opp is not None else None,
-                "message_id": message_id,
-                "sent_at": stamp(sent_at),
-                "from": sender,
-                **people[pk],
-                "subject": subject,
-                "automated": automated,
-                "attachments": list(files or []),
-                "seen_by": sorted({s["owner"] or s["mailbox"] for s in places}),
-                "first_seen_at": min((s["seen_at"] for s in places if s["seen_at"]), default=None),
-                "provenance": places,
-            }
+    return (
+        select(message.id, message.thread_id, m.Thread.subject, m.Thread.opportunity_id,
+               message.message_id, message.sent_at, message.sender, message.subject,
+               message.automated, message.attachments)
+        .join(m.Thread, m.Thread.id == message.thread_id)
+    )  # fmt: skip
+
+
+def _activity_rows(session: Session, refs: References, owners: dict[str, str], found: Any) -> Iterator[Row]:
+    pks = [row[0] for row in found]
+    people = _participants(session, pks, refs)
+    seen = _provenances(session, pks, owners)
+    for pk, thread, thread_subject, opp, message_id, sent_at, sender, subject, automated, files in found:
+        places = seen[pk]
+        yield {
+            "thread_id": thread,
+            "thread_subject": thread_subject,
+            "opportunity_id": refs.opportunities.get(opp) if opp is not None else None,
+            "message_id": message_id,
+            "sent_at": stamp(sent_at),
+            "from": sender,
+            **people[pk],
+            "subject": subject,
+            "automated": automated,
+            "attachments": list(files or []),
+            "seen_by": sorted({s["owner"] or s["mailbox"] for s in places}),
+            "first_seen_at": min((s["seen_at"] for s in places if s["seen_at"]), default=None),
+            "provenance": places,
+        }
 
 
 def _participants(session: Session, pks: list[int], refs: References) -> dict[int, Row]:
@@ -298,25 +314,35 @@ def decisions(session: Session, refs: References) -> Iterator[Row]:
     """Every decision taken, in order: who, when, how, with which edits, and its event-log entry."""
     del refs
     for chunk in _pages(session, select(m.Decision.id).order_by(m.Decision.id), m.Decision.id):
-        query = (
-            select(m.Decision, m.Suggestion.key, m.Suggestion.kind)
-            .join(m.Suggestion, m.Suggestion.id == m.Decision.suggestion_id)
-            .where(m.Decision.id.in_(chunk))
-            .order_by(m.Decision.id)
-        )
-        for decision, key, kind in session.execute(query):
-            yield {
-                "id": decision.id,
-                "proposal": key,
-                "kind": kind,
-                "verdict": decision.verdict,
-                "who": decision.who,
-                "how": decision.how,
-                "at": stamp(decision.at),
-                "edits": decision.edits,
-                "event_id": decision.event_id,
-            }
+        yield from _decision_rows(session, m.Decision.id.in_(chunk))
         session.expunge_all()
+
+
+def decisions_between(session: Session, refs: References, first: int, last: int) -> list[Row]:
+    """The decisions whose ids lie in [first, last], in order (the webhook's batches)."""
+    del refs
+    return list(_decision_rows(session, m.Decision.id.between(first, last)))
+
+
+def _decision_rows(session: Session, where: Any) -> Iterator[Row]:
+    query = (
+        select(m.Decision, m.Suggestion.key, m.Suggestion.kind)
+        .join(m.Suggestion, m.Suggestion.id == m.Decision.suggestion_id)
+        .where(where)
+        .order_by(m.Decision.id)
+    )
+    for decision, key, kind in session.execute(query):
+        yield {
+            "id": decision.id,
+            "proposal": key,
+            "kind": kind,
+            "verdict": decision.verdict,
+            "who": decision.who,
+            "how": decision.how,
+            "at": stamp(decision.at),
+            "edits": decision.edits,
+            "event_id": decision.event_id,
+        }
 
 
 def _pages(session: Session, ids: Select[int], column: Any) -> Iterator[list[int]]:

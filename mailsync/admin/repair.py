@@ -215,21 +215,20 @@ def _sha256_of(raw: RawMessage) -> str:
 
 def _write_back(archive: Archive, sha256: str, raw: RawMessage) -> Path | None:
     """Store `raw` as blob `sha256`; a file already there that does not read back is renamed aside."""
-    path = archive.path_for(sha256)
     kept: Path | None = None
-    if path.exists():
+    if archive.exists(sha256):
         try:
             archive.get(sha256)
         except ArchiveError:
-            kept = _aside(path)
+            kept = archive.set_aside(sha256, CORRUPT_SUFFIX)
         else:
             return None  # restored meanwhile (a sync stored the same bytes)
     try:
         _store(archive, sha256, raw)
     except ArchiveError:
-        if kept is not None and not path.exists():
+        if kept is not None and not archive.exists(sha256):
             with contextlib.suppress(OSError):  # else the corrupt bytes stay kept aside
-                kept.replace(path)  # leave the archive as it was found
+                kept.replace(archive.path_for(sha256))  # leave the archive as it was found
         raise
     return kept
 
@@ -242,23 +241,6 @@ def _store(archive: Archive, sha256: str, raw: RawMessage) -> None:
             fix="re-run `mailsync verify --repair`",
         )
     archive.get(sha256)  # read back: ArchiveError when the disk did not keep it
-
-
-def _aside(path: Path) -> Path:
-    """Rename a corrupt blob to <name>.corrupt (or .corrupt.N when taken) beside it; returns the new path."""
-    target = path.with_name(path.name + CORRUPT_SUFFIX)
-    number = 0
-    while target.exists():
-        number += 1
-        target = path.with_name(f"{path.name}{CORRUPT_SUFFIX}.{number}")
-    try:
-        path.replace(target)
-    except OSError as exc:
-        raise ArchiveError(
-            f"cannot rename corrupt blob {path} aside: {exc.strerror}",
-            fix="fix the archive directory's permissions and re-run `mailsync verify --repair`",
-        ) from exc
-    return target
 
 
 # -- files ------------------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ def sync_once(
 ) -> None:
     """Sync IMAP mailboxes once: fetch what is new in each folder, archive and process it."""
     from mailsync.mail.sources.imap import ImapSource
+    from mailsync.pipeline.active import skip_inactive
     from mailsync.pipeline.sync import sync_mailbox
 
     if not once:
@@ -119,6 +120,9 @@ def sync_once(
             return lambda: bar.advance(task)
 
         for target in targets:
+            if skip_inactive(pipeline.repo, target):
+                table.add_row(target.name, "", "", "", "", "", "", "owner inactive (departed): not polled")
+                continue
             try:
                 with ImapSource.configured(target, settings) as source:
                     results = sync_mailbox(target, pipeline, source, progress=track)

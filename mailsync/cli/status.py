@@ -16,8 +16,10 @@ def _when(value: object, fmt: str) -> str:
 def status(ctx: typer.Context) -> None:
     """Show the schema, what is captured per mailbox and folder, open proposals and the backlog."""
     from storage import mailstore, overview
+    from storage.reps import inactive_mailboxes
 
-    repo = state_of(ctx).repo(current=False)
+    state = state_of(ctx)
+    repo = state.repo(current=False)
     current, head = repo.schema_revisions()
     out.print(f"schema {current or 'empty'} (this version needs {head})")
     if current != head:
@@ -29,12 +31,15 @@ def status(ctx: typer.Context) -> None:
             overview.totals(session),
         )
         backlog = mailstore.backlog(session)
+        departed = inactive_mailboxes(session, state.settings().mailboxes)
     table = Table(title="mailboxes")
     for column in ("mailbox", "owner", "messages", "last captured"):
         table.add_column(column)
     for box in mailboxes:
         table.add_row(box.name, box.owner, str(box.messages), _when(box.last_captured, "%Y-%m-%d %H:%M"))
     out.print(table)
+    for name, owner in departed.items():
+        out.print(f"mailbox {name} is not polled: its owner {safe_text(owner)} is inactive (departed)")
     if folders:
         table = Table(title="IMAP folders")
         for column in ("mailbox", "folder", "uidvalidity", "last uid", "last success"):

@@ -1,15 +1,17 @@
 """Capture: a batch of raw messages made durable and recorded, with the folder cursor, in one commit.
 
     identify each message ─> stage the blobs the database does not know (temporary file, rename) ─>
-    ONE Archive.sync() ─> ONE transaction: blobs, new messages as "pending", copies, the cursor ─> commit
+    append the batch's copies and cursor to the provenance journal ─> ONE Archive.sync() and ONE
+    journal fsync ─> ONE transaction: blobs, new messages as "pending", copies, the cursor ─> commit
 
-Order is the guarantee. The commit that names a blob comes after the sync that made it durable, and
-the cursor moves in that same commit, so a crash anywhere leaves the batch either wholly captured with
-its cursor or not at all (the next pass fetches it again and recognises what it has). Only blobs the
-database names are trusted (a staged file nobody named is written again; so is a named one gone
-from the disk, which the next copy of its bytes restores). Parsing, threading, matching
-and proposing run later from the pending messages (process.py), so capture goes at the pace of the
-server and the disk.
+Order is the guarantee. The commit that names a blob or a copy comes after the sync that made it
+durable (blob and journal line, storage/journal.py), and the cursor moves in that same commit, so a
+crash anywhere leaves the batch either wholly captured with its cursor or not at all (the next pass
+fetches it again and recognises what it has). Only blobs the database names are trusted (a staged
+file nobody named is written again; so is a named one gone from the disk, which the next copy of its
+bytes restores). Parsing, threading, matching and proposing run later from the pending messages
+(process.py), so capture goes at the pace of the server and the disk. The rows of a copy carry the
+time its journal line does, so that `mailsync rebuild` (record_copies) gives them back exactly.
 
 One bad message never fails its batch: see refusals.py. If the message the database refused is there
 by now, another process stored it first (the unique fingerprint) and this is just a copy of it.
@@ -25,21 +27,24 @@ import structlog
 
 from config.errors import ArchiveError
 from mailsync import faults
-from mailsync.mail.identity import identify_stream
+from mailsync.mail.identity import Identity, identify, identify_stream
 from mailsync.pipeline.refusals import blame, commit_batch
 from mailsync.pipeline.sync_state import Cursor, save_cursor
 from storage import mailstore
 from storage import models as m
+from storage.journal import CopySeen, CursorMoved, Journal
+from storage.leases import verify_lease  # issue 16 (mailbox leases)
+from storage.models import utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
     from pathlib import Path
 
     from sqlalchemy.orm import Session
 
-    from mailsync.mail.identity import Identity
     from storage.archive import Archive
-    from storage.records import RawMessage
+    from storage.records import Provenance, RawMessage
     from storage.repo import Repo
 
 log = structlog.get_logger()
@@ -66,9 +71,11 @@ class Captured:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    raw: RawMessage
+    provenance: Provenance
+    size: int
     sha256: str
     identity: Identity
+    seen_at: datetime | None = None  # None: the batch's time
 
 
 def capture(
@@ -77,41 +84,97 @@ def capture(
     """Capture `raws` (one mailbox's, in UID order) in one commit, with `cursor` if given; CaptureErrors
     propagate. When the archive fails part-way (its disk is full), what it took is committed first,
     the cursor moved only over that, and then the error is raised."""
-    items, failure = _archive(repo, archive, raws)
+    items, staged, failure = _archive(repo, archive, raws)
     if failure is not None:
         if not items:
+            archive.sync(staged)
             raise failure
         if cursor is not None:
-            last = max(item.raw.provenance.uid or 0 for item in items)
+            last = max(item.provenance.uid or 0 for item in items)
             cursor = replace(cursor, cursor=Cursor(cursor.cursor.uidvalidity, last))
+    at = utcnow()
+    journal = Journal.beside(archive.root)
+    written = journal.write(_journal_entries(items, owner, cursor, at))
+    archive.sync(staged)  # a syncfs of the archive's file system takes the journal's lines along
+    journal.sync(written)
 
     def work(session: Session, refused: dict[int, str], careful: bool) -> list[Captured]:
-        results = _record(session, items, owner, refused, careful=careful)
+        results = _record(session, items, {i.provenance.mailbox: owner for i in items}, refused, at, careful)
         if cursor is not None:
+            verify_lease(session, cursor.mailbox)  # issue 16: a daemon whose lease expired commits nothing
             save_cursor(session, cursor.mailbox, cursor.folder, cursor.cursor)
         faults.point("before_cursor")
         return results
 
     results, refused = commit_batch(repo, work)
-    for index, reason in refused.items():
-        where = items[index]
-        log.warning(
-            "message_quarantined",
-            reason=reason,
-            archive_key=where.sha256,
-            locator=where.raw.provenance.locator,
-        )
+    _log_refused(items, refused)
     if failure is not None:
         raise failure
     return results
 
 
+def record_copies(repo: Repo, archive: Archive, copies: Sequence[CopySeen]) -> list[Captured]:
+    """Record journalled copies whose blobs are in the archive already, with the times the journal
+    gives (`mailsync rebuild`): blobs, messages as "pending", copies, in one commit. Nothing is written
+    to the archive or the journal; a line without a fingerprint has its blob read to compute it."""
+    items = [
+        _Item(
+            copy.provenance,
+            copy.size,
+            copy.sha256,
+            Identity(copy.fingerprint, copy.message_id)
+            if copy.fingerprint
+            else identify(archive.get(copy.sha256)),
+            copy.seen_at,
+        )
+        for copy in copies
+    ]
+    owners = {copy.provenance.mailbox: copy.owner for copy in copies}  # the latest owner wins
+
+    def work(session: Session, refused: dict[int, str], careful: bool) -> list[Captured]:
+        return _record(session, items, owners, refused, utcnow(), careful)
+
+    results, refused = commit_batch(repo, work)
+    _log_refused(items, refused)
+    return results
+
+
+def _journal_entries(
+    items: Sequence[_Item], owner: str, cursor: CursorAt | None, at: datetime
+) -> list[CopySeen | CursorMoved]:
+    entries: list[CopySeen | CursorMoved] = [
+        CopySeen(
+            sha256=item.sha256,
+            size=item.size,
+            fingerprint=item.identity.fingerprint,
+            message_id=item.identity.message_id,
+            owner=owner,
+            provenance=item.provenance,
+            seen_at=at,
+        )
+        for item in items
+    ]
+    if cursor is not None:
+        moved = cursor.cursor
+        entries.append(CursorMoved(cursor.mailbox, cursor.folder, moved.uidvalidity, moved.last_uid, at))
+    return entries
+
+
+def _log_refused(items: Sequence[_Item], refused: Mapping[int, str]) -> None:
+    for index, reason in refused.items():
+        where = items[index]
+        log.warning(
+            "message_quarantined", reason=reason, archive_key=where.sha256, locator=where.provenance.locator
+        )
+
+
 def _archive(
     repo: Repo, archive: Archive, raws: Sequence[RawMessage]
-) -> tuple[list[_Item], ArchiveError | None]:
-    """Every message's blob durable, then one sync: those the database does not know, or knows but
-    lost (a deleted file comes back with the next copy), are written. On an ArchiveError, the
-    messages before the one that failed, and the error."""
+) -> tuple[list[_Item], list[Path], ArchiveError | None]:
+    """Every message's blob written, NOT yet synced: those the database does not know, or knows but
+    lost (a deleted file comes back with the next copy), are staged (spooled mail is streamed and
+    fsynced on its own). The items, the staged files to sync, and on an ArchiveError, the messages
+    before the one that failed and the error."""
     hashed: list[tuple[RawMessage, str | None]] = []
     for raw in raws:
         faults.point("after_fetch")
@@ -127,35 +190,40 @@ def _archive(
                 sha256 = archive.put_stream(raw.chunks(), raw.size)
             else:
                 sha256 = digest
-                if sha256 not in staged and (sha256 not in known or not archive.path_for(sha256).exists()):
+                if sha256 not in staged and (sha256 not in known or not archive.exists(sha256)):
                     staged[sha256] = archive.stage(raw.data, sha256)
         except ArchiveError as exc:
             failure = exc
             break
         faults.point("after_archive")
-        items.append(_Item(raw, sha256, identify_stream(raw.chunks)))
-    archive.sync(list(staged.values()))
-    return items, failure
+        items.append(_Item(raw.provenance, raw.size, sha256, identify_stream(raw.chunks)))
+    return items, list(staged.values()), failure
 
 
-def _record(
-    session: Session, items: list[_Item], owner: str, refused: dict[int, str], *, careful: bool
+def _record(  # noqa: PLR0917 - the batch, and how to write it
+    session: Session,
+    items: Sequence[_Item],
+    owners: Mapping[str, str],
+    refused: dict[int, str],
+    at: datetime,
+    careful: bool,
 ) -> list[Captured]:
     """Blobs, messages and copies of the batch: three reads, then inserts; with `careful`, flushed
-    message by message so that a refusal names its message."""
-    for mailbox in {item.raw.provenance.mailbox for item in items}:
+    message by message so that a refusal names its message. Rows get the item's time, else `at`."""
+    for mailbox, owner in owners.items():
         mailstore.ensure_mailbox(session, mailbox, owner)
     messages = mailstore.messages_by_fingerprint(session, (i.identity.fingerprint for i in items))
     blobs = mailstore.known_blobs(session, (i.sha256 for i in items))
-    copies = mailstore.known_copies(session, (i.raw.provenance.locator for i in items))
+    copies = mailstore.known_copies(session, (i.provenance.locator for i in items))
     outcomes: list[Outcome] = []
     new_copies: list[tuple[int, m.Message]] = []
     for index, item in enumerate(items):
         with blame(session, index, careful=careful):
+            when = item.seen_at or at
             fingerprint = item.identity.fingerprint
             outcome: Outcome = "copy"
             if item.sha256 not in blobs:
-                session.add(m.Blob(sha256=item.sha256, size=item.raw.size))
+                session.add(m.Blob(sha256=item.sha256, size=item.size, archived_at=when))
                 blobs.add(item.sha256)
             message = messages.get(fingerprint)
             if message is None:
@@ -170,10 +238,11 @@ def _record(
                     blob_sha256=item.sha256,
                     message_id=message_id,
                     status="quarantined" if reason else "pending",
+                    captured_at=when,
                 )
                 session.add(message)
                 messages[fingerprint] = message
-            key = (item.sha256, item.raw.provenance.locator)
+            key = (item.sha256, item.provenance.locator)
             if key in copies:
                 outcome = "known"
             else:
@@ -183,9 +252,24 @@ def _record(
     session.flush()  # the new messages' ids, from one INSERT round for the batch
     for index, message in new_copies:
         with blame(session, index, careful=careful):
+            item = items[index]
             if outcomes[index] == "quarantined":
                 mailstore.quarantine(session, message, refused[index])
-            mailstore.add_copy(session, message, items[index].sha256, items[index].raw.provenance)
+            # As mailstore.add_copy, with the time its journal line has.
+            where = item.provenance
+            session.add(
+                m.Provenance(
+                    message_pk=message.id,
+                    blob_sha256=item.sha256,
+                    locator=where.locator,
+                    mailbox=where.mailbox,
+                    folder=where.folder,
+                    uidvalidity=where.uidvalidity,
+                    uid=where.uid,
+                    path=where.path,
+                    seen_at=item.seen_at or at,
+                )
+            )
     session.flush()
     return [
         Captured(

@@ -12,8 +12,10 @@ with their own "now".
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 
@@ -56,11 +58,63 @@ def stored_match(message: Message, people: list[ParticipantRow], crm: CrmSnapsho
     )
 
 
-def thread_view(session: Session, thread: Thread, owner: str, crm: CrmSnapshot) -> ThreadView:
-    """The stored thread as the propose stage sees it, matched against the current CRM."""
-    messages = tuple(
-        stored_match(msg, people, crm) for msg, people in mailstore.thread_messages(session, thread.id)
-    )
+class MatchCache:
+    """Matches of stored messages against one CRM snapshot, the most recently used `size` kept.
+
+    A Match is a function of the message's stored fields and the snapshot, so a thread re-read for its
+    next message re-matches only what is new. An entry is used only while the fields it was made from
+    are still those of the message (a redaction or a replay changes them), and only for the snapshot it
+    was made with: a CRM import empties the cache. Memory stays flat: `size` messages at most."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._crm: CrmSnapshot | None = None
+        self._entries: OrderedDict[int, tuple[tuple[Any, ...], Match]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def match(self, message: Message, people: list[ParticipantRow], crm: CrmSnapshot) -> Match:
+        made_of = (
+            message.fingerprint,
+            message.sent_at,
+            message.subject,
+            message.body_text,
+            message.automated,
+            tuple(message.attachments or ()),
+            tuple((p.role, p.name, p.email) for p in people),
+        )
+        with self._lock:
+            if crm is not self._crm:
+                self._entries.clear()
+                self._crm = crm
+            found = self._entries.get(message.id)
+            if found is not None and found[0] == made_of:
+                self._entries.move_to_end(message.id)
+                return found[1]
+        match = stored_match(message, people, crm)
+        with self._lock:
+            if crm is self._crm:
+                self._entries[message.id] = (made_of, match)
+                self._entries.move_to_end(message.id)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return match
+
+
+_matches = MatchCache()
+
+
+def thread_view(
+    session: Session,
+    thread: Thread,
+    owner: str,
+    crm: CrmSnapshot,
+    stored: list[tuple[Message, list[ParticipantRow]]] | None = None,
+) -> ThreadView:
+    """The stored thread as the propose stage sees it, matched against the current CRM. `stored`: its
+    messages as mailstore.thread_messages gives them, when the caller read several threads at once."""
+    if stored is None:
+        stored = mailstore.thread_messages(session, thread.id)
+    messages = tuple(_matches.match(msg, people, crm) for msg, people in stored)
     ids = {o.id for msg in messages for a in msg.accounts for o in crm.open_opportunities.get(a.id, ())}
     opened, history = mailstore.opportunity_context(session, ids, thread.id)
     return ThreadView(

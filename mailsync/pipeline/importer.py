@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from config.errors import CaptureError
+from mailsync.pipeline.forgetting import purge_held
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,6 +53,7 @@ def import_source(
             advance()
     flush()
     processed = pipeline.drain()
+    purge_held(pipeline)  # mail that names a forgotten person: deleted or redacted, as forget does
     quarantined = sum(processed.get(message_id) == "quarantined" for message_id in new)
     counts["new"] -= quarantined
     counts["quarantined"] += quarantined

@@ -4,10 +4,13 @@
     message) ─> ONE transaction: claim, match, thread each message; propose ONCE per touched thread ─>
     commit
 
-Parsing happens before the transaction, so a transaction holds no lock while a parser works. Each
-thread's proposals are recomputed once per batch, from the thread as the batch left it, instead of after
-every message. The claim (FOR UPDATE SKIP LOCKED on PostgreSQL) keeps two processes from processing
-one message; a message killed half-way is still pending and is processed by the next drain.
+Parsing happens before the transaction, so a transaction holds no lock while a parser works. The batch
+is threaded at once (threads.assign_threads: a few queries, the threads one message at a time would
+give). Each thread's proposals are recomputed once per batch, from the thread as the batch left it,
+instead of after every message; the touched threads are read in one go, and a stored message is
+re-matched only when it or the CRM changed (followups.MatchCache). The claim (FOR UPDATE SKIP LOCKED
+on PostgreSQL) keeps two processes from processing one message; a message killed half-way is still
+pending and is processed by the next drain.
 
 A message the parser refuses is quarantined with the reason; one the database refuses (a value too long
 for a column, a constraint) likewise, and the rest of the batch commits (refusals.py).
@@ -31,7 +34,7 @@ from mailsync.pipeline.refusals import blame, commit_batch
 from nlp.match import match_message
 from nlp.noise import automated_reason
 from nlp.propose import propose
-from storage import mailstore
+from storage import forget, mailstore, threads
 from storage import models as m
 from storage.models import db_time
 
@@ -142,6 +145,8 @@ def _apply(
             continue  # another process has it
         with blame(session, index, careful=careful):
             outcomes[item.id] = "new"
+            if forget.held(session, pipeline.settings, message, result):  # names a forgotten person
+                continue
             match = _match(session, message, refused.get(index), result, crm)
             if match is None:
                 outcomes[item.id] = message.status if message.status == "quarantined" else "new"
@@ -150,11 +155,11 @@ def _apply(
                 to_thread.append((index, message, result, match))
     session.flush()  # participants and references of the whole batch, in a few INSERT rounds
     last_of_thread: dict[int, int] = {}  # message id -> its index, for the threads touched
+    to_assign: list[threads.ThreadInput] = []
     for index, message, result, match in to_thread:
         with blame(session, index, careful=careful):
             faults.point("during_thread")
-            mailstore.assign_thread(
-                session,
+            threaded = threads.ThreadInput(
                 message,
                 refs=threading_rules.references(result),
                 key=threading_rules.thread_key(result),
@@ -162,8 +167,13 @@ def _apply(
                 participants=[p.address.email for p in match.participants],
                 join_by_subject=threading_rules.may_join_by_subject(result),
             )
+            if careful:  # one message at a time, so that a refusal names its message
+                threads.assign_thread(session, **threaded._asdict())
+            to_assign.append(threaded)
             message.status = "parsed"
             last_of_thread[message.id] = index
+    if not careful:
+        threads.assign_threads(session, to_assign)  # the same threads, in a handful of queries
     session.flush()
     _propose_touched(pipeline, session, queue, last_of_thread, careful=careful)
     return outcomes
@@ -215,12 +225,13 @@ def _propose_touched(
     crm = pipeline.crm
     settings = thresholds(pipeline.settings.matching)
     changed = 0
+    stored = mailstore.threads_messages(session, owner_of)  # every touched thread's messages at once
     for thread in session.scalars(
         select(m.Thread).where(m.Thread.id.in_(list(owner_of))).order_by(m.Thread.id)
     ):
         index, owner = owner_of[thread.id]
         with blame(session, index, careful=careful):
-            view = thread_view(session, thread, owner, crm)
+            view = thread_view(session, thread, owner, crm, stored[thread.id])
             changed += mailstore.sync_suggestions(session, thread.id, propose(view, crm, settings))
     return changed
 

@@ -18,8 +18,10 @@ import structlog
 
 from mailsync.pipeline.capture import CursorAt
 from mailsync.pipeline.fetcher import fetch_batches
+from mailsync.pipeline.forgetting import purge_held
 from mailsync.pipeline.sync_state import Cursor, load_cursor, mark_gone, save_cursor
 from storage import mailstore
+from storage.leases import verify_lease
 
 if TYPE_CHECKING:
     import threading
@@ -34,6 +36,7 @@ log = structlog.get_logger()
 
 def _save(pipeline: Pipeline, mailbox: str, folder: str, cursor: Cursor, modseq: int | None) -> None:
     with pipeline.repo.session() as session:
+        verify_lease(session, mailbox)  # a daemon whose lease expired moves no cursor (storage/leases.py)
         save_cursor(session, mailbox, folder, cursor, highest_modseq=modseq)
 
 
@@ -93,6 +96,7 @@ def sync_mailbox(
             )
         )
     processed = pipeline.drain(stop=stop)
+    purge_held(pipeline)  # mail of a forgotten person that came in again: deleted or redacted now
     for result in results:  # "new" counts the messages processed; those quarantined are counted apart
         for message_id in result.captured:
             if processed.get(message_id) == "quarantined":

@@ -11,6 +11,14 @@ polls up to an hour: never faster than the poll interval, never hammering a serv
 password. One mailbox failing never touches the others. SIGTERM/SIGINT: the current message finishes
 and commits, cursors are saved, the scheduler stops, exit code 0.
 
+Several processes may run on one PostgreSQL (storage/leases.py): every process schedules every
+mailbox, and a poll first takes (or renews) the mailbox's lease; while another process holds it, or
+this one holds its share of the mailboxes, the poll does nothing. The lease is renewed by each capture
+batch (which verifies it in its own transaction) and between IDLE slices; a poll that finds it lost
+stops writing for that mailbox and ends. A clean stop gives every lease back. The digest job runs in
+the process holding the `job:digests` lease, and the no-reply job once a day across all processes
+(a `job_run` row inserted first).
+
 With an `[smtp] host`, a job every minute sends each rep whose digest time has passed today and whose
 period has no sent digest (mailsync/approval/send.py), so a restart catches up on the day's digests.
 With a `[digest] reply_mailbox`, each sync pass of that mailbox ends by applying and answering the reps'
@@ -19,6 +27,7 @@ replies it captured (mailsync/approval/inbox.py).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -28,16 +37,20 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
-from config.errors import ArchiveError, CaptureError, SourceUnavailable, StorageError
+from config.errors import ArchiveError, CaptureError, LeaseLost, SourceUnavailable, StorageError
 from mailsync import faults
+from mailsync.admin.retention import apply_retention
+from mailsync.admin.webhook import deliver
 from mailsync.approval.decisions import apply_decision_events
 from mailsync.approval.inbox import ReplyInbox
 from mailsync.approval.links import LinkSigner
 from mailsync.approval.send import DigestSender
 from mailsync.mail.sources.imap import ImapSource
+from mailsync.pipeline.active import skip_inactive
 from mailsync.pipeline.followups import flag_unanswered
 from mailsync.pipeline.sync import sync_mailbox
 from mailsync.pipeline.sync_state import load_cursor
@@ -46,6 +59,7 @@ from mailsync.service.link_pages import LinkPages
 from mailsync.service.stopping import watch_stop
 from mailsync.service.web import WebServer, make_app
 from storage.eventlog import EventLog
+from storage.leases import Leases, claim_run, finish_run, holding
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -59,8 +73,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 DIGEST_EVERY = 60.0  # seconds between looks for reps whose digest is due
+SERVICE_JOBS = 5  # heartbeat, no-reply, retention, webhook, digests
+WEBHOOK_EVERY = 60.0  # seconds between webhook rounds (new activity queued, due deliveries sent)
 IDLE_SLICE = 5.0  # seconds per IDLE wait, so a stop request is seen promptly
 MAX_BACKOFF = 60.0
+# The digest job's lease: longer than a run of it (a relay can be slow), so that no other process
+# resends a digest this one is still sending; taken over that long after this process died.
+DIGEST_LEASE = 300.0
 MAX_RETRY_WAIT = 3600.0  # seconds: the longest wait between attempts on a mailbox that fails for good
 # Faults that clear by themselves: the poll retries them with backoff instead of waiting a whole interval.
 _FAULT_EVENTS: dict[type[CaptureError], str] = {
@@ -105,6 +124,8 @@ class Daemon:
         # Written only by the mailbox's own poll (one at a time), read by /healthz with single lookups.
         self._failures: dict[str, Failure] = {}
         self._max_polls = max(1, int(MAX_RETRY_WAIT // settings.daemon.poll_interval))
+        self.leases = Leases(pipeline.repo, settings.daemon.lease_seconds, len(self.mailboxes))
+        self._elsewhere: dict[str, float] = {}  # mailbox -> when another process was last seen holding it
         self.web = WebServer(
             settings.web.host, settings.web.port, make_app(metrics, self.health, self._links())
         )
@@ -144,11 +165,21 @@ class Daemon:
         return evaluate_health(
             now=time.time(),
             db_ok=db_ok,
-            last_success={m.name: self.metrics.last_success(m.name) for m in self.mailboxes},
+            last_success={
+                m.name: self._last_success(m.name)
+                for m in self.mailboxes
+                if not self.metrics.is_inactive(m.name)  # not polled by design: no staleness
+            },
             poll_interval=self.settings.daemon.poll_interval + self.settings.daemon.jitter,
             started_at=self.started_at,
             failing={m.name: f.reason for m in self.mailboxes if (f := self._failures.get(m.name))},
         )
+
+    def _last_success(self, mailbox: str) -> float | None:
+        """This process's last sync of `mailbox`, or when another process was last found holding it
+        (that one reports its own failures)."""
+        times = [t for t in (self.metrics.last_success(mailbox), self._elsewhere.get(mailbox)) if t]
+        return max(times, default=None)
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         log.info("stop_requested", signal=signal.Signals(signum).name)
@@ -160,9 +191,13 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self.request_stop)
         self.catch_up_decisions()
+        self.heartbeat()  # counted among the live processes before the first poll (a failure is logged)
         self.web.start()
+        # A poll holds its thread while it IDLEs (the whole interval): one thread per mailbox, plus the
+        # jobs', or the 11th mailbox would wait for APScheduler's default pool of 10 to free a thread.
         scheduler = BackgroundScheduler(
-            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+            executors={"default": ThreadPoolExecutor(len(self.mailboxes) + SERVICE_JOBS)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         for mailbox in self.mailboxes:
             scheduler.add_job(
@@ -175,10 +210,24 @@ class Daemon:
                 id=mailbox.name,
                 name=f"poll {mailbox.name}",
             )
+        scheduler.add_job(
+            self.heartbeat, "interval", seconds=self.settings.daemon.lease_seconds / 3,
+            id="heartbeat", name="leases: this process is alive",
+        )  # fmt: skip
         scheduler.add_job(  # lost signals from follow-ups nobody answered: once a day, before the digests
             self.no_reply_job, "cron", hour=6, minute=15, jitter=600, id="no-reply",
             name="lost signals: unanswered follow-ups",
         )  # fmt: skip
+        if self.settings.retention.keep_years:
+            scheduler.add_job(
+                self.retention_job, "cron", hour=3, minute=30, jitter=600, id="retention",
+                name="retention: mail older than keep_years",
+            )  # fmt: skip
+        if self.settings.webhook.url:
+            scheduler.add_job(
+                self.webhook_job, "interval", seconds=WEBHOOK_EVERY, next_run_time=datetime.now(UTC),
+                id="webhook", name="webhook: activity and decisions to the other CRM",
+            )  # fmt: skip
         if self.digests is not None:
             scheduler.add_job(
                 self.digest_job, "interval", seconds=DIGEST_EVERY, next_run_time=datetime.now(UTC),
@@ -189,11 +238,14 @@ class Daemon:
             "daemon_started",
             mailboxes=[m.name for m in self.mailboxes],
             http=f"{self.web.host}:{self.web.port}",
+            holder=self.leases.holder,
         )
         self.stop.wait()
         finished = threading.Event()
         watch_stop(finished)
         scheduler.shutdown(wait=True)  # lets running polls finish their current batch
+        with contextlib.suppress(StorageError):  # unreachable: the leases expire by themselves
+            self.leases.release_all()
         self.web.stop()
         self.pipeline.parser.close()
         finished.set()
@@ -207,21 +259,67 @@ class Daemon:
         if replay.applied:
             log.info("decisions_caught_up", applied=[r.key for r in replay.applied])
 
-    def no_reply_job(self) -> None:
-        """Once a day, `flag_unanswered` at now; a failure is logged and the daemon carries on."""
-        pipeline = self.pipeline
+    def heartbeat(self) -> None:
         try:
-            changed = flag_unanswered(pipeline.repo, pipeline.crm, self.settings.matching, datetime.now(UTC))
+            self.leases.heartbeat()
+        except StorageError as exc:  # the polls say so too; the member row expires meanwhile
+            log.warning("heartbeat_failed", error=str(exc))
+
+    def no_reply_job(self) -> None:
+        """Once a day, `flag_unanswered` at now, in one process (the first to claim the day); a failure
+        is logged and the daemon carries on. A run killed half-way is not retried that day: the next
+        day's run looks at the same follow-ups again."""
+        pipeline = self.pipeline
+        now = datetime.now(UTC)
+        period = now.date().isoformat()
+        try:
+            with pipeline.repo.session() as session:
+                if not claim_run(session, "no-reply", period, self.leases.holder):
+                    log.info("no_reply_job_skipped", period=period, reason="run by another process")
+                    return
+            changed = flag_unanswered(pipeline.repo, pipeline.crm, self.settings.matching, now)
+            with pipeline.repo.session() as session:
+                finish_run(session, "no-reply", period)
         except CaptureError as exc:
             log.error("no_reply_job_failed", error=str(exc), fix=exc.fix)
             return
         log.info("no_reply_job_done", changed=changed)
 
+    def retention_job(self) -> None:
+        """Once a day, in one process (the first to claim the day): delete mail older than
+        [retention] keep_years, archive included (admin/retention.py); a failure is logged."""
+        period = datetime.now(UTC).date().isoformat()
+        try:
+            with self.pipeline.repo.session() as session:
+                if not claim_run(session, "retention", period, self.leases.holder):
+                    return
+            report = apply_retention(
+                self.pipeline.repo, self.pipeline.archive, self.settings, actor="mailsync"
+            )
+            with self.pipeline.repo.session() as session:
+                finish_run(session, "retention", period)
+        except CaptureError as exc:
+            log.error("retention_job_failed", error=str(exc), fix=exc.fix)
+            return
+        log.info("retention_job_done", messages=report.messages_deleted, blobs=report.blobs_deleted)
+
+    def webhook_job(self) -> None:
+        """Every minute: queue new activity and decisions and POST what is due (admin/webhook.py). Any
+        number of processes may run it: a delivery is claimed before it is sent, and queued once."""
+        try:
+            deliver(self.pipeline.repo, self.settings.webhook)
+        except CaptureError as exc:  # the database or the secret is away: the next minute tries again
+            log.error("webhook_job_failed", error=str(exc), fix=exc.fix)
+
     def digest_job(self) -> None:
-        """Every minute: send the rep and manager digests that are due (failures are logged by the sender)."""
+        """Every minute: send the rep and manager digests that are due (failures are logged by the sender),
+        in the one process holding the digest job's lease: a `sending` row is what a dead process left,
+        so a second sender running at once would resend every digest the first is still sending."""
         if self.digests is None:
             return
         try:
+            if self.leases.job("digests", max(DIGEST_LEASE, self.settings.daemon.lease_seconds)) is None:
+                return
             self.digests.send_due()
         except CaptureError as exc:  # the reps could not even be read: the database is away
             log.error("digest_job_failed", error=str(exc), fix=exc.fix)
@@ -230,14 +328,43 @@ class Daemon:
         """One scheduled poll: sync, then IDLE until the interval ends; retry with backoff on faults
         that pass by themselves (server away, archive disk full, database locked or down); skipped
         while a mailbox that fails for good waits out its backoff."""
+        if skip_inactive(self.pipeline.repo, mailbox, self.metrics):  # its owner left (pipeline/active.py)
+            self._failures.pop(mailbox.name, None)  # a departed rep's disabled login is no outage
+            return
         failure = self._failures.get(mailbox.name)
         if failure is not None and not failure.due():
             return
         bound = log.bind(mailbox=mailbox.name)
         deadline = time.monotonic() + self.settings.daemon.poll_interval
         backoff = 1.0
+        while True:  # a database locked or away when the lease is asked for: retry, backing off
+            try:
+                lease = self.leases.mailbox(mailbox.name)
+                break
+            except StorageError as exc:
+                self.metrics.error(mailbox.name, exc)
+                self._paused(bound, mailbox, exc, backoff)
+                if self.stop.wait(backoff) or time.monotonic() >= deadline:
+                    return
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        if lease is None:  # another process syncs it (or will: this one has its share)
+            self._elsewhere[mailbox.name] = time.time()
+            return
+        if self._elsewhere.pop(mailbox.name, None) is not None:
+            bound.info("lease_taken", fence=lease.token)
+        try:
+            with holding(lease):
+                self._poll(mailbox, bound)
+        except LeaseLost as exc:
+            bound.warning("lease_lost", error=str(exc), fence=lease.token)
+
+    def _poll(self, mailbox: MailboxSettings, bound: BoundLogger) -> None:
+        deadline = time.monotonic() + self.settings.daemon.poll_interval
+        backoff = 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
+                if backoff > 1.0:  # retrying: the lease may have run out during the wait
+                    self.leases.renew()
                 with ImapSource.configured(mailbox, self.settings) as source:
                     self._sync(mailbox, source)
                     backoff = 1.0
@@ -248,6 +375,8 @@ class Daemon:
                 self._paused(bound, mailbox, exc, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            except LeaseLost:
+                raise
             except CaptureError as exc:
                 self.metrics.error(mailbox.name, exc)
                 self._failed(bound, mailbox, exc)
@@ -304,10 +433,12 @@ class Daemon:
         if not (self.settings.daemon.idle and "IDLE" in source.capabilities):
             return
         news = self._inbox_behind(mailbox, source)
+        idle_slice = min(IDLE_SLICE, self.settings.daemon.lease_seconds / 3)  # renewed between slices
         while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.leases.renew()
             if not news:
                 faults.point("before_idle")
-                news = source.idle_wait(min(IDLE_SLICE, left))
+                news = source.idle_wait(min(idle_slice, left))
             if news:
                 self._sync(mailbox, source)
                 news = self._inbox_behind(mailbox, source)

@@ -15,6 +15,7 @@ tests) in one process do not collide. `last_success` is kept beside the gauge fo
     mailsync_last_success_timestamp_seconds{mailbox} gauge   Unix time of the last complete sync
     mailsync_sync_lag_seconds{mailbox}              gauge    how far the mailbox's sync is behind
     mailsync_mailbox_up{mailbox}                    gauge    1 after a complete sync, 0 while failing for good
+    mailsync_mailbox_inactive{mailbox}              gauge    1 while not polled: its owner left
     mailsync_processing_backlog_messages            gauge    captured messages waiting to be processed
     mailsync_up                                     gauge    1 while the daemon runs
     mailsync_info{version}                          info     the running version
@@ -83,6 +84,13 @@ class Metrics:
             ["mailbox"],
             registry=reg,
         )
+        self._inactive = Gauge(
+            "mailsync_mailbox_inactive",
+            "1 while the mailbox is not polled because its owner is an inactive (departed) rep.",
+            ["mailbox"],
+            registry=reg,
+        )
+        self._skipped: set[str] = set()
         self._backlog = Gauge(
             "mailsync_processing_backlog_messages",
             "Captured messages waiting for the processing stage (parse, match, thread, propose).",
@@ -123,6 +131,19 @@ class Metrics:
     def failing(self, mailbox: str) -> None:
         """Mark `mailbox` as failing until its next complete sync (`mailsync_mailbox_up` 0)."""
         self._mailbox_up.labels(mailbox).set(0)
+
+    def inactive(self, mailbox: str, skipped: bool) -> bool:
+        """Record whether `mailbox` is skipped for an inactive owner; True when that changed."""
+        self._inactive.labels(mailbox).set(int(skipped))
+        with self._lock:
+            changed = (mailbox in self._skipped) != skipped
+            (self._skipped.add if skipped else self._skipped.discard)(mailbox)
+        return changed
+
+    def is_inactive(self, mailbox: str) -> bool:
+        """Whether `mailbox` is skipped for an inactive owner (the health check leaves it out)."""
+        with self._lock:
+            return mailbox in self._skipped
 
     def lag(self, mailbox: str, seconds: float) -> None:
         """Set how far `mailbox`'s sync is behind, in seconds (0 when caught up)."""

@@ -20,6 +20,7 @@ from storage import models as m
 from storage.archive import Archive
 from storage.records import Provenance, RawMessage
 from storage.repo import Repo
+from storage.search import include_schema_name
 from tests.support.config import imap_config
 
 
@@ -102,7 +103,9 @@ def test_the_migrations_build_on_postgresql_exactly_the_schema_the_models_descri
     engine = create_engine(pg_url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_name": include_schema_name}
+            )
             assert compare_metadata(context, m.Base.metadata) == []
     finally:
         engine.dispose()

@@ -41,7 +41,7 @@ def test_optional_columns_are_read_and_normalised(tmp_path, stage_for):
         None,
         None,
     )
-    assert mia["active"] is True  # empty: the default
+    assert "active" not in mia  # empty: no statement (a rep deactivated since stays so; a new one is active)
     older, _ = read(tmp_path, stage_for, "email,name,team\ndana@northwind.example,Dana,East\n")
     # Columns a file lacks are left out, so re-importing an older reps.csv keeps what is stored.
     assert older.rows["reps"] == [{"email": "dana@northwind.example", "name": "Dana", "team": "East"}]
@@ -55,13 +55,8 @@ def test_a_bad_optional_value_is_a_warning_with_file_line_and_column_and_left_em
     )
     assert result.errors == []  # the rep is imported...
     [dana] = result.rows["reps"]
-    assert (dana["lead"], dana["active"], dana["timezone"], dana["digest_at"], dana["locale"]) == (
-        None,
-        True,
-        None,
-        None,
-        None,
-    )
+    assert (dana["lead"], dana["timezone"], dana["digest_at"], dana["locale"]) == (None, None, None, None)
+    assert "active" not in dana  # unreadable: no statement either
     assert result.warnings == [  # ...with every bad value named
         f"{path}:2, column lead: not an email address: 'mia at northwind'; left empty",
         f"{path}:2, column active: not true or false: 'maybe' (write true/false, yes/no or 1/0); left empty",

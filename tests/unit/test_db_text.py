@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from storage import models as m
 from storage.models import db_text
+from storage.search import include_schema_name
 
 NUL = "\x00"
 ESCAPED = "caf\udce9"  # b"caf\xe9" decoded as UTF-8 with surrogateescape
@@ -87,5 +88,7 @@ def test_a_lookup_by_the_raw_value_finds_the_stored_one(repo):
 def test_the_models_match_the_migrations(repo):
     """The text types change what is bound, not the column types: no migration is needed for them."""
     with repo.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": include_schema_name}
+        )
         assert compare_metadata(context, m.Base.metadata) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 import structlog
@@ -42,3 +43,24 @@ def test_mail_parsers_routine_warnings_stay_out_and_its_errors_come_through(json
     logging.getLogger("mailparser.core").error("cannot decode the payload")
     records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [r["event"] for r in records] == ["cannot decode the payload"]
+
+
+def test_events_and_library_records_from_many_threads_never_share_a_line(json_logging, capsys):
+    # The daemon logs from its polls, APScheduler's threads and the web app at once; two writers with
+    # locks of their own joined lines now and then (16 of 12,000 here), breaking the JSON stream.
+    def ours() -> None:
+        for i in range(1500):
+            structlog.get_logger().info("poll_step", i=i, pad="x" * 200)
+
+    def library() -> None:
+        for i in range(1500):
+            logging.getLogger("apscheduler.scheduler").warning("job %s missed %s", i, "y" * 200)
+
+    threads = [threading.Thread(target=work) for work in (ours, library, ours, library)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 6000
+    assert all(isinstance(json.loads(line), dict) for line in lines)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 _NOT_MAIL = ("readme", "copying", "license", "licence")
 _NOT_MAIL_SUFFIXES = (".md", ".json", ".py", ".toml", ".csv")
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # every archive blob starts so (storage/archive.py)
 READ_WHOLE_BYTES = 16 * 1024 * 1024  # bigger files are handed on by path, never read whole here
 
 
@@ -27,6 +28,15 @@ def _is_maildir(path: Path) -> bool:
 def _is_mbox(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(5) == b"From "
+
+
+def _is_zstd(path: Path) -> bool:
+    """A zstd frame (an archive blob), whatever its name says."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(4) == ZSTD_MAGIC
+    except OSError:
+        return False
 
 
 def _skipped(path: Path) -> bool:
@@ -45,6 +55,12 @@ class FileSource:
         self.root = root.resolve()
         self.mailbox = mailbox_name
         self.units = self._units()
+        blobs = sum(path.suffix == ".zst" and _is_zstd(path) for _, path in self.units)
+        if blobs:  # the archive (or its blobs/): stored already, never a second time
+            raise SourceError(
+                f"{root} is a mailsync archive ({blobs:,} compressed blobs), not a mailbox",
+                fix="its mail is stored already: `mailsync replay` processes archived mail again",
+            )
 
     def _units(self) -> list[tuple[str, Path]]:
         if self.root.is_file():

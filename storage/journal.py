@@ -1,0 +1,223 @@
+"""The provenance journal: where every copy of every message was seen, appended beside the archive.
+
+Layout (stable, append-only, one JSON object a line, in the order written):
+
+    <archive_dir>/journal/provenance-YYYY-MM.jsonl     (the month of `seen_at`, UTC)
+
+    {"type": "copy", "sha256", "size", "fingerprint", "message_id", "mailbox", "owner", "folder",
+     "uidvalidity", "uid", "path", "seen_at"}        one copy: the blob, its message, where it was seen
+    {"type": "cursor", "mailbox", "folder", "uidvalidity", "last_uid", "at"}
+                                                     where a capture batch moved a folder's cursor
+
+Capture writes a batch's lines, makes them durable (one fsync per batch) and only then commits the
+rows that name them, like the blobs. So the journal holds at least what the database holds: a line
+whose commit never happened (a crash, a refused batch, a copy captured twice) is harmless, because a
+rebuild recognises a copy by its blob and locator and a message by its fingerprint. A torn last line
+(a crash in the middle of a write) is skipped when read, and the next append starts a new line.
+Archive + this journal + the event log rebuild the database (`mailsync rebuild`), folder cursors included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from config.errors import ArchiveError
+from storage.private import fsync_path, private_file
+from storage.records import Provenance
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from pathlib import Path
+
+log = structlog.get_logger()
+DIRECTORY = "journal"
+_LOCK = threading.Lock()  # mailbox threads append whole batches, one at a time
+
+
+@dataclass(frozen=True, slots=True)
+class CopySeen:
+    """One copy of a message: its blob, the message's identity, where and when it was seen."""
+
+    sha256: str
+    size: int
+    fingerprint: str | None  # None only in a hand-made line: the rebuild reads the blob then
+    message_id: str | None
+    owner: str  # the mailbox's owner when seen
+    provenance: Provenance
+    seen_at: datetime  # naive UTC, as the database keeps it
+
+
+@dataclass(frozen=True, slots=True)
+class CursorMoved:
+    mailbox: str
+    folder: str
+    uidvalidity: int | None
+    last_uid: int
+    at: datetime  # naive UTC
+
+
+Entry = CopySeen | CursorMoved
+
+
+class Journal:
+    """Appends and reads the provenance journal of one archive."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def beside(cls, archive_root: Path) -> Journal:
+        return cls(archive_root / DIRECTORY)
+
+    def write(self, entries: Sequence[Entry]) -> Path | None:
+        """Append `entries` (NOT yet durable: sync() the returned file before a commit names them);
+        None when there were none. All of them go to the month file of the first one."""
+        lines = [json.dumps(_encode(entry), sort_keys=True) for entry in entries]
+        if not lines:
+            return None
+        first = entries[0]
+        when = first.seen_at if isinstance(first, CopySeen) else first.at
+        path = self.directory / f"provenance-{when:%Y-%m}.jsonl"
+        data = ("\n".join(lines) + "\n").encode("ascii")  # json escapes everything else
+        try:
+            new = not path.exists()
+            with _LOCK:
+                fd = os.open(private_file(path), os.O_RDWR | os.O_APPEND)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash
+                        data = b"\n" + data
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+            if new:
+                fsync_path(self.directory)  # the new month file's name
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot append to the provenance journal {path}: {exc.strerror}",
+                fix="free disk space or fix permissions on archive_dir; the batch is retried",
+            ) from exc
+        return path
+
+    def sync(self, path: Path | None) -> None:
+        """Make what write() appended to `path` durable."""
+        if path is None:
+            return
+        try:
+            fsync_path(path)
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot sync the provenance journal {path}: {exc.strerror}",
+                fix="free disk space or fix permissions on archive_dir; the batch is retried",
+            ) from exc
+
+    def append(self, entries: Iterable[Entry]) -> None:
+        self.sync(self.write(list(entries)))
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob("provenance-*.jsonl")) if self.directory.exists() else []
+
+    def line_count(self) -> int:
+        """How many lines the journal has (for a progress bar; not parsed)."""
+        total = 0
+        for path in self.files():
+            with path.open("rb") as data:
+                total += sum(chunk.count(b"\n") for chunk in iter(lambda: data.read(1 << 20), b""))
+        return total
+
+    def __iter__(self) -> Iterator[Entry]:
+        """Every entry, oldest file first, in the order written; torn or unreadable lines are logged
+        and skipped (no commit ever named them: they were not durable before it)."""
+        for path in self.files():
+            with path.open(encoding="ascii", errors="replace") as lines:
+                for number, line in enumerate(lines, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield _decode(json.loads(line))
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.warning("journal_line_skipped", path=str(path), line=number, error=str(exc))
+
+
+def _encode(entry: Entry) -> dict[str, Any]:
+    if isinstance(entry, CursorMoved):
+        return {
+            "type": "cursor",
+            "mailbox": entry.mailbox,
+            "folder": entry.folder,
+            "uidvalidity": entry.uidvalidity,
+            "last_uid": entry.last_uid,
+            "at": _iso(entry.at),
+        }
+    where = entry.provenance
+    return {
+        "type": "copy",
+        "sha256": entry.sha256,
+        "size": entry.size,
+        "fingerprint": entry.fingerprint,
+        "message_id": entry.message_id,
+        "owner": entry.owner,
+        "mailbox": where.mailbox,
+        "folder": where.folder,
+        "uidvalidity": where.uidvalidity,
+        "uid": where.uid,
+        "path": where.path,
+        "seen_at": _iso(entry.seen_at),
+    }
+
+
+def _decode(row: dict[str, Any]) -> Entry:
+    if row["type"] == "cursor":
+        return CursorMoved(
+            mailbox=str(row["mailbox"]),
+            folder=str(row["folder"]),
+            uidvalidity=_int(row.get("uidvalidity")),
+            last_uid=int(row["last_uid"]),
+            at=_time(row["at"]),
+        )
+    if row["type"] != "copy":
+        msg = f"unknown entry type {row['type']!r}"
+        raise ValueError(msg)
+    sha256 = str(row["sha256"])
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):  # noqa: PLR2004 - hex SHA-256
+        msg = "not a SHA-256"
+        raise ValueError(msg)
+    return CopySeen(
+        sha256=sha256,
+        size=int(row["size"]),
+        fingerprint=row.get("fingerprint"),
+        message_id=row.get("message_id"),
+        owner=str(row["owner"]),
+        provenance=Provenance(
+            mailbox=str(row["mailbox"]),
+            folder=row.get("folder"),
+            uidvalidity=_int(row.get("uidvalidity")),
+            uid=_int(row.get("uid")),
+            path=row.get("path"),
+        ),
+        seen_at=_time(row["seen_at"]),
+    )
+
+
+def _iso(value: datetime) -> str:
+    return (
+        value.replace(tzinfo=UTC).isoformat() if value.tzinfo is None else value.astimezone(UTC).isoformat()
+    )
+
+
+def _time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(str(value))

@@ -44,11 +44,19 @@ def shipped_head() -> str:
     )
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; for SQLite the file is created private (0600) and WAL switched on."""
+def make_engine(url: str, idle_in_transaction: float | None = None) -> Engine:
+    """An engine for `url`; for SQLite the file is created private (0600) and WAL switched on.
+
+    `idle_in_transaction` (seconds, PostgreSQL): the server ends a session whose transaction sits idle
+    that long. A frozen process (SIGSTOP, a VM paused) keeps its row locks otherwise, and the process
+    that took over its mailbox waits on them for ever (the same new message's unique fingerprint)."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         private_file(Path(url.removeprefix("sqlite:///")))  # it holds every message body: 0600 in 0700
-    engine = create_engine(url, pool_pre_ping=True)
+    options: dict[str, Any] = {}
+    if idle_in_transaction is not None and url.startswith("postgresql"):
+        timeout = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction * 1000)}"
+        options["connect_args"] = {"options": timeout}
+    engine = create_engine(url, pool_pre_ping=True, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -64,9 +72,9 @@ def _display(url: str) -> str:
 class Repo:
     """Owns the engine; hands out transactional sessions and applies migrations."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, idle_in_transaction: float | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, idle_in_transaction)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -35,6 +35,7 @@ config_app = typer.Typer(help="The configuration file and environment.", no_args
 _UNWRAPPED_WIDTH = 10_000  # off a terminal: wide enough that no table is squeezed, no line broken
 # A one-shot command's summary says what happened; its log shows only what went wrong (-v: everything).
 COMMAND_LOG_LEVEL = "warning"
+IDLE_FLOOR = 30.0  # seconds: the least idle-in-transaction time before the server ends a session
 
 
 class _Console(Console):
@@ -102,7 +103,10 @@ class State:
     def repo(self, *, current: bool = True) -> Repo:
         from storage.repo import Repo
 
-        repo = Repo(self.settings().database_url)
+        settings = self.settings()
+        # The service: a transaction idle for a lease's time is a frozen process's (storage/repo.py).
+        idle = max(IDLE_FLOOR, 2 * settings.daemon.lease_seconds) if self.service else None
+        repo = Repo(settings.database_url, idle_in_transaction=idle)
         self._repos.append(repo)
         if current:
             repo.require_current_schema()

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 retention_app = typer.Typer(
-    help="Retention: delete mail older than [retention] keep_years, archive included.", no_args_is_help=True
+    help="Retention: delete mail older than the keep_years setting (retention section), archive included.",
+    no_args_is_help=True,
 )
 
 _JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -80,7 +81,8 @@ def forget(
 
 
 def retention_apply(ctx: typer.Context, as_json: _JSON = False, dry_run: _DRY_RUN = False) -> None:
-    """Delete mail older than [retention] keep_years (archive blobs included; CRM records stay)."""
+    """Delete mail older than the keep_years setting of the retention section (archive blobs included; CRM
+    records stay)."""
     from mailsync.admin.retention import apply_retention
     from storage.archive import Archive
 

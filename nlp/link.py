@@ -85,8 +85,10 @@ def candidates(
         p for opp_id, hits in mentions.items() for p in hits & index.products.get(opp_id, frozenset())
     }
     another = bool(products) and ANOTHER_DEAL.search(text) is not None
-    # What the customer names: our rep's offer for the new thing often mentions what is installed.
-    theirs = index.mentions("\n".join(m.text for m in human if any(p.role == "from" for p in m.external)))
+    # What the customer names: our rep's offer for the new thing often mentions what is installed. Read
+    # only when the thread may be about another deal (phrase matching is the cost of this stage).
+    customer = "\n".join(m.text for m in human if any(p.role == "from" for p in m.external))
+    theirs = index.mentions(customer) if another else {}
     scored = []
     for opp in seen.values():
         named = _named(opp, crm, mentions.get(opp.id, set()) - index.products.get(opp.id, frozenset()))

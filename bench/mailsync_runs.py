@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, text
 
@@ -223,3 +223,19 @@ def latency(
             db.close()
         peak = sampler.stop()
     return to_row, to_proposal, peak
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON events of a daemon's log (`--log-format json`); a line two threads wrote run together
+    yields both, a half-written last line is left out."""
+    decoder = json.JSONDecoder()
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        at = 0
+        while line.startswith("{", at):
+            try:
+                event, at = decoder.raw_decode(line, at)
+            except json.JSONDecodeError:
+                break
+            events.append(event)
+    return events

@@ -3,10 +3,13 @@
     python -m bench.run [--messages 10000] [--runs 3] [--markdown BENCHMARKS.md]
                         [--chart docs/bench/capture.png] [--json PATH] [--profile]
                         [--match-messages 5000] [--repeat 3] [--growth-total 100000] [--growth-step 10000]
-                        [--only capture|growth|match|model|memory]
+                        [--scaleout-mailboxes 8] [--scaleout-per-mailbox 500] [--scaleout-runs 3]
+                        [--rebuild-messages 3000] [--rebuild-contacts 50000] [--rebuild-sqlite-only]
+                        [--only capture|growth|match|model|memory|scaleout|rebuild]
 
 The capture bench (bench/capture_bench.py) runs first and writes BENCHMARKS.md and its chart unless
---markdown/--chart say elsewhere ("" for neither). Benchmarks report, they never gate: the exit
+--markdown/--chart say elsewhere ("" for neither); the scale-out bench (bench/scaleout_bench.py) puts its
+section in the same file. Benchmarks report, they never gate: the exit
 status is 0 even when a target is missed (it is not when a contestant fails to capture everything).
 """
 
@@ -21,7 +24,15 @@ if __package__ in {None, ""}:  # `python bench/run.py`
 
 from rich.console import Console
 
-from bench import capture_bench, growth_bench, match_bench, memory_bench, model_bench
+from bench import (
+    capture_bench,
+    growth_bench,
+    match_bench,
+    memory_bench,
+    model_bench,
+    rebuild_bench,
+    scaleout_bench,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--match-messages", type=int, default=5_000, help="messages for the match bench")
     parser.add_argument("--repeat", type=int, default=3, help="match bench: best of this many runs")
     growth_bench.add_arguments(parser)
-    parser.add_argument("--only", choices=("capture", "growth", "match", "model", "memory"))
+    scaleout_bench.add_arguments(parser, prefix="scaleout-")
+    rebuild_bench.add_arguments(parser)
+    parser.add_argument(
+        "--only", choices=("capture", "growth", "match", "model", "memory", "scaleout", "rebuild")
+    )
     args = parser.parse_args(argv)
     console = Console()
     if args.only in {None, "capture"}:
@@ -45,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             markdown=args.markdown,
             chart=args.chart,
             profile=args.profile,
+        )
+    if args.only in {None, "scaleout"}:
+        console.print()
+        scaleout_bench.run(
+            args.scaleout_mailboxes,
+            args.scaleout_per_mailbox,
+            args.scaleout_runs,
+            console,
+            markdown=args.markdown,
         )
     if args.only in {None, "growth"}:
         console.print()
@@ -58,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in {None, "memory"}:
         console.print()
         memory_bench.run(console=console)
+    if args.only in {None, "rebuild"}:
+        console.print()
+        rebuild_bench.run(
+            args.rebuild_messages,
+            console,
+            contacts=args.rebuild_contacts,
+            postgres=not args.rebuild_sqlite_only,
+        )
     return 0
 
 

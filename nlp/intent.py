@@ -16,12 +16,12 @@ removed) classification is off and matching runs on the rules alone.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import spacy
 import structlog
@@ -31,9 +31,12 @@ from nlp.clean import sentences
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from spacy.pipeline import TrainablePipe
+
 log = structlog.get_logger()
 MODEL_DIR = Path(__file__).with_name("models") / "intent"
 LABELS = ("neutral", "intent", "won", "lost")
+_READ = ("won", "lost", "intent")  # what a sentence can be read as; neutral is the absence of the rest
 CALIBRATION = "calibration.json"  # the thresholds `make train` chose, beside the model
 _CACHE = 8192  # texts; a thread's messages are classified again on every arrival
 
@@ -62,37 +65,56 @@ class Verdict:
 class IntentModel:
     """The shipped classifier with its calibrated thresholds (label -> minimum probability).
 
-    Texts are cached by what the model reads of them (at most _MAX_CHARS): a thread is re-read on every
-    arrival. spaCy does not promise that one pipeline may run in several threads at once, and the
-    daemon serves its web app from a thread pool, so the model runs under a lock.
+    Verdicts are cached by what the model reads of a sentence: a thread is re-read on every arrival.
+    A message's new sentences go through the model as one batch (one forward pass, not one per
+    sentence). spaCy does not promise that one pipeline may run in several threads at once, and the
+    daemon serves its web app from a thread pool, so the model and its cache sit behind a lock.
     """
 
     def __init__(self, directory: Path) -> None:
         self.nlp = spacy.load(directory)
         self.thresholds: dict[str, float] = json.loads((directory / CALIBRATION).read_text())["thresholds"]
+        self._textcat = cast("TrainablePipe", self.nlp.get_pipe("textcat"))
         self._lock = threading.Lock()
-        self._verdict = functools.lru_cache(maxsize=_CACHE)(self._run)
-
-    def _run(self, seen: str) -> Verdict:
-        with self._lock:
-            scores = self.nlp(seen).cats
-        label = max(scores, key=scores.__getitem__)
-        return Verdict(label, scores[label], dict(scores))
+        self._cache: OrderedDict[str, Verdict] = OrderedDict()
 
     def classify(self, text: str) -> Verdict:
-        return self._verdict(prepared(text))
+        return self.classify_many([text])[0]
+
+    def forget(self) -> None:
+        """Drop the cached verdicts (a benchmark times cold reading)."""
+        with self._lock:
+            self._cache.clear()
+
+    def classify_many(self, texts: Sequence[str]) -> list[Verdict]:
+        seen = [prepared(text) for text in texts]
+        with self._lock:
+            new = [text for text in dict.fromkeys(seen) if text not in self._cache]
+            docs = [self.nlp.make_doc(text) for text in new]
+            docs = list(self._textcat.pipe(docs, batch_size=max(1, len(docs))))  # one forward pass
+            for text, doc in zip(new, docs, strict=True):
+                label = max(doc.cats, key=doc.cats.__getitem__)
+                self._cache[text] = Verdict(label, doc.cats[label], dict(doc.cats))
+            for text in seen:
+                self._cache.move_to_end(text)
+            while len(self._cache) > _CACHE:
+                self._cache.popitem(last=False)
+            return [self._cache[text] for text in seen]
 
     def find(self, text: str) -> tuple[str, str] | None:
-        """The strongest sentence of `text` that the model reads as won, lost or intent at or above the
-        class's calibrated threshold, as (class, sentence); outcomes before intent; None if none does."""
+        """The strongest sentence of `text` whose probability of won, lost or intent reaches that class's
+        calibrated threshold (likeliest class or not), as (class, sentence); outcomes before intent;
+        None if none does."""
         best: tuple[int, float, str, str] | None = None
-        for sentence in sentences(text[:_MAX_CHARS]):
-            verdict = self.classify(sentence)
-            if verdict.probability < self.thresholds.get(verdict.label, 1.01):
-                continue
-            rank = (0 if verdict.label == "intent" else 1, verdict.probability, verdict.label, sentence)
-            if best is None or rank[:2] > best[:2]:
-                best = rank
+        split = sentences(text[:_MAX_CHARS])
+        for sentence, verdict in zip(split, self.classify_many(split), strict=True):
+            for label in _READ:
+                probability = verdict.scores[label]
+                if probability < self.thresholds.get(label, 1.01):
+                    continue
+                rank = (0 if label == "intent" else 1, probability, label, sentence)
+                if best is None or rank[:2] > best[:2]:
+                    best = rank
         return None if best is None else (best[2], best[3][:400])
 
 

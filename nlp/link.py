@@ -81,26 +81,25 @@ def candidates(
     amounts = [(value, currency) for m in human for value, currency, _ in find_amounts(m.text)]
     people = {p.address.email for m in human for p in m.external if p.role == "from"}
     start = next((m.sent_at for m in human if m.sent_at is not None), None)
-    products = {
-        p for opp_id, hits in mentions.items() for p in hits & index.products.get(opp_id, frozenset())
-    }
+    products = mentions & index.all_products
     another = bool(products) and ANOTHER_DEAL.search(text) is not None
     # What the customer names: our rep's offer for the new thing often mentions what is installed. Read
     # only when the thread may be about another deal (phrase matching is the cost of this stage).
     customer = "\n".join(m.text for m in human if any(p.role == "from" for p in m.external))
-    theirs = index.mentions(customer) if another else {}
+    theirs = index.mentions(customer) if another else frozenset()
     scored = []
     for opp in seen.values():
-        named = _named(opp, crm, mentions.get(opp.id, set()) - index.products.get(opp.id, frozenset()))
+        own = index.products.get(opp.id, frozenset())
+        hits = index.hits(opp.id, mentions)
+        named = _named(opp, crm, hits - own)
         parts = {
-            "name": index.score(opp.id, mentions),
+            "name": index.score(opp.id, hits),
             "words": _word_overlap(opp, crm, lowered),
             "amount": _amount_fit(opp, amounts),
             "people": 1.0 if people & (history or {}).get(opp.id, frozenset()) else 0.0,
             "recency": _recency(start, (opened or {}).get(opp.id)),
         }
-        own = index.products.get(opp.id, frozenset())
-        if another and products - own and not (named or theirs.get(opp.id, set()) & own or parts["amount"]):
+        if another and products - own and not (named or theirs & own or parts["amount"]):
             continue  # the thread is about another of our offerings, and says it is another matter
         scored.append((opp, parts, named))
     prior = _PRIOR / len(scored) if scored else _PRIOR
@@ -117,7 +116,7 @@ def clear_winner(scored: Sequence[Candidate], margin: float = 0.0) -> bool:
     return len(scored) == 1 or scored[0].score - scored[1].score > margin
 
 
-def _named(opp: OpportunityRef, crm: CrmSnapshot, phrases: set[str]) -> bool:
+def _named(opp: OpportunityRef, crm: CrmSnapshot, phrases: frozenset[str]) -> bool:
     """A phrase of the deal's name that is not its account's ("Brunner - AccessOne Werk Uster" is named by
     "AccessOne Werk Uster", not by "Brunner", which every signature of the account carries)."""
     account = crm.accounts.get(opp.account_id)

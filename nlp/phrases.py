@@ -45,6 +45,7 @@ class PhraseIndex:
     crm: CrmSnapshot
     nlp: spacy.language.Language = field(default_factory=lambda: spacy.blank("en"))
     products: dict[int, frozenset[str]] = field(default_factory=dict)  # opportunity id -> product terms
+    phrases_of: dict[int, frozenset[str]] = field(default_factory=dict)  # opportunity id -> its phrases
 
     def __post_init__(self) -> None:
         self.ner = recognises_entities(self.nlp)
@@ -53,18 +54,19 @@ class PhraseIndex:
         self.matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         # One label per distinct phrase, however many opportunities share it ("FleetSense" names many):
         # a mention then costs one match, not one per opportunity.
-        owners: dict[str, set[int]] = {}
+        # A match is read as its phrase; which opportunities own it is asked only of a thread's own
+        # candidates (a product term can name thousands of deals in a big CRM).
         for opportunities in self.crm.open_opportunities.values():
             for opp in opportunities:
-                for phrase in self._phrases(opp):
-                    owners.setdefault(phrase.lower(), set()).add(opp.id)
-        self.owners: dict[int, tuple[str, frozenset[int]]] = {}
-        for phrase, ids in owners.items():
-            key = self.nlp.vocab.strings.add(f"phrase:{phrase}")
-            self.owners[key] = (phrase, frozenset(ids))
+                self.phrases_of[opp.id] = frozenset(phrase.lower() for phrase in self._phrases(opp))
+        known = frozenset().union(*self.phrases_of.values())
+        self.all_products: frozenset[str] = frozenset().union(*self.products.values())
+        self._phrase_of: dict[int, str] = {}
+        for phrase in sorted(known):
+            self._phrase_of[self.nlp.vocab.strings.add(f"phrase:{phrase}")] = phrase
             self.matcher.add(f"phrase:{phrase}", [self.nlp.make_doc(phrase)])
         # Names that are not a new account: the CRM's accounts, and its opportunity and product phrases.
-        self._known_orgs = {a.name.lower() for a in self.crm.accounts.values()} | owners.keys()
+        self._known_orgs = {a.name.lower() for a in self.crm.accounts.values()} | known
 
     def _phrases(self, opp: OpportunityRef) -> set[str]:
         account = self.crm.accounts.get(opp.account_id)
@@ -76,19 +78,19 @@ class PhraseIndex:
         self.products[opp.id] = frozenset(t.lower() for t in terms)
         return {p for p in phrases | terms if p}
 
-    def mentions(self, text: str) -> dict[int, set[str]]:
-        """Opportunity id -> the distinct phrases of it found in `text` (lower-cased)."""
+    def mentions(self, text: str) -> frozenset[str]:
+        """The distinct opportunity and product phrases found in `text` (lower-cased); which deals they
+        name is `phrases_of[opp_id] & mentions`."""
         doc = self.nlp.make_doc(text[:_MAX_TEXT])
-        found: dict[int, set[str]] = {}
-        for label in {label for label, _, _ in self.matcher(doc)}:
-            phrase, ids = self.owners[label]
-            for opp_id in ids:
-                found.setdefault(opp_id, set()).add(phrase)
-        return found
+        return frozenset(self._phrase_of[label] for label, _, _ in self.matcher(doc))
 
-    def score(self, opp_id: int, mentions: dict[int, set[str]]) -> float:
-        """0..1: how strongly the mentions point at this opportunity (its name beats its products)."""
-        hits = mentions.get(opp_id, set())
+    def hits(self, opp_id: int, mentions: frozenset[str]) -> frozenset[str]:
+        """The phrases of this opportunity among `mentions`."""
+        return mentions & self.phrases_of.get(opp_id, frozenset())
+
+    def score(self, opp_id: int, hits: frozenset[str]) -> float:
+        """0..1: how strongly `hits`, this opportunity's phrases in the text, point at it (its name beats
+        its products)."""
         if not hits:
             return 0.0
         products = self.products.get(opp_id, frozenset())

@@ -28,6 +28,11 @@ started later gets work.
 Time is the database's clock on PostgreSQL (processes on several hosts agree on it) and Python's on
 SQLite (one host). Daily jobs run once per period through `job_run`: `claim_run` inserts (job, period)
 before the job runs; whoever inserts it runs it.
+
+Processing (parse, thread, match, propose) runs in one process at a time: the holder of `job:drain`
+(`DRAIN`), taken for each chunk of batches and given back after it. Capture scales with processes;
+two processes draining one queue at once would parse the same messages twice and race to create the
+same thread (one of them then quarantined a message for a duplicate thread key).
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ if TYPE_CHECKING:
 MAILBOX = "mailbox:"
 MEMBER = "member:"
 JOB = "job:"
+DRAIN = JOB + "drain"
+DRAIN_SECONDS = 300.0  # a chunk of batches takes far less; a drainer that died on another host lets go
 FORGET_MEMBERS_AFTER = timedelta(days=1)  # a dead process's member row, kept that long for a look
 
 
@@ -106,7 +113,35 @@ def verify_lease(session: Session, mailbox: str) -> None:
 
 
 def take(session: Session, name: str, holder: str, seconds: float) -> Lease | None:
-    """Take `name` for `seconds`, or renew it when `holder` has it; None while another holder's runs."""
+    """Take `name` for `seconds`, or renew it when `holder` has it; None while another holder's runs.
+    A holder on this host whose process is gone (kill -9) holds nothing: its lease is taken at once."""
+    lease = _take(session, name, holder, seconds)
+    if lease is None:
+        other = session.scalar(select(m.Lease.holder).where(m.Lease.name == name))
+        if other is not None and not holder_alive(other):
+            stmt = update(m.Lease).where(m.Lease.name == name, m.Lease.holder == other)
+            _execute(session, stmt.values(expires_at=_now(session)))
+            lease = _take(session, name, holder, seconds)
+    return lease
+
+
+def holder_alive(holder: str) -> bool:
+    """False only for a holder on this host whose process no longer exists; one on another host, or a
+    pid now used by another process, counts as alive (its lease then runs out by itself)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take(session: Session, name: str, holder: str, seconds: float) -> Lease | None:
     now = _now(session)
     token = _returned(
         session,

@@ -11,14 +11,19 @@ The marker is a row of `applied_event` (kind "replay", id "replay:<selection dig
 "mark:<last id queued>" while queuing, "drain" once all are queued), written in the transaction of
 each chunk, so a replay started again with the same selection continues where the killed one
 stopped; a replay that drained the queue empty removes every marker.
+
+`insert_copies` is the rebuild's form of capture's record_copies: the same rows (blobs, messages
+"pending", copies, with the journal's times), in three set-based INSERTs for a batch instead of an ORM
+object per row.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
+from storage import mailstore
 from storage import models as m
 
 if TYPE_CHECKING:
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.elements import ColumnElement
+
+    from storage.journal import CopySeen
 
 MARKER_KIND = "replay"
 DRAINING = "drain"
@@ -144,3 +151,62 @@ def state_counts(session: Session) -> dict[str, int]:
     )
     counts["decisions"] = session.scalar(select(func.count()).select_from(m.Decision)) or 0
     return counts
+
+
+def insert_copies(session: Session, copies: Sequence[CopySeen]) -> int:
+    """Record journalled copies (each with its fingerprint) as capture's record_copies does, without
+    the ORM: blobs and messages not yet known, then copies not yet recorded, each message with the
+    time and blob of its first copy, ids in journal order. Returns the new messages."""
+    for mailbox, owner in {c.provenance.mailbox: c.owner for c in copies}.items():  # the latest owner wins
+        mailstore.ensure_mailbox(session, mailbox, owner)
+    fingerprints = {c.fingerprint for c in copies if c.fingerprint}
+    known = select(m.Message.fingerprint, m.Message.id).where(m.Message.fingerprint.in_(fingerprints))
+    ids: dict[str, int] = dict(session.execute(known).all())
+    blobs = mailstore.known_blobs(session, (c.sha256 for c in copies))
+    recorded = mailstore.known_copies(session, (c.provenance.locator for c in copies))
+    new_blobs: list[dict[str, object]] = []
+    new_messages: dict[str, dict[str, object]] = {}
+    new_copies: list[CopySeen] = []
+    for copy in copies:
+        fingerprint = str(copy.fingerprint)
+        if copy.sha256 not in blobs:
+            blobs.add(copy.sha256)
+            new_blobs.append({"sha256": copy.sha256, "size": copy.size, "archived_at": copy.seen_at})
+        if fingerprint not in ids and fingerprint not in new_messages:
+            new_messages[fingerprint] = {
+                "fingerprint": fingerprint,
+                "blob_sha256": copy.sha256,
+                "message_id": copy.message_id or f"{fingerprint}@mailsync.invalid",
+                "status": "pending",
+                "captured_at": copy.seen_at,
+            }
+        if (copy.sha256, copy.provenance.locator) not in recorded:
+            recorded.add((copy.sha256, copy.provenance.locator))
+            new_copies.append(copy)
+    if new_blobs:
+        session.execute(insert(m.Blob), new_blobs)
+    if new_messages:
+        session.execute(insert(m.Message), list(new_messages.values()))
+        made = select(m.Message.fingerprint, m.Message.id).where(
+            m.Message.fingerprint.in_(list(new_messages))
+        )
+        ids.update((fingerprint, message_id) for fingerprint, message_id in session.execute(made))
+    if new_copies:
+        session.execute(
+            insert(m.Provenance),
+            [
+                {
+                    "message_pk": ids[str(copy.fingerprint)],
+                    "blob_sha256": copy.sha256,
+                    "locator": copy.provenance.locator,
+                    "mailbox": copy.provenance.mailbox,
+                    "folder": copy.provenance.folder,
+                    "uidvalidity": copy.provenance.uidvalidity,
+                    "uid": copy.provenance.uid,
+                    "path": copy.provenance.path,
+                    "seen_at": copy.seen_at,
+                }
+                for copy in new_copies
+            ],
+        )
+    return len(new_messages)

@@ -3,6 +3,7 @@ corpora."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import textwrap
@@ -33,23 +34,39 @@ CORPORA = ROOT.parent / "shared" / "corpora"
 _PG_SKIP_REASON = pytest.StashKey[str]()
 
 
+BOTH_DBS = "both_dbs"
+BACKENDS = ("sqlite", "postgresql")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Unconfigured structlog prints every debug event; tests that look at logs use capture_logs().
 
     A hook, not module code: helpers import this module again as `tests.conftest`, which must not reset
     a test's logging.
     """
-    del config
+    config.addinivalue_line(
+        "markers", f"{BOTH_DBS}: run once on SQLite and once on PostgreSQL (see db_backend)"
+    )
     configure_logging(json=False, level="warning")
 
 
-def write_config(directory: Path, extra: str = "") -> Path:
-    """A config like the demo's, with its database, archive and event log inside `directory`."""
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # `@pytest.mark.both_dbs` (or a module's pytestmark) runs a test as test_x[sqlite] and
+    # test_x[postgresql]; a test without it keeps the SQLite default. Module scope lets a module's shared,
+    # expensive setup (an imported demo) be made once per backend and reused by its tests.
+    if metafunc.definition.get_closest_marker(BOTH_DBS) is not None:
+        metafunc.parametrize("db_backend", BACKENDS, indirect=True, scope="module")
+
+
+def write_config(directory: Path, extra: str = "", *, database_url: str | None = None) -> Path:
+    """A config like the demo's, with its database, archive and event log inside `directory`; with
+    `database_url`, that database (e.g. a PostgreSQL one) instead of the SQLite file in `var/`."""
     path = directory / "mailsync.toml"
+    url = json.dumps(database_url or "sqlite:///var/mailsync.db")  # a JSON string is a TOML basic string
     path.write_text(
-        textwrap.dedent(
+        f"database_url = {url}\n"
+        + textwrap.dedent(
             """\
-            database_url = "sqlite:///var/mailsync.db"
             internal_domains = ["northwind.example"]
 
             [[mailboxes]]
@@ -64,8 +81,8 @@ def write_config(directory: Path, extra: str = "") -> Path:
 
 
 @pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    return write_config(tmp_path)
+def config_file(tmp_path: Path, db_url: str | None) -> Path:
+    return write_config(tmp_path, database_url=db_url)
 
 
 @pytest.fixture
@@ -166,10 +183,47 @@ def _pg_template(pg_cluster: PostgresCluster) -> str:
 
 @pytest.fixture
 def pg_fresh_url(pg_cluster: PostgresCluster, _pg_template: str) -> Iterator[str]:
-    """A PostgreSQL database for this test alone, migrated to head and empty; dropped after it."""
+    """A PostgreSQL database for this test alone, migrated to head and empty; dropped after it (in the
+    background)."""
     name = pg_cluster.create(template=_pg_template)
     yield pg_cluster.url(name)
-    pg_cluster.drop(name)
+    pg_cluster.drop_soon(name)
+
+
+# --- Both databases ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """The database `config_file`, `settings`, `repo`, `pipeline` and `db_url` give the test: "sqlite",
+    or under `@pytest.mark.both_dbs` "sqlite" then "postgresql"."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def db_url(db_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """`write_config(database_url=...)` for the test's `db_backend`: None on SQLite (the config's own
+    var/mailsync.db, which `repo` or `mailsync db upgrade` migrates), else a migrated, empty PostgreSQL
+    database of this test's own."""
+    if db_backend == "postgresql":
+        return str(request.getfixturevalue("pg_fresh_url"))
+    return None
+
+
+def shared_pg_url(request: pytest.FixtureRequest) -> str:
+    """For a module-scoped fixture on PostgreSQL: a migrated, empty database of this run, dropped at the
+    end of the session."""
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.url(cluster.create(template=request.getfixturevalue("_pg_template")))
+
+
+def pg_copy_url(request: pytest.FixtureRequest, url: str) -> str:
+    """A copy of the PostgreSQL database at `url` (e.g. a module's imported demo, all its engines
+    disposed) for this test alone, dropped after it: what copying a SQLite file is on PostgreSQL."""
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create(template=url.rsplit("/", 1)[1])
+    request.addfinalizer(lambda: cluster.drop_soon(name))
+    return cluster.url(name)
 
 
 # --- SMTP --------------------------------------------------------------------------------------------

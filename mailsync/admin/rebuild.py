@@ -1,7 +1,7 @@
 """Rebuild: a new database from the archive, the provenance journal and the event log alone.
 
     upgrade the new database's schema (it must hold nothing) ─> one timeline, in time order:
-        journal copies ─> blobs, messages "pending", copies (pipeline/capture.record_copies), a batch
+        journal copies ─> blobs, messages "pending", copies (storage/replaystore.insert_copies), a batch
                           at a time, with the times the journal gives; a copy whose blob is gone
                           from the archive (forgotten, past retention) is skipped and counted
         each event     ─> the queue drained first (so the event meets the database its original met:
@@ -15,6 +15,14 @@ AppliedEvent, so a kind applied here is applied exactly as it was. A kind this v
 logged and counted, never guessed at. What is neither mail nor event is not rebuilt: digests sent
 (and so replies to digests sent before the rebuild), single-use link nonces, `gone_at` of copies
 deleted on the server (the next sync marks them again).
+
+Speed (bench/rebuild_bench.py): the journal's copies go in with set-based INSERTs, a batch at a time
+(a batch the database refuses a row of is recorded again by capture's record_copies, which quarantines
+that row), and the new database is written without waiting for the disk at each commit (SQLite
+`synchronous=OFF`, PostgreSQL `synchronous_commit=off`) until the end, when one checkpoint (SQLite) or
+one synchronous commit (PostgreSQL) makes it all durable. The archive, the journal and the event log
+are the source and are only read: a rebuild cut short by a crash is simply run again, into a new
+database (a half-built one is refused as not empty: delete it first).
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from config.errors import StorageError
 from mailsync.admin.reassign import apply_reassign_event
@@ -36,7 +47,7 @@ from mailsync.admin.replay import drain_with_progress
 from mailsync.pipeline.capture import record_copies
 from mailsync.pipeline.ingest import Pipeline
 from mailsync.pipeline.sync_state import Cursor, save_cursor
-from storage import mailstore
+from storage import mailstore, replaystore
 from storage import models as m
 from storage.archive import Archive
 from storage.crm import apply_crm_import
@@ -47,6 +58,7 @@ from storage.journal import CopySeen, CursorMoved, Journal
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
+    from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
     from config.settings import Settings
@@ -173,6 +185,23 @@ def rebuild(
     started = time.monotonic()
     report = RebuildReport(make_url(target.url).render_as_string(hide_password=True))
     _prepare(target)
+    with _unsynced(target):
+        _build(settings, target, parser, report, handlers, on_copies, on_drain, batch)
+    report.seconds = round(time.monotonic() - started, 3)
+    log.info("rebuild_done", **{k: v for k, v in report.as_json().items() if not isinstance(v, dict)})
+    return report
+
+
+def _build(  # noqa: PLR0917 - rebuild()'s arguments, passed on
+    settings: Settings,
+    target: Repo,
+    parser: ParsePool | ParseWorker,
+    report: RebuildReport,
+    handlers: Mapping[str, Handler],
+    on_copies: Advance | None,
+    on_drain: Advance | None,
+    batch: int,
+) -> None:
     archive = Archive(settings.archive_dir)
     journal = Journal.beside(archive.root)
     rebuilder = Rebuilder(Pipeline(settings, target, archive, parser), report)
@@ -184,7 +213,7 @@ def rebuild(
     def flush() -> None:
         if copies:
             began = time.monotonic()
-            record_copies(target, archive, copies)
+            _record(target, archive, copies)
             report.recording_seconds += time.monotonic() - began
             report.copies += len(copies)
             copies.clear()
@@ -213,9 +242,58 @@ def rebuild(
     flush()
     _drain(rebuilder, on_drain)
     _finish(rebuilder, settings, cursors)
-    report.seconds = round(time.monotonic() - started, 3)
-    log.info("rebuild_done", **{k: v for k, v in report.as_json().items() if not isinstance(v, dict)})
-    return report
+
+
+def _record(target: Repo, archive: Archive, copies: list[CopySeen]) -> None:
+    """A batch of journal copies in a few INSERTs; as capture records them (a row at a time, a row
+    the database refuses quarantined) when a line has no fingerprint or the database refuses any row."""
+    if all(copy.fingerprint for copy in copies):
+        try:
+            with target.session() as session:
+                replaystore.insert_copies(session, copies)
+        except DBAPIError:
+            pass
+        else:
+            return
+    record_copies(target, archive, copies)
+
+
+@contextmanager
+def _unsynced(target: Repo) -> Iterator[None]:
+    """Commits that do not wait for the disk while the rebuild runs, made durable at once at the end
+    (see the module's docstring for why that is safe here)."""
+    engine = target.engine
+    engine.dispose()  # connections from now on are made with the setting
+    sa_event.listen(engine, "connect", _no_sync)
+    try:
+        yield
+    finally:
+        sa_event.remove(engine, "connect", _no_sync)
+        engine.dispose()
+    _make_durable(engine)
+
+
+def _no_sync(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor.execute("PRAGMA synchronous=OFF")
+    else:
+        cursor.execute("SET synchronous_commit TO off")
+        dbapi_connection.commit()  # a SET in a transaction the pool rolls back would be undone
+    cursor.close()
+
+
+def _make_durable(engine: Engine) -> None:
+    """SQLite: the WAL checkpointed into the database file, which is fsynced (synchronous=FULL).
+    PostgreSQL: one synchronous commit, which waits for the WAL up to it, every earlier commit's too."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA synchronous=FULL")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            conn.execute(text("SET synchronous_commit TO on"))
+            conn.execute(text("SELECT txid_current()"))  # a transaction id, so the commit is written
+        conn.commit()
 
 
 def _finish(rebuilder: Rebuilder, settings: Settings, cursors: dict[tuple[str, str], Cursor]) -> None:

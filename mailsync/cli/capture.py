@@ -24,12 +24,12 @@ def _pipeline(state: State) -> Iterator[Pipeline]:
     """The pipeline over the configured database and archive, with its parse workers closed at the end.
     They start with the first batch captured (in the background), so a pass with nothing new never
     starts them, and a pass with mail has them ready when its processing begins."""
-    from mailsync.mail.parse_worker import ParsePool
+    from mailsync.mail.parse_worker import configured_pool
     from mailsync.pipeline.ingest import Pipeline
     from storage.archive import Archive
 
     settings = state.settings()
-    with ParsePool(settings.limits) as parser:
+    with configured_pool(settings) as parser:
         yield Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
 
 
@@ -69,7 +69,7 @@ def import_mail(
 
 def run_daemon(ctx: typer.Context) -> None:
     """Run the capture daemon: poll every IMAP mailbox, IDLE between polls, serve /healthz and /metrics."""
-    from mailsync.mail.parse_worker import ParsePool
+    from mailsync.mail.parse_worker import configured_pool
     from mailsync.pipeline.ingest import Pipeline
     from mailsync.service.daemon import Daemon
     from mailsync.service.metrics import Metrics
@@ -82,7 +82,7 @@ def run_daemon(ctx: typer.Context) -> None:
             "no IMAP mailbox configured (every [[mailboxes]] entry lacks host)",
             fix="add host, username and password_env to a mailbox",
         )
-    parser = ParsePool(settings.limits)
+    parser = configured_pool(settings)
     parser.warm()  # warm before the first message
     pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
     pipeline.refresh_crm()  # at start: a missing spaCy model or database fails here, not per message

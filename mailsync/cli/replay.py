@@ -47,7 +47,7 @@ def replay(  # noqa: PLR0917 - typer passes a command's options by name
     Killed, it resumes where it stopped when run again with the same options."""
     from mailsync.admin.replay import STAGES, Selection
     from mailsync.admin.replay import replay as run_replay
-    from mailsync.mail.parse_worker import ParsePool
+    from mailsync.mail.parse_worker import configured_pool
     from mailsync.pipeline.ingest import Pipeline
     from storage.archive import Archive
 
@@ -60,7 +60,7 @@ def replay(  # noqa: PLR0917 - typer passes a command's options by name
     if mailbox is not None:
         settings.mailbox(mailbox)  # ConfigError naming the mailboxes when it is not one
     selection = Selection(mailbox, _date(since), from_stage)
-    with ParsePool(settings.limits) as parser, progress() as bar:
+    with configured_pool(settings) as parser, progress() as bar:
         pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
         report = run_replay(
             pipeline,
@@ -108,14 +108,14 @@ def rebuild(
 ) -> None:
     """Build a new database from the archive, the provenance journal and the event log alone."""
     from mailsync.admin.rebuild import rebuild as run_rebuild
-    from mailsync.mail.parse_worker import ParsePool
+    from mailsync.mail.parse_worker import configured_pool
     from storage.repo import Repo
 
     state = state_of(ctx)
     settings = state.settings()
     target = Repo(into)
     try:
-        with ParsePool(settings.limits) as parser, progress() as bar:
+        with configured_pool(settings) as parser, progress() as bar:
             parser.warm()
             report = run_rebuild(
                 settings,

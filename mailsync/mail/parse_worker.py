@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from config.settings import ParseLimits
+    from config.settings import ParseLimits, Settings
     from mailsync.mail.parse import ParserFailure
     from storage.records import ParsedEmail
 
@@ -171,6 +171,12 @@ def _outcome(worker: ParseWorker, job: ParseJob) -> ParsedEmail | ParseError:
 def default_size() -> int:
     """One worker per core, at most four: parsing is CPU-bound and each worker holds ~60 MB."""
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def configured_pool(settings: Settings) -> ParsePool:
+    """The pool a command parses with: `[daemon] parse_workers` workers, else one per core (at most
+    four). Several processes on one host each pin it, or each would start a worker per core."""
+    return ParsePool(settings.limits, size=settings.daemon.parse_workers)
 
 
 class ParsePool:

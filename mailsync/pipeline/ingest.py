@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from mailsync.pipeline.capture import capture
-from storage import mailstore
+from storage import leases, mailstore
 from storage.crm import crm_version, load_snapshot
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from storage.repo import Repo
 
 log = structlog.get_logger()
+DRAIN_CHUNK = 1_000  # messages processed under one take of the drain lease
 
 Outcome = Literal["new", "copy", "known", "quarantined"]
 
@@ -56,6 +57,7 @@ class Pipeline:
         self.archive = archive
         self.parser = parser
         self._draining = threading.Lock()
+        self.holder = leases.holder_id()  # this process in the `job:drain` lease
         self._crm: CrmSnapshot | None = None
         self._crm_version: tuple[int, datetime | None] | None = None
 
@@ -100,8 +102,10 @@ class Pipeline:
         return capture(self.repo, self.archive, raws, owner, cursor)
 
     def drain(self, limit: int | None = None, stop: threading.Event | None = None) -> dict[int, str]:
-        """Process pending messages (message id -> "new" or "quarantined"); one drain at a time in
-        this process, so mailbox threads do not parse the same messages twice."""
+        """Process pending messages (message id -> "new" or "quarantined"); one drain at a time in this
+        process (mailbox threads), and across processes (the `job:drain` lease, storage/leases.py): a
+        process that finds another draining leaves its captured mail in the queue the other one reads.
+        The lease is given back after every chunk of DRAIN_CHUNK messages, so processes take turns."""
         with self.repo.session() as session:
             if not mailstore.backlog(session):
                 return {}
@@ -109,8 +113,30 @@ class Pipeline:
         # a pass with nothing new never needs.
         from mailsync.pipeline.process import drain  # noqa: PLC0415
 
+        done: dict[int, str] = {}
         with self._draining:
-            return drain(self, limit, stop)
+            while limit is None or len(done) < limit:
+                size = DRAIN_CHUNK if limit is None else min(DRAIN_CHUNK, limit - len(done))
+                with self.repo.session() as session:
+                    if leases.take(session, leases.DRAIN, self.holder, leases.DRAIN_SECONDS) is None:
+                        break  # another process is draining
+                try:
+                    taken = drain(self, size, stop)
+                finally:
+                    with self.repo.session() as session:
+                        leases.release(session, leases.DRAIN, self.holder)
+                done.update(taken)
+                if (stop is not None and stop.is_set()) or not taken:
+                    break
+                if len(taken) < size and not self._newer(done):
+                    break
+        return done
+
+    def _newer(self, done: dict[int, str]) -> bool:
+        """Pending mail newer than what this drain took: another process may have captured it while
+        this one held the lease, found the lease taken and left it to this one."""
+        with self.repo.session() as session:
+            return bool(mailstore.pending(session, 1, after=max(done, default=0)))
 
     def ingest(self, raw: RawMessage, owner: str) -> IngestResult:
         """Take one message through every stage now: capture, then drain the queue."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from mailsync.admin.crm_import import import_crm
@@ -23,6 +24,7 @@ def reps(repo):
         }
 
 
+@pytest.mark.both_dbs
 def test_rep_columns_are_stored_and_a_file_without_them_keeps_them(settings, repo, tmp_path):
     report = import_reps(
         settings,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from storage import models as m
 from storage.crm import apply_crm_import
+
+pytestmark = pytest.mark.both_dbs
 
 
 def account(id_, name, *domains):

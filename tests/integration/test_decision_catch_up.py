@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from mailsync.service.daemon import Daemon
@@ -12,6 +13,7 @@ from storage.mailstore import save_proposals
 from storage.records import Proposal, ProposalKind
 
 
+@pytest.mark.both_dbs
 def test_the_daemon_applies_logged_decisions_the_database_lacks_at_start(settings, repo, pipeline):
     proposal = Proposal(
         kind=ProposalKind.NEW_CONTACT, key="new_contact:jo@initech.example", summary="Jo (Initech)",

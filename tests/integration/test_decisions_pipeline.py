@@ -52,6 +52,7 @@ def suggestion(repo, key):
         return s.scalars(select(m.Suggestion).where(m.Suggestion.key == key)).one()
 
 
+@pytest.mark.both_dbs
 def test_a_rejected_proposal_stays_rejected_when_later_mail_on_its_thread_proposes_it_again(
     settings, repo, demo, tmp_path
 ):

@@ -23,6 +23,7 @@ from mailsync.approval.digest import BUDGET, build_digest
 from storage import models as m
 from storage.mailstore import open_suggestions
 from storage.overview import RepLine
+from tests.conftest import shared_pg_url
 from tests.support.demo import import_demo
 
 NOW = datetime(2026, 6, 1, 7, 30, tzinfo=ZoneInfo("America/New_York"))
@@ -64,8 +65,14 @@ class PageText(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return import_demo(tmp_path_factory.mktemp("demo"))
+def demo(tmp_path_factory, db_backend, request):
+    """The demo imported once per backend; the tests only read it."""
+    with pytest.MonkeyPatch.context() as patch:
+        if db_backend == "postgresql":
+            patch.setenv("MAILSYNC_DATABASE_URL", shared_pg_url(request))
+        repo = import_demo(tmp_path_factory.mktemp(f"demo-{db_backend}"))
+    yield repo
+    repo.dispose()
 
 
 def digest_of(repo, rep=DANA, **options):
@@ -74,6 +81,7 @@ def digest_of(repo, rep=DANA, **options):
         return build_digest(session, rep, **settings)
 
 
+@pytest.mark.both_dbs
 def test_every_open_proposal_of_the_demo_is_in_its_reps_digest(demo):
     with demo.session() as session:
         reps = [RepLine(r.email, r.name) for r in session.scalars(select(m.Rep))]
@@ -93,6 +101,7 @@ def test_every_open_proposal_of_the_demo_is_in_its_reps_digest(demo):
         assert not [line for line in digest.text.splitlines() if COMMAND_WORD.match(line)]
 
 
+@pytest.mark.both_dbs
 def test_the_demo_digest_asks_in_words_with_evidence_dated_and_signed(demo):
     digest = digest_of(demo)
     shown = PageText(digest.html).text
@@ -121,6 +130,7 @@ def test_the_demo_digest_asks_in_words_with_evidence_dated_and_signed(demo):
     assert digest.subject == "CRM digest for Mon, Jun 1: 12 proposals to review"
 
 
+@pytest.mark.both_dbs
 def test_the_demo_digest_in_german_money_and_dates(demo):
     digest = digest_of(demo, locale="de_DE")
     assert "for 12.500,00\xa0€, starting 26.05.2026?" in digest.text  # the words stay English
@@ -128,6 +138,7 @@ def test_the_demo_digest_in_german_money_and_dates(demo):
     assert "(Jake Moreno, 22.01.2026)" in digest.text
 
 
+@pytest.mark.both_dbs
 def test_with_links_every_card_has_its_buttons_for_its_own_key_and_digest(demo):
     links = Links()
     digest = digest_of(demo, links=links, token=TOKEN)
@@ -232,6 +243,7 @@ def test_one_mail_to_five_thousand_people_proposes_ten_contacts_and_the_digest_s
     assert len(as_sent(digest)) < 100_000
 
 
+@pytest.mark.both_dbs
 def test_a_digest_with_nothing_open_says_so(repo):
     digest = digest_of(repo, now=datetime(2026, 6, 1, tzinfo=UTC))
     assert digest.items == ()

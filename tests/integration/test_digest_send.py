@@ -31,7 +31,7 @@ from storage import models as m
 from storage.archive import Archive
 from storage.eventlog import EventLog
 from storage.repo import Repo
-from tests.conftest import DEMO, write_config
+from tests.conftest import DEMO, pg_copy_url, shared_pg_url, write_config
 from tests.integration.test_digest_escaping import hostile_mail
 
 if TYPE_CHECKING:
@@ -43,9 +43,10 @@ HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-M
            "List-Unsubscribe", "List-Unsubscribe-Post")  # fmt: skip
 
 
-def imported_demo(base: Path) -> Path:
-    """The demo through the real pipeline into `base`: the `var/` directory each test copies."""
-    config = str(write_config(base))
+def imported_demo(base: Path, database_url: str | None = None) -> Path:
+    """The demo through the real pipeline into `base`: the `var/` directory each test copies (with the
+    database unless it is `database_url`)."""
+    config = str(write_config(base, database_url=database_url))
     for argv in (["db", "upgrade"], ["crm", "import", str(DEMO / "crm")],
                  ["import", str(DEMO / "Maildir"), "--mailbox", "dana"]):  # fmt: skip
         assert main(["-c", config, *argv]) == 0
@@ -57,15 +58,22 @@ def demo_var(tmp_path_factory):
     return imported_demo(tmp_path_factory.mktemp("demo"))
 
 
+@pytest.fixture(scope="module")
+def demo_pg(tmp_path_factory, request):
+    """The demo imported into PostgreSQL once: (its var/ without the database, the database's URL)."""
+    url = shared_pg_url(request)
+    return imported_demo(tmp_path_factory.mktemp("demo-pg"), url), url
+
+
 class Setup:
-    def __init__(self, tmp_path, server, demo_var, monkeypatch) -> None:
+    def __init__(self, tmp_path, server, demo_var, monkeypatch, database_url=None) -> None:
         shutil.copytree(demo_var, tmp_path / "var")
         monkeypatch.setenv(KEY_ENV, "a-test-key-that-signs-digest-links")
         extra = server.smtp_toml() + (
             f'\n[web]\npublic_url = "https://crm.northwind.example"\nsecret_key_env = "{KEY_ENV}"\n'
             '\n[digest]\nsend_at = "07:30"\ntimezone = "Europe/Berlin"\n'
         )
-        self.config = write_config(tmp_path, extra)
+        self.config = write_config(tmp_path, extra, database_url=database_url)
         self.settings = load_settings(self.config)
         self.server = server
         self.repo = Repo(self.settings.database_url)
@@ -94,8 +102,13 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path, smtp_server, demo_var, monkeypatch):
-    setup = Setup(tmp_path, smtp_server, demo_var, monkeypatch)
+def setup(tmp_path, smtp_server, monkeypatch, db_backend, request):
+    """A copy of the demo: on PostgreSQL (tests marked both_dbs) a copy of the database imported once."""
+    if db_backend == "postgresql":
+        var, url = request.getfixturevalue("demo_pg")
+        setup = Setup(tmp_path, smtp_server, var, monkeypatch, pg_copy_url(request, url))
+    else:
+        setup = Setup(tmp_path, smtp_server, request.getfixturevalue("demo_var"), monkeypatch)
     yield setup
     setup.repo.dispose()
 
@@ -138,6 +151,7 @@ def test_a_digest_arrives_as_multipart_alternative_with_every_header(setup, caps
     assert f"{DANA}: sent, {len(open_keys)} proposal(s), {row.message_id}" in out
 
 
+@pytest.mark.both_dbs
 def test_sent_once_a_period_across_runs_and_restarts(setup, capsys):
     assert setup.cli(capsys, "digest", "--send", "--rep", DANA)[0] == 0
     code, out, _ = setup.cli(capsys, "digest", "--send", "--rep", DANA)
@@ -149,6 +163,7 @@ def test_sent_once_a_period_across_runs_and_restarts(setup, capsys):
     assert len(setup.rows()) == 1
 
 
+@pytest.mark.both_dbs
 def test_the_daemon_job_sends_each_due_rep_once_and_catches_up_after_a_restart(setup):
     # 06:00 UTC is 07:00 in Berlin: nobody is due; 07:00 UTC is 08:00: everyone with proposals is.
     day = datetime(2031, 3, 4, tzinfo=UTC)
@@ -179,6 +194,7 @@ def test_the_daemon_job_sends_each_due_rep_once_and_catches_up_after_a_restart(s
     assert [r.period for r in setup.rows()] == ["2031-03-04"]
 
 
+@pytest.mark.both_dbs
 def test_nothing_new_since_the_last_digest_sends_nothing_until_a_new_proposal(setup, debug_logging):
     sender = setup.sender()
     monday = datetime(2031, 3, 3, 8, tzinfo=UTC)
@@ -198,6 +214,7 @@ def test_nothing_new_since_the_last_digest_sends_nothing_until_a_new_proposal(se
     assert "test:new-contact:ivy" in {item["key"] for item in setup.rows()[-1].items}
 
 
+@pytest.mark.both_dbs
 def test_paused_and_departed_reps_get_nothing_and_resume_undoes_a_pause(setup, capsys):
     code, out, _ = setup.cli(capsys, "rep", "pause", SAM)
     assert (code, out.strip()) == (0, f"{SAM}: paused")
@@ -225,6 +242,7 @@ def test_paused_and_departed_reps_get_nothing_and_resume_undoes_a_pause(setup, c
     assert len(setup.to(SAM)) == 1
 
 
+@pytest.mark.both_dbs
 def test_a_refusing_relay_leaves_the_digest_to_be_sent_again_with_the_same_message_id(setup, capsys):
     setup.server.refuse("550 5.7.1 Relaying denied")
     code, _, err = setup.cli(capsys, "digest", "--send", "--rep", DANA)

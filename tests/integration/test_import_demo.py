@@ -29,10 +29,12 @@ def imported(settings, repo, pipeline):
     return import_source(pipeline, FileSource(DEMO / "Maildir", "dana"), "dana@northwind.example")
 
 
+@pytest.mark.both_dbs
 def test_demo_import_counts(imported):
     assert imported == Counter({"new": 50, "copy": 2, "quarantined": 1})
 
 
+@pytest.mark.both_dbs
 def test_second_import_changes_nothing(settings, repo, pipeline, imported):
     before = dump(repo)
     again = import_source(pipeline, FileSource(DEMO / "Maildir", "dana"), "dana@northwind.example")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from bench.mailsync_runs import log_events
 from config.errors import LeaseLost
 from mailsync.pipeline.capture import CursorAt
 from mailsync.pipeline.ingest import Pipeline
@@ -198,21 +198,6 @@ def test_db_upgrade_run_by_several_processes_at_once(backend, tmp_path, pg_clust
 MAILBOXES = 30
 
 
-def _events(path) -> list[dict]:
-    """The JSON events of a daemon's log; two threads' lines may come out run together."""
-    decoder = json.JSONDecoder()
-    events = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        at = 0
-        while line.startswith("{", at):
-            try:
-                event, at = decoder.raw_decode(line, at)
-            except json.JSONDecodeError:
-                break  # the last line, half written
-            events.append(event)
-    return events
-
-
 def _wait(predicate, timeout, what):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -279,12 +264,12 @@ class Daemons:
     def started(self) -> None:
         for log in self.logs:
             _wait(
-                lambda log=log: any(e["event"] == "daemon_started" for e in _events(log)),
+                lambda log=log: any(e["event"] == "daemon_started" for e in log_events(log)),
                 60,
                 "daemon_started",
             )
         self.ids = [
-            next(e["holder"] for e in _events(log) if e["event"] == "daemon_started") for log in self.logs
+            next(e["holder"] for e in log_events(log) if e["event"] == "daemon_started") for log in self.logs
         ]
 
     def holders(self) -> dict[str, str]:
@@ -368,9 +353,9 @@ def test_three_daemons_share_thirty_mailboxes_through_a_kill_and_a_pause(tmp_pat
         )
     messages, copies = counts(daemons.repo)
     daemons.repo.dispose()
-    assert codes == [0, 0], [_events(log)[-3:] for log in daemons.logs[1:]]
+    assert codes == [0, 0], [log_events(log)[-3:] for log in daemons.logs[1:]]
     assert (messages, copies, distinct) == (6 * MAILBOXES, 6 * MAILBOXES, 6 * MAILBOXES)
     assert per_mailbox == {f"m{i:02}": 6 for i in range(MAILBOXES)}
     assert watch.backwards == []
-    woken = [e.get("mailbox") for e in _events(daemons.logs[1]) if e["event"] == "lease_lost"]
+    woken = [e.get("mailbox") for e in log_events(daemons.logs[1]) if e["event"] == "lease_lost"]
     print(f"the woken daemon found {len(woken)} lease(s) lost mid-poll: {woken}")

@@ -6,12 +6,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 
+import pytest
+
 from mailsync.approval.links import LinkSigner
 from mailsync.approval.manager import leads, manager_report, render_manager_digest, with_links
 from storage import models as m
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC).replace(tzinfo=None)  # naive UTC, as the database keeps time
 LEAD = "lena@northwind.example"
+pytestmark = pytest.mark.both_dbs
 
 
 def suggestion(key, kind, owner, *, age_days, payload=None, summary=None):

@@ -1,7 +1,7 @@
 """The processing stage's batch shortcuts change nothing: the demo mailbox plus generated mail, processed
 with threads assigned a batch at a time and stored matches reused, gives the threads and suggestions
-that threading one message at a time and re-matching every stored message give. Real SQLite databases,
-the real parse worker, the demo CRM."""
+that threading one message at a time and re-matching every stored message give. Real SQLite and
+PostgreSQL databases, the real parse worker, the demo CRM."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from storage import models as m
 from storage import threads as threading_store
 from storage.archive import Archive
 from storage.repo import Repo
-from tests.conftest import DEMO, write_config
+from tests.conftest import DEMO, shared_pg_url, write_config
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,9 +38,9 @@ def _one_at_a_time(session: Session, batch: Sequence[threading_store.ThreadInput
         threading_store.assign_thread(session, **item._asdict())
 
 
-def _run(base: Path, mail: Path, parse_worker) -> tuple[object, ...]:
+def _run(base: Path, mail: Path, parse_worker, database_url: str | None) -> tuple[object, ...]:
     base.mkdir()
-    settings = load_settings(write_config(base))
+    settings = load_settings(write_config(base, database_url=database_url))
     repo = Repo(settings.database_url)
     repo.upgrade()
     try:
@@ -68,15 +68,19 @@ def _run(base: Path, mail: Path, parse_worker) -> tuple[object, ...]:
         repo.dispose()
 
 
-def test_batched_processing_equals_one_message_at_a_time(tmp_path, parse_worker, monkeypatch):
+@pytest.mark.both_dbs
+def test_batched_processing_equals_one_message_at_a_time(
+    tmp_path, parse_worker, monkeypatch, db_url, request
+):
     mail = tmp_path / "mail"
     mail.mkdir()
     for i, data in enumerate(generate(240, seed=3)):
         (mail / f"{i:06d}.eml").write_bytes(data)
-    batched = _run(tmp_path / "batched", mail, parse_worker)
+    batched = _run(tmp_path / "batched", mail, parse_worker, db_url)
     monkeypatch.setattr(threading_store, "assign_threads", _one_at_a_time)
     monkeypatch.setattr(followups, "_matches", followups.MatchCache(size=0))
-    reference = _run(tmp_path / "reference", mail, parse_worker)
+    other = shared_pg_url(request) if db_url else None  # a second, empty database for the reference run
+    reference = _run(tmp_path / "reference", mail, parse_worker, other)
     suggestions, threads = batched
     assert suggestions == reference[0]
     assert threads == reference[1]

@@ -26,6 +26,7 @@ from mailsync.cli.replay import event_handlers
 from mailsync.faults import ENV as FAULT_ENV
 from mailsync.pipeline.sync_state import Cursor
 from storage import models as m
+from storage.archive import Archive
 from storage.eventlog import EventLog
 from storage.journal import CopySeen, CursorMoved, Journal
 from storage.records import Provenance
@@ -181,3 +182,41 @@ def test_journal_is_durable_before_the_commit_and_rebuild_dedupes(tmp_path, caps
         assert sorted(map(shape, after[table]), key=repr) == sorted(map(shape, before[table]), key=repr), (
             table
         )
+
+
+def test_a_journal_line_the_database_refuses_is_quarantined_not_fatal(tmp_path, pg_fresh_url, capsys):
+    """The journal's copies go in a batch at a time with set-based INSERTs; a row PostgreSQL refuses
+    (a Message-ID longer than its column) sends that batch the careful way, where it is quarantined
+    and the rest of the batch is recorded."""
+    repo = import_demo(tmp_path)
+    with repo.session() as s:
+        statuses = dict(s.execute(select(m.Message.status, func.count()).group_by(m.Message.status)).all())
+    repo.dispose()
+    settings = load_settings(tmp_path / "mailsync.toml")
+    archive = Archive(settings.archive_dir)
+    raw = b"From: someone@acme.example\r\nSubject: hi\r\n\r\nhello\r\n"
+    sha = archive.put(raw)
+    fingerprint = "f" * 64
+    journal = Journal.beside(settings.archive_dir)
+    at = max(e.seen_at for e in journal if isinstance(e, CopySeen))
+    where = Provenance("dana", None, None, None, "/hand/made.eml")
+    journal.append(
+        [CopySeen(sha, len(raw), fingerprint, "<" + "x" * 1500 + "@acme.example>", "d", where, at)]
+    )
+    capsys.readouterr()
+    cli(tmp_path / "mailsync.toml", "rebuild", "--into", pg_fresh_url, "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert (report["copies"], report["messages"]) == (54, 52)
+    rebuilt = Repo(pg_fresh_url)
+    try:
+        with rebuilt.session() as s:
+            refused = s.scalar(select(m.Message).where(m.Message.fingerprint == fingerprint))
+            assert refused is not None
+            assert (refused.status, refused.message_id) == ("quarantined", f"{fingerprint}@mailsync.invalid")
+            reason = s.scalar(select(m.Quarantine.reason).where(m.Quarantine.message_pk == refused.id))
+            assert reason is not None
+            assert reason.startswith("database rejected the message")
+            after = dict(s.execute(select(m.Message.status, func.count()).group_by(m.Message.status)).all())
+            assert after == {**statuses, "quarantined": statuses.get("quarantined", 0) + 1}
+    finally:
+        rebuilt.dispose()

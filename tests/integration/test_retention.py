@@ -28,8 +28,8 @@ def run(capsys, *argv):
 
 
 @pytest.fixture
-def imported(tmp_path, capsys):
-    config = write_config(tmp_path, "\n[retention]\nkeep_years = 1\n")
+def imported(tmp_path, capsys, db_url):
+    config = write_config(tmp_path, "\n[retention]\nkeep_years = 1\n", database_url=db_url)
     for argv in (
         ["db", "upgrade"],
         ["crm", "import", DEMO / "crm"],
@@ -53,6 +53,7 @@ def test_cutoff_is_the_same_date_years_back():
     assert cutoff_for(3, datetime(2028, 2, 29, 23, 0, tzinfo=UTC)) == datetime(2025, 2, 28, tzinfo=UTC)
 
 
+@pytest.mark.both_dbs
 def test_retention_deletes_old_mail_with_its_blobs(imported):
     config, settings, repo = imported
     del config

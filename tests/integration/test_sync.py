@@ -35,6 +35,7 @@ def count(repo, model=m.Message):
         return s.scalar(select(func.count()).select_from(model))
 
 
+@pytest.mark.both_dbs
 def test_first_sync_then_incremental(dovecot, imap_user, synced, repo):
     _, _, run = synced
     dovecot.append_many(imap_user.name, "INBOX", [mail(f"first {i}") for i in range(5)])
@@ -66,6 +67,7 @@ def test_sync_never_sets_seen(dovecot, imap_user, synced):
     assert all(b"\\Seen" not in f for f in flags.values())
 
 
+@pytest.mark.both_dbs
 def test_uidvalidity_change_resyncs_by_identity_without_duplicates(
     dovecot, imap_user, tmp_path, monkeypatch, repo, pipeline
 ):
@@ -98,6 +100,7 @@ def test_uidvalidity_change_resyncs_by_identity_without_duplicates(
     assert sorted(per_message) == [1, 2, 2, 2]  # old and new UIDVALIDITY copies both recorded
 
 
+@pytest.mark.both_dbs
 def test_mail_deleted_on_the_server_stays_archived(dovecot, imap_user, synced, repo, pipeline):
     _, _, run = synced
     uids = dovecot.append_many(imap_user.name, "INBOX", [mail("keep"), mail("delete me")])
@@ -119,6 +122,7 @@ def test_mail_deleted_on_the_server_stays_archived(dovecot, imap_user, synced, r
     assert count(repo) == 2
 
 
+@pytest.mark.both_dbs
 def test_outage_mid_sync_resumes_with_nothing_lost_or_duplicated(
     dovecot_factory, tmp_path, monkeypatch, repo, pipeline
 ):

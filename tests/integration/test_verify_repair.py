@@ -79,9 +79,16 @@ def expunge(dovecot, user, folder, uid):
         client.expunge()
 
 
+def use_database(monkeypatch, url):
+    """Point the CLI and load_settings() at `url` (a PostgreSQL database) instead of the config's SQLite."""
+    if url is not None:
+        monkeypatch.setenv("MAILSYNC_DATABASE_URL", url)
+
+
 @pytest.fixture
-def synced(dovecot, imap_user, tmp_path, monkeypatch, capsys):
+def synced(dovecot, imap_user, tmp_path, monkeypatch, capsys, db_url):
     """(config, archive, uids, {uid: sha256}) after one sync of four messages from a fresh Dovecot user."""
+    use_database(monkeypatch, db_url)
     config = imap_config(tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch)
     assert cli(capsys, config, "db", "upgrade")[0] == 0
     uids = dovecot.append_many(imap_user.name, "INBOX", [mail(f"deal {i}") for i in range(4)])
@@ -89,6 +96,7 @@ def synced(dovecot, imap_user, tmp_path, monkeypatch, capsys):
     return config, archive_of(config), uids, blobs(config)
 
 
+@pytest.mark.both_dbs
 def test_verify_finds_damage_and_repair_restores_it_from_dovecot(synced, capsys):
     config, archive, uids, sha = synced
     flipped, deleted = sha[uids[0]], sha[uids[1]]
@@ -223,8 +231,9 @@ def test_unreachable_server_and_unconfigured_mailbox_are_reasons_not_crashes(
     assert archive.get(target) == original
 
 
-def test_repair_from_imported_files(tmp_path, capsys):
-    config = write_config(tmp_path)
+@pytest.mark.both_dbs
+def test_repair_from_imported_files(tmp_path, capsys, db_url):
+    config = write_config(tmp_path, database_url=db_url)
     cli(capsys, config, "db", "upgrade")
     maildir = tmp_path / "export" / "Maildir"
     (maildir / "new").mkdir(parents=True)

@@ -23,7 +23,7 @@ from mailsync.cli import main
 from storage import models as m
 from storage.eventlog import EventLog
 from storage.repo import Repo
-from tests.conftest import write_config
+from tests.conftest import pg_copy_url, shared_pg_url, write_config
 from tests.support.demo import import_demo
 
 if TYPE_CHECKING:
@@ -87,10 +87,8 @@ def receiver() -> Iterator[Receiver]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo captured, with two decisions taken: copied per test."""
-    directory = tmp_path_factory.mktemp("webhook-demo")
+def decided_demo(directory: Path) -> Repo:
+    """The demo captured, with two decisions taken (on PostgreSQL when MAILSYNC_DATABASE_URL says so)."""
     repo = import_demo(directory)
     with repo.session() as session:
         keys = [s.key for s in session.query(m.Suggestion).order_by(m.Suggestion.id).limit(2)]
@@ -98,14 +96,41 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for key, verdict in zip(keys, ("approve", "reject"), strict=True):
         decide(repo, events, DecisionRequest(key, verdict, DANA, "cli"), START.replace(tzinfo=UTC))
     repo.dispose()
+    return repo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo, decided, in SQLite: copied per test."""
+    directory = tmp_path_factory.mktemp("webhook-demo")
+    decided_demo(directory)
     return directory
 
 
+@pytest.fixture(scope="module")
+def demo_pg(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, str]:
+    """The demo, decided, in a PostgreSQL database of its own: its directory and URL, copied per test."""
+    directory = tmp_path_factory.mktemp("webhook-demo-pg")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MAILSYNC_DATABASE_URL", shared_pg_url(request))
+        return directory, decided_demo(directory).url
+
+
 @pytest.fixture
-def repo(demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Repo]:
-    shutil.copytree(demo, tmp_path / "demo")
+def repo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Repo]:
+    """A copy of the demo in tmp_path/demo, on the test's backend."""
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    found = Repo(f"sqlite:///{tmp_path / 'demo' / 'var' / 'mailsync.db'}")
+    if db_backend == "postgresql":  # the CLI in a test finds the copy through the environment
+        demo, demo_url = request.getfixturevalue("demo_pg")
+        url = pg_copy_url(request, demo_url)
+        monkeypatch.setenv("MAILSYNC_DATABASE_URL", url)
+    else:
+        demo = request.getfixturevalue("demo")
+        url = f"sqlite:///{tmp_path / 'demo' / 'var' / 'mailsync.db'}"
+    shutil.copytree(demo, tmp_path / "demo")
+    found = Repo(url)
     yield found
     found.dispose()
 
@@ -125,6 +150,7 @@ def settings_for(receiver: Receiver, **changes: Any) -> WebhookSettings:
     )  # fmt: skip
 
 
+@pytest.mark.both_dbs
 def test_deliveries_survive_errors_and_an_outage_and_arrive_once_in_order_signed(
     repo: Repo, receiver: Receiver
 ) -> None:
@@ -177,8 +203,9 @@ def test_deliveries_survive_errors_and_an_outage_and_arrive_once_in_order_signed
     assert "webhook_retrying" in {e["event"] for e in logs}
 
 
+@pytest.mark.both_dbs
 def test_a_delivery_fails_for_good_after_max_attempts_and_retry_queues_it_again(
-    repo: Repo, receiver: Receiver, demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    repo: Repo, receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clock = Clock()
     settings = settings_for(receiver, max_attempts=2, send=("decisions",))

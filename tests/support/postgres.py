@@ -8,7 +8,9 @@ each test an empty, current schema in a fraction of the time the migrations take
 from __future__ import annotations
 
 import itertools
+import queue
 import secrets
+import threading
 
 import psycopg
 from psycopg import sql
@@ -30,6 +32,8 @@ class PostgresCluster:
         self.run = secrets.token_hex(4)
         self._numbers = itertools.count(1)
         self._created: list[str] = []
+        self._doomed: queue.Queue[str] = queue.Queue()
+        self._dropper: threading.Thread | None = None
 
     def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
         # CREATE/DROP DATABASE cannot run inside a transaction block.
@@ -74,7 +78,26 @@ class PostgresCluster:
         if name in self._created:
             self._created.remove(name)
 
+    def drop_soon(self, name: str) -> None:
+        """Drop `name` in a background thread: DROP DATABASE waits for a checkpoint (seconds on a busy
+        server), which a test's teardown need not wait for. `drop_all` waits for these drops."""
+        if self._dropper is None:
+            self._dropper = threading.Thread(target=self._drop_doomed, name="pg-dropper", daemon=True)
+            self._dropper.start()
+        self._doomed.put(name)
+
+    def _drop_doomed(self) -> None:
+        while True:
+            name = self._doomed.get()
+            try:
+                self.drop(name)
+            except psycopg.Error:
+                pass  # drop_all tries again
+            finally:
+                self._doomed.task_done()
+
     def drop_all(self) -> None:
         """Drop every database this run made and has not dropped yet, newest first."""
+        self._doomed.join()
         for name in reversed(list(self._created)):
             self.drop(name)

@@ -138,6 +138,19 @@ def test_learned_hits_add_to_the_rules_on_customer_mail_only(tmp_path):
     assert not [h for h in signals(both, model) if h.learned]  # the rules read the outcome: they are evidence
 
 
+def test_a_class_reads_when_its_probability_reaches_its_threshold_even_if_another_is_likelier(tmp_path):
+    model = _model(tmp_path, threshold=0.5)
+    mixed = "the flurbo is wibbled and the weather is grey and the car park is full"
+    verdict = model.classify(mixed)
+    assert verdict.label != "lost"
+    lost = verdict.scores["lost"]
+    assert 0.05 < lost < verdict.probability  # neither nothing nor the likeliest class
+    model.thresholds = {"intent": 1.01, "won": 1.01, "lost": lost - 0.01}
+    assert model.find(mixed) == ("lost", mixed)
+    model.thresholds["lost"] = lost + 0.01
+    assert model.find(mixed) is None
+
+
 def test_a_threshold_above_one_switches_a_class_off(tmp_path):
     model = _model(tmp_path, threshold=1.01)
     outside = _match("Sadly the flurbo is wibbled.", "ana@customer.example")

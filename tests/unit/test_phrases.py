@@ -25,16 +25,18 @@ def test_names_and_products_match_case_insensitively_without_the_account_prefix(
     index = PhraseIndex(CRM)
     assert index.products == {10: frozenset({"fleetsense"}), 11: frozenset({"routeiq"})}
     mentions = index.mentions("Re: the FLEETSENSE ROLLOUT\n\nAcme Logistics wants the fleetsense units now.")
-    assert mentions == {10: {"fleetsense rollout", "fleetsense"}}
-    assert index.score(10, mentions) == 1.0
-    assert index.score(11, mentions) == 0.0
-    assert index.mentions("Acme Logistics newsletter") == {}
+    assert mentions == {"fleetsense rollout", "fleetsense"}
+    assert index.hits(10, mentions) == {"fleetsense rollout", "fleetsense"}
+    assert index.hits(11, mentions) == frozenset()
+    assert index.score(10, index.hits(10, mentions)) == 1.0
+    assert index.score(11, index.hits(11, mentions)) == 0.0
+    assert index.mentions("Acme Logistics newsletter") == frozenset()
 
 
 def test_product_only_mention_scores_below_a_named_one():
     index = PhraseIndex(CRM)
     product_only = index.mentions("How many RouteIQ seats do we have?")
-    assert 0 < index.score(11, product_only) < 0.6
+    assert 0 < index.score(11, index.hits(11, product_only)) < 0.6
 
 
 def test_index_is_rebuilt_only_when_the_snapshot_changes():
@@ -92,6 +94,6 @@ def test_entities_are_evidence_and_unknown_organisations_are_new_accounts(mini_p
     # Acme Logistics is a CRM account and FleetSense a product phrase: only Brightwater is new.
     assert index.new_account_names(text) == ("Brightwater Utilities",)
     # Phrase matching tokenises with the loaded pipeline and works as with the blank one.
-    assert index.mentions("the fleetsense rollout") == {10: {"fleetsense rollout", "fleetsense"}}
+    assert index.hits(10, index.mentions("the fleetsense rollout")) == {"fleetsense rollout", "fleetsense"}
     other = CrmSnapshot(accounts={1: ACME}, open_opportunities={1: (FLEET,)})
     assert index_for(other).ner  # a new snapshot gets the configured pipeline again

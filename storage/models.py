@@ -209,7 +209,7 @@ class Thread(Base):
     subject_key: Mapped[str] = mapped_column(SafeString(1000), default="", index=True)
     first_at: Mapped[datetime | None]
     last_at: Mapped[datetime | None]
-    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunity.id"))
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunity.id"), index=True)
 
 
 class Message(Base):
@@ -283,6 +283,9 @@ class Quarantine(Base):
 
 class Suggestion(Base):
     __tablename__ = "suggestion"
+    # A thread's own suggestions (re-proposed per batch) and one kind's open ones (deal context), read
+    # per touched thread: without these every read scanned the table, and processing slowed as it grew.
+    __table_args__ = (Index(None, "thread_id", "status"), Index(None, "kind", "status"))
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(SafeString(1000), unique=True)
     kind: Mapped[str] = mapped_column(SafeString(30))

@@ -57,14 +57,20 @@ def assign_thread(
         session.add(thread)
         session.flush()
     message.thread_id = thread.id
-    when = message.sent_at
-    if when is not None:
-        if thread.first_at is None or when < thread.first_at:
-            thread.first_at = when
-            thread.subject = message.subject or thread.subject
-        if thread.last_at is None or when > thread.last_at:
-            thread.last_at = when
+    _widen(thread, message)
     return thread
+
+
+def _widen(thread: m.Thread, message: m.Message) -> None:
+    """The thread's span grows to the message's date; its subject is its earliest message's."""
+    when = message.sent_at
+    if when is None:
+        return
+    if thread.first_at is None or when < thread.first_at:
+        thread.first_at = when
+        thread.subject = message.subject or thread.subject
+    if thread.last_at is None or when > thread.last_at:
+        thread.last_at = when
 
 
 def _thread_by_subject(
@@ -219,13 +225,7 @@ class _Threading:
         named.setdefault(message.message_id, set()).add(message.id)
         for ref in refs:
             referencing.setdefault(ref, set()).add(message.id)
-        when = message.sent_at
-        if when is not None:
-            if thread.first_at is None or when < thread.first_at:
-                thread.first_at = when
-                thread.subject = message.subject or thread.subject
-            if thread.last_at is None or when > thread.last_at:
-                thread.last_at = when
+        _widen(thread, message)
 
     def _age(self, thread: m.Thread) -> tuple[int, int]:
         """Thread id order: stored threads by id, then the new ones as created (they get ids so)."""

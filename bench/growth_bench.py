@@ -1,7 +1,8 @@
-"""Does the full pipeline slow down as the database grows? `mailsync import` of `--step` new messages at
-a time into ONE database until it holds `--total`; each step's rate against the first's.
+"""Does the full pipeline slow down as the database grows? `mailsync import` of `--growth-step` new
+messages at a time into ONE database until it holds `--growth-total`; each step's rate against the
+first's.
 
-    python -m bench.growth_bench [--total 100000] [--step 10000] [--chart docs/bench/growth.png]
+    python -m bench.growth_bench [--growth-total 100000] [--growth-step 10000] [--chart docs/bench/growth.png]
 
 Every step's messages are new (bench/mailgen.py with the step's own seed: distinct bytes and
 Message-IDs, replies within the step), so each step does the same work on a bigger database: a rate that

@@ -66,7 +66,7 @@ def lost_by_silence(
         last, sentence = unanswered
         if last.sent_at is None or _utc(now) - _utc(last.sent_at) < timedelta(days=after_days):
             continue
-        opp = target_opportunity(thread, crm, thresholds)
+        opp = target_opportunity(thread, crm)
         if opp is None or outcome_hits(human_messages(thread.messages), (thresholds or Thresholds()).model):
             continue
         if not any(p.contact and p.account and p.account.id == opp.account_id for p in last.external):

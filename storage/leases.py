@@ -13,13 +13,20 @@ when the process dies, and works the same on SQLite (one process: it always gets
             WHERE name = n AND holder = me AND token = t AND expires_at > now
 
 `token` is the fencing token: it grows whenever the holder changes. The poller takes (or renews) its
-mailbox's lease at each poll and between IDLE slices; each capture batch (pipeline/capture.py), and the
-cursor save that ends a folder's pass (pipeline/sync.py), runs `verify_lease` in its own transaction
-before the cursor moves. The UPDATE locks the row until that commit, so a takeover waits
+mailbox's lease at each poll, after each pass and between IDLE slices (`mailsync sync --once` takes it
+for its pass and gives it back); each capture batch (pipeline/capture.py), and the cursor save that
+ends a folder's pass (pipeline/sync.py), runs `verify_lease` in its own transaction before the cursor
+moves. The UPDATE locks the row until that commit, so a takeover waits
 for the batch, or comes first and the batch fails with LeaseLost and rolls back: a process that was
 paused (SIGSTOP, a long GC, a frozen VM) past its lease cannot commit a batch or move a cursor when it
 wakes, even before another process took the mailbox over. The same check renews the lease, so a long
-sync keeps it as long as each batch takes less than the lease.
+capture keeps it as long as each batch takes less than the lease. The drain that ends a pass is not
+covered: it moves no cursor and is fenced by `job:drain` (below), so the mailbox lease may run out
+during it, and another process may take the mailbox meanwhile, rather than wait for the drain; the
+poller then takes the lease again, or finds it taken and leaves the mailbox to that process.
+
+`mailsync import` takes no lease: it moves no cursor, and a message two processes capture at once is
+stored once (the second finds it and records a copy).
 
 Share: each process keeps a `member:<holder>` row alive (the daemon's heartbeat) and takes no more than
 ceil(mailboxes / live members) mailboxes, giving back what is over its share, so that a process
@@ -41,7 +48,7 @@ import math
 import os
 import secrets
 import socket
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -50,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import DateTime, Interval, case, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from config.errors import LeaseLost
+from config.errors import LeaseLost, StorageError
 from storage import models as m
 from storage.models import utcnow
 
@@ -97,10 +104,27 @@ def holding(lease: Lease) -> Iterator[None]:
         _held.reset(reset)
 
 
+@contextmanager
+def one_pass(repo: Repo, mailbox: str, holder: str, seconds: float) -> Iterator[Lease | None]:
+    """`mailsync sync --once`'s lease on `mailbox`: held for the block (its captures verify it), given
+    back after it; None while another process holds it (`holder_of` names it): skip the mailbox."""
+    with repo.session() as session:
+        lease = take(session, MAILBOX + mailbox, holder, seconds)
+    if lease is None:
+        yield None
+        return
+    try:
+        with holding(lease):
+            yield lease
+    finally:
+        with suppress(StorageError), repo.session() as session:  # the database away: it expires anyway
+            release(session, lease.name, holder)
+
+
 def verify_lease(session: Session, mailbox: str) -> None:
     """In a capture batch's transaction, before its cursor moves: raise LeaseLost unless this thread's
-    lease on `mailbox` is still ours and running, and renew it. Without a lease held (`mailsync sync`,
-    an import: one process) it checks nothing."""
+    lease on `mailbox` is still ours and running, and renew it. Without a lease held (an import, which
+    moves no cursor) it checks nothing."""
     lease = _held.get()
     if lease is None:
         return
@@ -162,6 +186,12 @@ def _take(session: Session, name: str, holder: str, seconds: float) -> Lease | N
         stmt = insert(m.Lease).values(**row, **timed).on_conflict_do_nothing()
         token = _returned(session, stmt.returning(m.Lease.token))
     return None if token is None else Lease(name, holder, int(token), seconds)
+
+
+def holder_of(session: Session, name: str) -> str | None:
+    """Who holds `name` now: None when nobody does, or its lease has run out."""
+    stmt = select(m.Lease.holder).where(m.Lease.name == name, m.Lease.expires_at > _now(session))
+    return session.scalar(stmt)
 
 
 def release(session: Session, name: str, holder: str) -> None:
@@ -230,13 +260,22 @@ class Leases:
         with self.repo.session() as session:
             return take(session, JOB + name, self.holder, seconds)
 
-    def renew(self) -> None:
-        """Renew this thread's lease (between IDLE slices); LeaseLost when it is gone."""
+    def renew(self) -> bool:
+        """Take this thread's mailbox lease again (between IDLE slices, after a pass's drain): True when
+        it is still, or again, this process's; False when another process holds it now.
+
+        A take, not a verify: nothing is being written here, and the drain that ends a pass is not
+        covered by the lease (it may outlast it): an expired lease nobody took is simply ours again,
+        under a new token if another process held it meanwhile."""
         lease = _held.get()
         if lease is None:
-            return
+            return True
         with self.repo.session() as session:
-            verify_lease(session, lease.name.removeprefix(MAILBOX))
+            again = take(session, lease.name, self.holder, lease.seconds)
+        if again is None:
+            return False
+        _held.set(again)  # restored by holding()'s exit like the lease it replaces
+        return True
 
     def release_all(self) -> None:
         """Give back every lease of this process (on a clean stop), so others take over at once."""

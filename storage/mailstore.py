@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, func, or_, select
 
 from storage import models as m
 from storage.models import db_time, utcnow
@@ -236,12 +236,22 @@ def save_proposals(
             if rows is not None:
                 rows[proposal.key] = row
             changed += 1
-        elif row.status == "open" and any(getattr(row, k) != v for k, v in values.items()):
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.updated_at = utcnow()
-            changed += 1
+        elif row.status == "open":
+            fresh = _refresh(row, values)
+            if any(getattr(row, k) != v for k, v in fresh.items()):
+                for name, value in fresh.items():
+                    setattr(row, name, value)
+                row.updated_at = utcnow()
+                changed += 1
     return changed
+
+
+def _refresh(row: m.Suggestion, values: dict[str, Any]) -> dict[str, Any]:
+    """What re-proposing changes of an open suggestion: all but its owner while it is about the same deal
+    (`mailsync reassign` may have moved it to a successor since; a replay must not hand it back)."""
+    if row.opportunity_id == values["payload"].get("opportunity_id"):
+        return {k: v for k, v in values.items() if k != "owner_rep"}
+    return values
 
 
 def open_suggestions(session: Session, rep: str) -> list[m.Suggestion]:
@@ -277,10 +287,12 @@ def sync_suggestions(
     )
     rows = list(session.scalars(select(m.Suggestion).where(or_(m.Suggestion.key.in_(keys), mine))))
     by_key = {row.key: row for row in rows if row.key in keys}
+    owners = {p.key: p.owner_rep for p in proposals}
     changed = 0
     for row in by_key.values():
         if row.status == "withdrawn":
             row.status = "open"
+            row.owner_rep = owners[row.key]  # proposed anew: for whom it is now (no reassign moved it)
             changed += 1
     changed += save_proposals(session, thread_id, proposals, by_key)
     if withdraw:
@@ -314,21 +326,20 @@ def opportunity_context(
     ):
         if opp_id is not None:
             threads.setdefault(tid, set()).add(opp_id)
-    linked_to = m.Suggestion.payload["opportunity_id"].as_integer()
-    for tid, opp_id in session.execute(
-        select(m.Suggestion.thread_id, linked_to).where(
-            m.Suggestion.kind == "link_thread",
-            m.Suggestion.thread_id.is_not(None),
-            m.Suggestion.thread_id != thread_id if thread_id is not None else true(),
-            or_(
-                m.Suggestion.status == "approved",
-                and_(m.Suggestion.status == "open", m.Suggestion.payload["mode"].as_string() == "link"),
-            ),
-            linked_to.in_(ids),
-        )
+    # Only the deal in SQL: SQLite (no statistics) would otherwise read by kind and status, every open
+    # link suggestion, once a thread has a few candidate deals.
+    for linked, deal, kind, status, mode in session.execute(
+        select(
+            m.Suggestion.thread_id,
+            m.Suggestion.opportunity_id,
+            m.Suggestion.kind,
+            m.Suggestion.status,
+            m.Suggestion.payload["mode"].as_string(),
+        ).where(m.Suggestion.opportunity_id.in_(ids))
     ):
-        if tid is not None and opp_id is not None:
-            threads.setdefault(tid, set()).add(int(opp_id))
+        automatic = status == "open" and mode == "link"
+        if kind == "link_thread" and (status == "approved" or automatic) and linked not in {None, thread_id}:
+            threads.setdefault(linked, set()).add(deal)
     people: dict[int, set[str]] = {}
     if threads:
         for on_thread, email in session.execute(

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import JSON, ForeignKey, Index, MetaData, Numeric, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
@@ -283,9 +283,13 @@ class Quarantine(Base):
 
 class Suggestion(Base):
     __tablename__ = "suggestion"
-    # A thread's own suggestions (re-proposed per batch) and one kind's open ones (deal context), read
-    # per touched thread: without these every read scanned the table, and processing slowed as it grew.
-    __table_args__ = (Index(None, "thread_id", "status"), Index(None, "kind", "status"))
+    # A thread's own suggestions (re-proposed per batch), one kind's open ones and those naming a deal
+    # (deal context), read per touched thread: without these every read scanned the table, and
+    # processing slowed as it grew.
+    __table_args__ = (
+        Index(None, "thread_id", "status"),
+        Index(None, "kind", "status"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(SafeString(1000), unique=True)
     kind: Mapped[str] = mapped_column(SafeString(30))
@@ -298,6 +302,45 @@ class Suggestion(Base):
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("thread.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Read from the payload whenever it is set (see _from_payload), so that every writer keeps them: the
+    # deal a link or stage proposal names, and a new-opportunity proposal's contact addresses. Processing
+    # looks suggestions up by them per touched thread; in the JSON they were a scan of the open ones.
+    opportunity_id: Mapped[int | None] = mapped_column(index=True)
+    contacts: Mapped[list[SuggestionContact]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @validates("payload")
+    def _from_payload(self, _key: str, payload: dict[str, Any]) -> dict[str, Any]:
+        deal = payload.get("opportunity_id")
+        self.opportunity_id = deal if isinstance(deal, int) and not isinstance(deal, bool) else None
+        emails = contact_emails(payload)
+        before = self.__dict__.get("payload")  # None: a new row, or its payload not loaded
+        if before is None or contact_emails(before) != emails:
+            kept = {row.email: row for row in self.contacts}
+            self.contacts = [kept.get(email) or SuggestionContact(email=email) for email in emails]
+        return payload
+
+
+EMAIL_LENGTH = 320  # an address column's width (Participant.email, SuggestionContact.email)
+
+
+def contact_emails(payload: dict[str, Any]) -> list[str]:
+    """The addresses of a payload's "contacts" ("a@x; b@y"), lower-cased, each once. One longer than an
+    address column holds is left out: no sender can have it."""
+    listed = payload.get("contacts")
+    found = {e.strip().lower() for e in listed.split(";")} if isinstance(listed, str) else set()
+    return sorted(e for e in found if e and len(e) <= EMAIL_LENGTH)
+
+
+class SuggestionContact(Base):
+    """A contact address of a new-opportunity suggestion, as its payload lists them (Suggestion.contacts)."""
+
+    __tablename__ = "suggestion_contact"
+    suggestion_id: Mapped[int] = mapped_column(
+        ForeignKey("suggestion.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str] = mapped_column(SafeString(EMAIL_LENGTH), primary_key=True, index=True)
 
 
 class Decision(Base):

@@ -43,6 +43,8 @@ def import_mail(
     ],
 ) -> None:
     """Import mail from files: archive, parse, thread, match and propose, like a sync."""
+    # No mailbox lease: an import moves no cursor, and a message a daemon captures at the same time is
+    # stored once either way (storage/leases.py).
     from mailsync.mail.sources.files import FileSource
     from mailsync.pipeline.importer import import_source
 
@@ -96,10 +98,12 @@ def sync_once(
     ] = False,
     mailbox: Annotated[str | None, typer.Option("--mailbox", "-m", help="Only this mailbox.")] = None,
 ) -> None:
-    """Sync IMAP mailboxes once: fetch what is new in each folder, archive and process it."""
+    """Sync IMAP mailboxes once: fetch what is new in each folder, archive and process it. A mailbox
+    another process (a `mailsync run`) is syncing now is skipped with a note: that process captures it."""
     from mailsync.mail.sources.imap import ImapSource
     from mailsync.pipeline.active import skip_inactive
     from mailsync.pipeline.sync import sync_mailbox
+    from storage.leases import MAILBOX, holder_id, holder_of, one_pass
 
     if not once:
         raise ConfigError(
@@ -113,6 +117,8 @@ def sync_once(
     for column in ("mailbox", "folder", "fetched", "new", "known", "quarantined", "gone on server", "note"):
         table.add_column(column)
     failed = 0
+    holder = holder_id()  # this run in the lease table, beside the daemons (storage/leases.py)
+    lease_seconds = settings.daemon.lease_seconds
     with _pipeline(state) as pipeline, progress() as bar:
 
         def track(folder: str, total: int) -> Callable[[], None]:
@@ -124,8 +130,16 @@ def sync_once(
                 table.add_row(target.name, "", "", "", "", "", "", "owner inactive (departed): not polled")
                 continue
             try:
-                with ImapSource.configured(target, settings) as source:
-                    results = sync_mailbox(target, pipeline, source, progress=track)
+                with one_pass(pipeline.repo, target.name, holder, lease_seconds) as lease:
+                    if lease is None:  # a daemon, or another run, syncs it now: nothing is missed
+                        with pipeline.repo.session() as session:
+                            other = holder_of(session, MAILBOX + target.name) or "gone since"
+                        note = f"skipped: another process ({other}) is syncing it"
+                        err.print(labelled(f"{target.name}:", "yellow", note), highlight=False)
+                        table.add_row(target.name, "", "", "", "", "", "", safe_text(note))
+                        continue
+                    with ImapSource.configured(target, settings) as source:
+                        results = sync_mailbox(target, pipeline, source, progress=track)
             except CaptureError as exc:
                 failed += 1
                 err.print(labelled(f"{target.name}:", "red", exc), highlight=False)

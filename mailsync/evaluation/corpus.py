@@ -93,8 +93,8 @@ def link_reliability(evaluation: Evaluation, gold_links: int) -> list[dict[str, 
     """For each candidate threshold: the links that would be made or listed at or above it, their
     precision, and the recall over the labelled links (the calibration of the link thresholds)."""
     rows = []
-    for step in range(2, 10):
-        t = step / 10
+    for step in range(4, 19):
+        t = step / 20
         made = [right for score, right in evaluation.link_scores if score >= t]
         rows.append(
             {

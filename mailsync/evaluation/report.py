@@ -156,7 +156,7 @@ def _render_link_reliability(dev: Evaluation, console: Console) -> None:
     for column in ("score ≥", "threads", "precision", "recall"):
         table.add_column(column, justify="right")
     for row in link_reliability(dev, gold):
-        table.add_row(f"{row['threshold']:.1f}", str(row["n"]), _pct(row["precision"]), _pct(row["recall"]))
+        table.add_row(f"{row['threshold']:.2f}", str(row["n"]), _pct(row["precision"]), _pct(row["recall"]))
     console.print(table)
 
 

@@ -70,11 +70,13 @@ EPOCHS = 10
 BATCH = 16
 OVERSAMPLE = {"won": 3, "lost": 3}  # outcomes are rare next to neutral and intent mail
 # Sentence precision a threshold must reach out of fold. Lost is set lower: in a thread that is lost, a
-# neighbouring sentence read as lost costs nothing, and at .90 the model found a quarter of the losses.
-TARGETS = {"intent": 0.85, "won": 0.90, "lost": 0.85}
+# neighbouring sentence read as lost costs nothing, and the thread-level figure is what a rep sees. On
+# the dev corpus (make eval, leave one seller out) lost threads stayed at precision .92 with the lost
+# threshold at .20 (recall .74), against .98 / .65 at .40, the threshold a sentence target of .85 chose.
+TARGETS = {"intent": 0.85, "won": 0.90, "lost": 0.75}
 MIN_SUPPORT = 10  # out-of-fold predictions at or above a threshold needed to trust its precision
-GRID = [round(0.30 + 0.05 * i, 2) for i in range(14)]  # 0.30 .. 0.95
-BINS = [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001]
+GRID = [round(0.15 + 0.05 * i, 2) for i in range(17)]  # 0.15 .. 0.95
+BINS = [0.15, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001]
 _MEETING = frozenset({"calendar: invite", "calendar: accepted"})
 
 
@@ -242,7 +244,7 @@ def render(predictions: Sequence[Prediction], chosen: dict[str, float], console:
     for label, rows in reliability(predictions).items():
         for row in rows:
             precision = "—" if row["precision"] == -1 else f"{row['precision']:.2f}"
-            table.add_row(label, f"{row['from']:.1f}–{row['to']:.1f}", str(row["n"]), precision)
+            table.add_row(label, f"{row['from']:.2f}–{row['to']:.2f}", str(row["n"]), precision)
         table.add_section()
     console.print(table)
     for label, t in chosen.items():

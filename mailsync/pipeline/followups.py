@@ -17,13 +17,13 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from nlp.match import match_participant, match_people
 from nlp.propose import ThreadView, Thresholds
 from nlp.stale import lost_by_silence
 from storage import mailstore
-from storage.models import Suggestion
+from storage.models import Suggestion, SuggestionContact
 from storage.records import Address, ProposalKind
 
 if TYPE_CHECKING:
@@ -131,23 +131,28 @@ def thread_view(
 
 def _proposed_earlier(session: Session, thread_id: int, messages: tuple[Match, ...]) -> frozenset[str]:
     """Those of the thread's outside senders already on an open new-opportunity suggestion of an older
-    thread. Matched in SQL on the payload's contact list, so the cost stays with the few candidates."""
+    thread: looked up by address (suggestion_contact), so the cost stays with the few candidates."""
     senders = {
         p.address.email for m in messages for p in m.participants if p.role == "from" and not p.internal
     }
     if not senders:
         return frozenset()
-    contacts = Suggestion.payload["contacts"].as_string()
-    found = session.scalars(
-        select(contacts).where(
-            Suggestion.kind == ProposalKind.NEW_OPPORTUNITY.value,
-            Suggestion.status == "open",
-            Suggestion.thread_id < thread_id,
-            or_(*(contacts.contains(email, autoescape=True) for email in sorted(senders))),
-        )
+    by_address = {email.lower(): email for email in senders}  # suggestion_contact holds them lower-cased
+    # Only the address in SQL: SQLite (no statistics) would otherwise read by kind and status, every open
+    # new-opportunity suggestion, once a thread has a few senders.
+    found = session.execute(
+        select(SuggestionContact.email, Suggestion.kind, Suggestion.status, Suggestion.thread_id)
+        .join(Suggestion, Suggestion.id == SuggestionContact.suggestion_id)
+        .where(SuggestionContact.email.in_(sorted(by_address)))
     )
-    listed = {email.strip() for row in found for email in (row or "").split(";")}
-    return frozenset(senders & listed)
+    return frozenset(
+        by_address[email]
+        for email, kind, status, on_thread in found
+        if kind == ProposalKind.NEW_OPPORTUNITY.value
+        and status == "open"
+        and on_thread is not None
+        and on_thread < thread_id
+    )
 
 
 def flag_unanswered(repo: Repo, crm: CrmSnapshot, settings: MatchingSettings, now: datetime) -> int:

@@ -95,6 +95,8 @@ def sync_mailbox(
                 progress=progress,
             )
         )
+    # Not covered by the mailbox lease, which it may outlast: it moves no cursor, and `job:drain`
+    # fences it (storage/leases.py). The daemon takes the lease again after the pass.
     processed = pipeline.drain(stop=stop)
     purge_held(pipeline)  # mail of a forgotten person that came in again: deleted or redacted now
     for result in results:  # "new" counts the messages processed; those quarantined are counted apart

@@ -14,10 +14,13 @@ and commits, cursors are saved, the scheduler stops, exit code 0.
 Several processes may run on one PostgreSQL (storage/leases.py): every process schedules every
 mailbox, and a poll first takes (or renews) the mailbox's lease; while another process holds it, or
 this one holds its share of the mailboxes, the poll does nothing. The lease is renewed by each capture
-batch (which verifies it in its own transaction) and between IDLE slices; a poll that finds it lost
-stops writing for that mailbox and ends. A clean stop gives every lease back. The digest job runs in
-the process holding the `job:digests` lease, and the no-reply job once a day across all processes
-(a `job_run` row inserted first).
+batch (which verifies it in its own transaction: a batch that finds it lost fails, lease_lost) and
+taken again between IDLE slices. The drain that ends a pass is not covered by it (it moves no cursor;
+`job:drain` fences processing), so a drain longer than the lease is no fault: the poll takes the lease
+again after it, or, when another process has taken the mailbox meanwhile, leaves it to that one and
+ends (lease_handed_over). A clean stop gives every lease back. The digest job runs in the process
+holding the `job:digests` lease, and the no-reply job once a day across all processes (a `job_run`
+row inserted first).
 
 With an `[smtp] host`, a job every minute sends each rep whose digest time has passed today and whose
 period has no sent digest (mailsync/approval/send.py), so a restart catches up on the day's digests.
@@ -363,8 +366,9 @@ class Daemon:
         backoff = 1.0
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
-                if backoff > 1.0:  # retrying: the lease may have run out during the wait
-                    self.leases.renew()
+                if backoff > 1.0 and not self.leases.renew():  # it may have run out during the wait
+                    bound.info("lease_handed_over", reason="another process took the mailbox")
+                    return
                 with ImapSource.configured(mailbox, self.settings) as source:
                     self._sync(mailbox, source)
                     backoff = 1.0
@@ -435,7 +439,9 @@ class Daemon:
         news = self._inbox_behind(mailbox, source)
         idle_slice = min(IDLE_SLICE, self.settings.daemon.lease_seconds / 3)  # renewed between slices
         while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.leases.renew()
+            if not self.leases.renew():  # the pass's drain may have outlasted it: see the module doc
+                log.info("lease_handed_over", mailbox=mailbox.name, reason="another process took the mailbox")
+                return
             if not news:
                 faults.point("before_idle")
                 news = source.idle_wait(min(idle_slice, left))

@@ -8,15 +8,24 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
+from config.settings import load_settings
+from mailsync import faults
 from mailsync.pipeline.ingest import Pipeline
+from mailsync.service.daemon import Daemon
+from mailsync.service.metrics import Metrics
 from storage import leases, mailstore
 from storage import models as m
 from storage.archive import Archive
 from storage.records import Provenance, RawMessage
+from tests.integration.test_daemon import running, wait_for
+from tests.support.config import imap_config
+from tests.support.mail import plain_mail
 
 pytestmark = pytest.mark.both_dbs
 
@@ -94,3 +103,68 @@ def test_two_processes_draining_one_queue_process_each_message_once(settings, re
     with repo.session() as session:
         assert mailstore.backlog(session) == 0
         assert session.scalar(select(func.count()).select_from(m.Thread)) == 30
+
+
+def test_a_drain_longer_than_the_mailbox_lease_loses_nothing_and_keeps_the_mailbox(
+    tmp_path, dovecot, imap_user, monkeypatch, pipeline, repo
+):
+    """The drain after a pass runs past the mailbox's lease (1 s; each processing commit takes 1.5 s
+    here) and nothing renews the lease meanwhile: with no other process about, the poller takes it
+    again and goes on (the next mail is captured without waiting for the next poll), logs no
+    lease_lost, and processes each message once. A clean stop gives the mailbox back at once."""
+    dovecot.append_many(imap_user.name, "INBOX", [plain_mail(f"backlog {k}") for k in range(4)])
+    matched: list[int] = []
+    daemon = _daemon(tmp_path, dovecot, imap_user, monkeypatch, pipeline)
+    with (
+        faults.on("during_match", lambda: matched.append(1)),
+        faults.on("after_commit", lambda: time.sleep(1.5)),
+        capture_logs() as logs,
+        running(daemon),
+    ):
+        assert wait_for(lambda: len(matched) == 4 and not _backlog(repo), 30), "backlog not processed"
+        # Committed; the drain ends 1.5 s later, past the lease. Only a poller that goes on captures this.
+        dovecot.append(imap_user.name, "INBOX", plain_mail("after the long drain"))
+        assert wait_for(lambda: len(matched) == 5 and not _backlog(repo), 15), "mail after it not processed"
+    assert [e for e in logs if e["event"] == "lease_lost"] == []
+    assert len(matched) == 5  # each message processed once
+    with repo.session() as session:
+        assert session.scalar(select(func.count()).select_from(m.Message)) == 5
+        # Given back on the clean stop: another process takes it at once, not after it expires.
+        assert leases.take(session, "mailbox:imap", "other-host:1:abc", 600) is not None
+
+
+@pytest.mark.usefixtures("debug_logging")
+def test_a_poller_whose_mailbox_was_taken_during_its_drain_leaves_it_to_the_other_process(
+    tmp_path, dovecot, imap_user, monkeypatch, pipeline, repo
+):
+    """Another process takes the mailbox while this one's drain outlasts the lease: this one lets it
+    go quietly (no lease_lost: nothing was being written) and stops polling it."""
+    dovecot.append_many(imap_user.name, "INBOX", [plain_mail(f"backlog {k}") for k in range(2)])
+    other = "other-host:1:abc"
+
+    def taken_over() -> None:
+        time.sleep(1.5)  # past this process's lease
+        with repo.session() as session:
+            assert leases.take(session, "mailbox:imap", other, 600) is not None
+
+    daemon = _daemon(tmp_path, dovecot, imap_user, monkeypatch, pipeline)
+    with faults.on("after_commit", taken_over), capture_logs() as logs, running(daemon):
+        assert wait_for(lambda: any(e["event"] == "lease_handed_over" for e in logs), 30), logs
+    assert [e for e in logs if e["event"] == "lease_lost"] == []
+    assert statuses(repo) == {"parsed": 2}
+    with repo.session() as session:
+        assert leases.holder_of(session, "mailbox:imap") == other
+
+
+def _daemon(tmp_path, dovecot, imap_user, monkeypatch, pipeline) -> Daemon:
+    """A daemon on the user's INBOX with the shortest lease (1 s) and no poll but the first for 10 min."""
+    extra = '\n[daemon]\npoll_interval = 600\njitter = 0\nlease_seconds = 1\n[web]\nlisten = "127.0.0.1:0"\n'
+    config = imap_config(
+        tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders=["INBOX"], extra=extra
+    )
+    return Daemon(load_settings(config), pipeline, Metrics(["imap"]))
+
+
+def _backlog(repo) -> int:
+    with repo.session() as session:
+        return mailstore.backlog(session)

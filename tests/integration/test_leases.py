@@ -359,3 +359,27 @@ def test_three_daemons_share_thirty_mailboxes_through_a_kill_and_a_pause(tmp_pat
     assert watch.backwards == []
     woken = [e.get("mailbox") for e in log_events(daemons.logs[1]) if e["event"] == "lease_lost"]
     print(f"the woken daemon found {len(woken)} lease(s) lost mid-poll: {woken}")
+
+
+def test_after_a_drain_that_outlasted_it_the_lease_is_taken_again_unless_another_has_it(two):
+    """The drain that ends a pass is not covered by the mailbox lease (storage/leases.py): after it the
+    poller takes the lease again: the same token when nobody took it, none while another process holds
+    it, a new one once that process let it go."""
+    repo_a, repo_b = two
+    a, b = Leases(repo_a, SHORT, 1, holder="a"), Leases(repo_b, SHORT, 1, holder="b")
+    lease = a.mailbox("dana")
+    with holding(lease):
+        time.sleep(SHORT + 0.2)  # a long drain: expired, nobody took it
+        assert a.renew()
+        with repo_a.session() as s:
+            verify_lease(s, "dana")  # the same token: a capture batch goes on
+        time.sleep(SHORT + 0.2)
+        assert b.mailbox("dana").token == lease.token + 1  # another process took it meanwhile
+        assert not a.renew()
+        with pytest.raises(LeaseLost), repo_a.session() as s:
+            verify_lease(s, "dana")
+        b.release_all()
+        assert a.renew()
+        with repo_a.session() as s:
+            verify_lease(s, "dana")  # under the newer token
+    assert a.mailbox("dana").token == lease.token + 2

@@ -153,7 +153,14 @@ def test_participants_are_matched_by_address_plus_tag_case_and_domain():
 
 def test_single_open_opportunity_is_linked_and_unknown_colleague_proposed():
     proposals = propose(
-        view(msg("rachel@acme.example", "Can we talk pricing?", cc=("newbie@acme.example",))), CRM
+        view(
+            msg(
+                "rachel@acme.example",
+                "Can we talk pricing for the FleetSense rollout?",
+                cc=("newbie@acme.example",),
+            )
+        ),
+        CRM,
     )
     assert kinds(proposals) == ["link_thread", "new_contact"]
     link = next(p for p in proposals if p.kind is ProposalKind.LINK_THREAD)
@@ -162,6 +169,9 @@ def test_single_open_opportunity_is_linked_and_unknown_colleague_proposed():
     contact = next(p for p in proposals if p.kind is ProposalKind.NEW_CONTACT)
     assert contact.payload["email"] == "newbie@acme.example"
     assert contact.key == "new_contact:newbie@acme.example"
+    # The account alone, nothing of the deal said: under the calibrated suggest threshold, no link.
+    bare = propose(view(msg("rachel@acme.example", "Can we talk pricing?")), CRM)
+    assert ProposalKind.LINK_THREAD not in {p.kind for p in bare}
 
 
 def test_lost_signal_on_a_linked_thread_is_a_stage_change_with_evidence():

@@ -5,7 +5,8 @@ of its row `mailbox:<name>` in `lease`, until `expires_at`. A row, not an adviso
 lock belongs to a connection, so a dropped connection (a restarted pooler, pool_pre_ping replacing a
 dead one) frees it without the process noticing, and it keeps writing; nobody can see who holds it; and
 SQLite has none. A row names its holder (`host:pid:random`), outlives connections, expires on its own
-when the process dies, and works the same on SQLite (one process: it always gets its leases).
+when the process dies, and works the same on SQLite (a daemon and a `sync --once` beside it share one
+file there).
 
     take    UPDATE lease SET holder = me, token = token + (holder <> me), expires_at = now + lease
             WHERE name = n AND (holder = me OR expires_at <= now)        (or INSERT the missing row)
@@ -37,7 +38,8 @@ SQLite (one host). Daily jobs run once per period through `job_run`: `claim_run`
 before the job runs; whoever inserts it runs it.
 
 Processing (parse, thread, match, propose) runs in one process at a time: the holder of `job:drain`
-(`DRAIN`), taken for each chunk of batches and given back after it. Capture scales with processes;
+(`DRAIN`), taken for each chunk of batches, renewed before each batch (a drainer that finds it taken
+stops) and given back after the chunk. Capture scales with processes;
 two processes draining one queue at once would parse the same messages twice and race to create the
 same thread (one of them then quarantined a message for a duplicate thread key).
 """

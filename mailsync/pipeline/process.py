@@ -34,7 +34,7 @@ from mailsync.pipeline.refusals import blame, commit_batch
 from nlp.match import match_message
 from nlp.noise import automated_reason
 from nlp.propose import propose
-from storage import forget, mailstore, threads
+from storage import forget, leases, mailstore, threads
 from storage import models as m
 from storage.models import db_time
 
@@ -74,7 +74,7 @@ def drain(
     pipeline.refresh_crm_if_changed()  # a CRM import since the last drain changes what mail matches
     with ThreadPoolExecutor(1, thread_name_prefix="mailsync-read") as ahead:
         parsing = ahead.submit(_parse, pipeline, queue)
-        while queue:
+        while queue and _still_draining(pipeline):
             parsed = parsing.result()
             following = take(queue[-1].id)  # still pending until this batch commits: skip past it
             if following:
@@ -82,6 +82,16 @@ def drain(
             done.update(_process_batch(pipeline, queue, parsed))
             queue = following
     return done
+
+
+def _still_draining(pipeline: Pipeline) -> bool:
+    """Renew the drain lease before each batch: a chunk slower than the lease keeps it, and a drainer
+    whose lease ran out and was taken meanwhile (paused past it) stops before it processes another."""
+    with pipeline.repo.session() as session:
+        if leases.take(session, leases.DRAIN, pipeline.holder, leases.DRAIN_SECONDS) is not None:
+            return True
+    log.warning("drain_lease_lost", reason="another process drains now")
+    return False
 
 
 def _process_batch(

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from structlog.testing import capture_logs
 
 from config.settings import load_settings
@@ -168,3 +168,24 @@ def _daemon(tmp_path, dovecot, imap_user, monkeypatch, pipeline) -> Daemon:
 def _backlog(repo) -> int:
     with repo.session() as session:
         return mailstore.backlog(session)
+
+
+def test_a_drainer_whose_lease_was_taken_stops_after_its_batch(pipeline, repo, monkeypatch):
+    # Paused past its lease mid-chunk (here: the lease handed to another process after the first batch),
+    # a drainer must not go on with the next batch beside the process that drains now.
+    from mailsync.pipeline import process  # noqa: PLC0415
+
+    monkeypatch.setattr(process, "BATCH", 4)
+    pipeline.capture([raw(n, n // 4) for n in range(8)], OWNER)
+    other = "other-host:1:abc"
+
+    def handed_over() -> None:
+        with repo.session() as session:
+            session.execute(update(m.Lease).where(m.Lease.name == leases.DRAIN).values(holder=other))
+
+    monkeypatch.setattr(faults, "point", lambda name: handed_over() if name == "after_commit" else None)
+    done = pipeline.drain()
+    assert sorted(done.values()) == ["new"] * 4  # the batch it had committed, not the next
+    assert statuses(repo) == {"parsed": 4, "pending": 4}
+    with repo.session() as session:
+        assert leases.holder_of(session, leases.DRAIN) == other  # not taken back, not released

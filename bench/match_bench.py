@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.synth import Crm, Mail, build_crm, make_mail
-from nlp import signals
+from nlp import phrases, signals
 from nlp.intent import shipped
 from nlp.match import match_people
 from nlp.propose import ThreadView, propose
@@ -97,8 +97,9 @@ REPS_OWNER = "dana@northwind.example"
 
 
 def _forget() -> None:
-    """Every run reads cold: the signal and classifier caches would make repeats free."""
+    """Every run reads cold: the signal, phrase and classifier caches would make repeats free."""
     signals.forget()
+    phrases.forget()
     model = shipped()
     if model is not None:
         model.forget()

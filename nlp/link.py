@@ -17,10 +17,11 @@ two needs its name or several weaker hints. The CRM holds no contact-to-opportun
 Senders, not everyone copied: the manager in Cc on every deal of an account says nothing about which.
 
 A second deal at a known account is not the open one: when the thread says it is another matter ("a
-different topic", "ein zweites Lager", "un presupuesto aparte": nlp/signals.py ANOTHER_DEAL) and names
-another offering of our catalogue (a product term of any open deal in the CRM) that is not this deal's,
-a candidate with nothing of its own (its name, its amount, or its products as the customer names them)
-is passed over; with none left, the thread is free to become a new opportunity at the account.
+different topic", "ein zweites Lager", "un presupuesto aparte", or that what we delivered runs well:
+nlp/signals.py ANOTHER_DEAL), a candidate that nothing in the thread names as itself (a phrase of its
+name beyond its product terms, or its amount) is passed over; with none left, the thread is free to
+become a new opportunity at the account. Its product alone does not keep it: "a second LX7 for Leeds"
+is a new deal for the same product.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from nlp.money import find_amounts
 from nlp.phrases import index_for
-from nlp.signals import ANOTHER_DEAL
+from nlp.signals import says_another_deal
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -57,6 +58,7 @@ class Candidate:
     evidence: float  # 0..1, what the mail says beyond the account
     reasons: tuple[str, ...]  # the evidence parts that counted, strongest first
     named: bool = False  # the deal's own name was mentioned, not only a product term it shares
+    amount_stated: bool = False  # the thread states the deal's amount (within a few percent)
 
 
 def candidates(
@@ -66,7 +68,8 @@ def candidates(
     opened: Mapping[int, datetime] | None = None,
     history: Mapping[int, frozenset[str]] | None = None,
 ) -> list[Candidate]:
-    """Open opportunities of the thread's accounts, best first (ties: lower id)."""
+    """Open opportunities of the thread's accounts, best first: one whose amount the thread states, then by
+    score (ties: lower id)."""
     seen: dict[int, OpportunityRef] = {}
     for msg in human:
         for account in msg.accounts:
@@ -74,19 +77,15 @@ def candidates(
                 seen.setdefault(opp.id, opp)
     if not seen:
         return []
-    text = "\n".join(f"{m.subject}\n{m.text}" for m in human)
+    messages = [f"{m.subject}\n{m.text}" for m in human]
+    text = "\n".join(messages)
     index = index_for(crm)
-    mentions = index.mentions(text)
+    mentions = frozenset().union(*map(index.mentions, messages))  # message by message: each one cached
     lowered = text.lower()
     amounts = [(value, currency) for m in human for value, currency, _ in find_amounts(m.text)]
     people = {p.address.email for m in human for p in m.external if p.role == "from"}
     start = next((m.sent_at for m in human if m.sent_at is not None), None)
-    products = mentions & index.all_products
-    another = bool(products) and ANOTHER_DEAL.search(text) is not None
-    # What the customer names: our rep's offer for the new thing often mentions what is installed. Read
-    # only when the thread may be about another deal (phrase matching is the cost of this stage).
-    customer = "\n".join(m.text for m in human if any(p.role == "from" for p in m.external))
-    theirs = index.mentions(customer) if another else frozenset()
+    another: bool | None = None  # read when a candidate's fate depends on it (the search is not free)
     scored = []
     for opp in seen.values():
         own = index.products.get(opp.id, frozenset())
@@ -99,21 +98,33 @@ def candidates(
             "people": 1.0 if people & (history or {}).get(opp.id, frozenset()) else 0.0,
             "recency": _recency(start, (opened or {}).get(opp.id)),
         }
-        if another and products - own and not (named or theirs & own or parts["amount"]):
-            continue  # the thread is about another of our offerings, and says it is another matter
+        if not (named or parts["amount"]):
+            if another is None:
+                another = any(map(says_another_deal, messages))
+            if another:
+                continue  # the thread says it is another matter, and nothing in it is this deal's own
         scored.append((opp, parts, named))
     prior = _PRIOR / len(scored) if scored else _PRIOR
     found = []
     for opp, parts, named in scored:
         evidence = sum(WEIGHTS[k] * v for k, v in parts.items())
         reasons = tuple(k for k, v in sorted(parts.items(), key=lambda kv: -WEIGHTS[kv[0]] * kv[1]) if v > 0)
-        found.append(Candidate(opp, prior + (1 - prior) * evidence, evidence, reasons, named))
-    return sorted(found, key=lambda c: (-c.score, c.opp.id))
+        stated = parts["amount"] == 1.0
+        found.append(Candidate(opp, prior + (1 - prior) * evidence, evidence, reasons, named, stated))
+    # The deal whose own amount the thread states comes first, whatever the others' phrases: a signed
+    # contract for the scanner's figure that also mentions the service plan is the scanner's. Its lower
+    # score keeps it from being linked unasked (clear_winner).
+    return sorted(found, key=lambda c: (not c.amount_stated, -c.score, c.opp.id))
 
 
 def clear_winner(scored: Sequence[Candidate], margin: float = 0.0) -> bool:
     """One candidate, or the best ahead of the next by more than `margin`."""
     return len(scored) == 1 or scored[0].score - scored[1].score > margin
+
+
+def first_by_amount(scored: Sequence[Candidate]) -> bool:
+    """The first candidate is the only one whose amount the thread states."""
+    return bool(scored) and scored[0].amount_stated and not any(c.amount_stated for c in scored[1:])
 
 
 def _named(opp: OpportunityRef, crm: CrmSnapshot, phrases: frozenset[str]) -> bool:

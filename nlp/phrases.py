@@ -15,6 +15,7 @@ is missing) and is called once per CRM snapshot; `index_for` returns the index o
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -36,6 +37,7 @@ _PRODUCT = re.compile(
 _MIN_PHRASE = 4
 _MAX_TEXT = 20_000  # characters of a text that are tokenised; quoted history is already stripped
 _ENTITY_CACHE = 512  # texts whose entities are kept: a thread re-reads its earlier messages per arrival
+_MENTION_CACHE = 8192  # messages whose phrase mentions are kept, for the same reason
 
 
 @dataclass
@@ -50,7 +52,8 @@ class PhraseIndex:
     def __post_init__(self) -> None:
         self.ner = recognises_entities(self.nlp)
         self._entities: OrderedDict[str, Entities] = OrderedDict()
-        self._entities_lock = threading.Lock()  # guards the cache; the model runs outside it
+        self._mentions: OrderedDict[bytes, frozenset[str]] = OrderedDict()  # by the text's digest
+        self._cache_lock = threading.Lock()  # guards the caches; the model runs outside it
         self.matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         # One label per distinct phrase, however many opportunities share it ("FleetSense" names many):
         # a mention then costs one match, not one per opportunity.
@@ -60,7 +63,6 @@ class PhraseIndex:
             for opp in opportunities:
                 self.phrases_of[opp.id] = frozenset(phrase.lower() for phrase in self._phrases(opp))
         known = frozenset().union(*self.phrases_of.values())
-        self.all_products: frozenset[str] = frozenset().union(*self.products.values())
         self._phrase_of: dict[int, str] = {}
         for phrase in sorted(known):
             self._phrase_of[self.nlp.vocab.strings.add(f"phrase:{phrase}")] = phrase
@@ -80,9 +82,21 @@ class PhraseIndex:
 
     def mentions(self, text: str) -> frozenset[str]:
         """The distinct opportunity and product phrases found in `text` (lower-cased); which deals they
-        name is `phrases_of[opp_id] & mentions`."""
-        doc = self.nlp.make_doc(text[:_MAX_TEXT])
-        return frozenset(self._phrase_of[label] for label, _, _ in self.matcher(doc))
+        name is `phrases_of[opp_id] & mentions`. Cached: a thread's messages are read again on every
+        arrival, and tokenising is the cost of this stage."""
+        text = text[:_MAX_TEXT]
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()  # not the text
+        with self._cache_lock:
+            found = self._mentions.get(key)
+            if found is not None:
+                self._mentions.move_to_end(key)
+                return found
+        found = frozenset(self._phrase_of[label] for label, _, _ in self.matcher(self.nlp.make_doc(text)))
+        with self._cache_lock:
+            self._mentions[key] = found
+            if len(self._mentions) > _MENTION_CACHE:
+                self._mentions.popitem(last=False)
+        return found
 
     def hits(self, opp_id: int, mentions: frozenset[str]) -> frozenset[str]:
         """The phrases of this opportunity among `mentions`."""
@@ -103,13 +117,13 @@ class PhraseIndex:
         if not self.ner:
             return NO_ENTITIES
         text = text[:_MAX_TEXT]  # the cache never holds more of a (possibly huge, hostile) body than that
-        with self._entities_lock:
+        with self._cache_lock:
             found = self._entities.get(text)
             if found is not None:
                 self._entities.move_to_end(text)
                 return found
         found = entities_of(self.nlp(text))
-        with self._entities_lock:
+        with self._cache_lock:
             self._entities[text] = found
             if len(self._entities) > _ENTITY_CACHE:
                 self._entities.popitem(last=False)
@@ -136,6 +150,16 @@ def build_index(crm: CrmSnapshot, spacy_model: str | None) -> PhraseIndex:
     with _lock:
         _current, _model = index, spacy_model
     return index
+
+
+def forget() -> None:
+    """Drop the current index's cached readings (a benchmark times cold reading)."""
+    with _lock:
+        index = _current
+    if index is not None:
+        with index._cache_lock:  # noqa: SLF001 - the module's own index
+            index._mentions.clear()  # noqa: SLF001
+            index._entities.clear()  # noqa: SLF001
 
 
 def index_for(crm: CrmSnapshot) -> PhraseIndex:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from nlp.clean import sentences
 from nlp.company import closing_lines, company_name, domain_name
 from nlp.intent import IntentModel, model_text, shipped
-from nlp.link import CLEAR_MARGIN, Candidate, candidates, clear_winner
+from nlp.link import CLEAR_MARGIN, Candidate, candidates, clear_winner, first_by_amount
 from nlp.match import match_participant
 from nlp.money import find_amounts
 from nlp.moved import moved_contacts
@@ -301,7 +301,8 @@ def _link(thread: ThreadView, listed: list[Candidate], human: list[Match], limit
 def _target(
     thread: ThreadView, scored: list[Candidate], listed: list[Candidate], crm: CrmSnapshot
 ) -> OpportunityRef | None:
-    """The opportunity a stage change would apply to: the linked one, else a clear best candidate."""
+    """The opportunity a stage change would apply to: the linked one, else a clear best candidate, or the
+    one whose amount the thread states."""
     if thread.linked_opportunity is not None:
         found = next((c.opp for c in scored if c.opp.id == thread.linked_opportunity), None)
         return found or next(
@@ -313,7 +314,7 @@ def _target(
             ),
             None,
         )
-    return listed[0].opp if listed and clear_winner(listed) else None
+    return listed[0].opp if listed and (clear_winner(listed) or first_by_amount(listed)) else None
 
 
 def _stage_changes(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy.orm import load_only
 
 from storage import models as m
 from storage.models import db_time, utcnow
@@ -69,20 +70,19 @@ def known_copies(session: Session, locators: Iterable[str]) -> set[tuple[str, st
     return {(sha, locator) for sha, locator in rows}
 
 
-def add_copy(session: Session, message: m.Message, sha256: str, provenance: Provenance) -> None:
-    """Record a copy known to be new (see known_copies); the message must have its id (flushed)."""
-    session.add(
-        m.Provenance(
-            message_pk=message.id,
-            blob_sha256=sha256,
-            locator=provenance.locator,
-            mailbox=provenance.mailbox,
-            folder=provenance.folder,
-            uidvalidity=provenance.uidvalidity,
-            uid=provenance.uid,
-            path=provenance.path,
-        )
-    )
+def copy_row(message_id: int, sha256: str, provenance: Provenance, seen_at: datetime) -> dict[str, Any]:
+    """The provenance row of a copy known to be new (see known_copies), for a bulk insert."""
+    return {
+        "message_pk": message_id,
+        "blob_sha256": sha256,
+        "locator": provenance.locator,
+        "mailbox": provenance.mailbox,
+        "folder": provenance.folder,
+        "uidvalidity": provenance.uidvalidity,
+        "uid": provenance.uid,
+        "path": provenance.path,
+        "seen_at": seen_at,
+    }
 
 
 def pending(session: Session, limit: int, after: int = 0) -> list[Pending]:
@@ -105,9 +105,22 @@ def pending(session: Session, limit: int, after: int = 0) -> list[Pending]:
 
 def claim(session: Session, ids: Iterable[int]) -> dict[int, m.Message]:
     """The messages among `ids` still pending, locked for this transaction; on PostgreSQL a message
-    another process is processing is skipped, not waited for (SQLite has one writer at a time)."""
+    another process is processing is skipped, not waited for (SQLite has one writer at a time).
+
+    The columns fill_parsed writes are not read: set on an unread column, each is in the UPDATE whatever
+    its value, so the batch's messages share one column list and one executemany UPDATE (set over what
+    was read, each message has its own list of changed columns: an UPDATE apiece)."""
     query = (
         select(m.Message)
+        .options(
+            load_only(
+                m.Message.fingerprint,
+                m.Message.blob_sha256,
+                m.Message.message_id,
+                m.Message.status,
+                m.Message.thread_id,
+            )
+        )
         .where(m.Message.id.in_(list(ids)), m.Message.status == "pending")
         .with_for_update(skip_locked=True)
     )
@@ -269,6 +282,46 @@ def open_suggestions(session: Session, rep: str) -> list[m.Suggestion]:
 
 THREAD_KINDS = ("link_thread", "new_opportunity", "stage_change")
 
+# The reads made for every touched thread, built once: a statement built anew per call cost more than
+# the read itself (construction and cache key); the lists go in as expanding parameters. Those that
+# read columns only are on the tables (Core): they skip the ORM's per-statement work, autoflush
+# included, so their callers flush the session first, as that autoflush did.
+_SUGGESTIONS_TO_SYNC = select(m.Suggestion).where(
+    or_(
+        m.Suggestion.key.in_(bindparam("keys", expanding=True)),
+        and_(
+            m.Suggestion.thread_id == bindparam("thread_id"),
+            m.Suggestion.status == "open",
+            m.Suggestion.kind.in_(THREAD_KINDS),
+        ),
+    )
+)
+_opportunity, _thread, _suggestion = m.Opportunity.__table__.c, m.Thread.__table__.c, m.Suggestion.__table__.c
+_message, _participant = m.Message.__table__.c, m.Participant.__table__.c
+_OPENED = select(_opportunity.id, _opportunity.created_at).where(
+    _opportunity.id.in_(bindparam("ids", expanding=True))
+)
+_DEAL_THREADS = select(_thread.id, _thread.opportunity_id).where(
+    _thread.opportunity_id.in_(bindparam("ids", expanding=True))
+)
+_DEAL_THREADS_BUT = _DEAL_THREADS.where(_thread.id != bindparam("thread_id"))
+_DEAL_SUGGESTIONS = select(
+    _suggestion.thread_id,
+    _suggestion.opportunity_id,
+    _suggestion.kind,
+    _suggestion.status,
+    _suggestion.payload["mode"].as_string(),
+).where(_suggestion.opportunity_id.in_(bindparam("ids", expanding=True)))
+_DEAL_PEOPLE = (
+    select(_message.thread_id, _participant.email)
+    .join(m.Participant.__table__, _participant.message_pk == _message.id)
+    .where(
+        _message.thread_id.in_(bindparam("threads", expanding=True)),
+        _participant.contact_id.is_not(None),
+        _participant.role == "from",
+    )
+)
+
 
 def sync_suggestions(
     session: Session, thread_id: int, proposals: Iterable[Proposal], *, withdraw: bool = True
@@ -280,12 +333,7 @@ def sync_suggestions(
     keys = {p.key for p in proposals}
     # One read for all three steps: the rows of the proposals' keys, and this thread's open ones (those
     # whose key is not proposed are what steps 1 and 2 leave alone, so they are read as they start).
-    mine = and_(
-        m.Suggestion.thread_id == thread_id,
-        m.Suggestion.status == "open",
-        m.Suggestion.kind.in_(THREAD_KINDS),
-    )
-    rows = list(session.scalars(select(m.Suggestion).where(or_(m.Suggestion.key.in_(keys), mine))))
+    rows = list(session.scalars(_SUGGESTIONS_TO_SYNC, {"keys": list(keys), "thread_id": thread_id}))
     by_key = {row.key: row for row in rows if row.key in keys}
     owners = {p.key: p.owner_rep for p in proposals}
     changed = 0
@@ -312,45 +360,28 @@ def opportunity_context(
     ids = sorted(set(opportunity_ids))
     if not ids:
         return {}, {}
+    session.flush()  # the reads below are Core statements (see _OPENED): no autoflush of their own
     opened = {
-        opp_id: created
-        for opp_id, created in session.execute(
-            select(m.Opportunity.id, m.Opportunity.created_at).where(m.Opportunity.id.in_(ids))
-        )
-        if created is not None
+        opp_id: created for opp_id, created in session.execute(_OPENED, {"ids": ids}) if created is not None
     }
-    other = m.Thread.id != thread_id if thread_id is not None else m.Thread.id.is_not(None)
     threads: dict[int, set[int]] = {}
-    for tid, opp_id in session.execute(
-        select(m.Thread.id, m.Thread.opportunity_id).where(m.Thread.opportunity_id.in_(ids), other)
-    ):
+    deal_threads = (
+        session.execute(_DEAL_THREADS, {"ids": ids})
+        if thread_id is None
+        else session.execute(_DEAL_THREADS_BUT, {"ids": ids, "thread_id": thread_id})
+    )
+    for tid, opp_id in deal_threads:
         if opp_id is not None:
             threads.setdefault(tid, set()).add(opp_id)
     # Only the deal in SQL: SQLite (no statistics) would otherwise read by kind and status, every open
     # link suggestion, once a thread has a few candidate deals.
-    for linked, deal, kind, status, mode in session.execute(
-        select(
-            m.Suggestion.thread_id,
-            m.Suggestion.opportunity_id,
-            m.Suggestion.kind,
-            m.Suggestion.status,
-            m.Suggestion.payload["mode"].as_string(),
-        ).where(m.Suggestion.opportunity_id.in_(ids))
-    ):
+    for linked, deal, kind, status, mode in session.execute(_DEAL_SUGGESTIONS, {"ids": ids}):
         automatic = status == "open" and mode == "link"
         if kind == "link_thread" and (status == "approved" or automatic) and linked not in {None, thread_id}:
             threads.setdefault(linked, set()).add(deal)
     people: dict[int, set[str]] = {}
     if threads:
-        for on_thread, email in session.execute(
-            select(m.Message.thread_id, m.Participant.email)
-            .join(m.Participant, m.Participant.message_pk == m.Message.id)
-            .where(
-                m.Message.thread_id.in_(threads),
-                m.Participant.contact_id.is_not(None),
-                m.Participant.role == "from",
-            )
-        ):
+        for on_thread, email in session.execute(_DEAL_PEOPLE, {"threads": list(threads)}):
             for opp_id in threads.get(on_thread, set()) if on_thread is not None else ():
                 people.setdefault(opp_id, set()).add(email)
     return opened, {k: frozenset(v) for k, v in people.items()}

@@ -55,8 +55,16 @@ def normalise_message_id(value: str | None) -> str | None:
 
 
 def _normalise_lines(lines: bytes) -> bytes:
-    """NULs dropped, line endings to LF, mbox `>From ` quoting undone; `lines` starts at a line start."""
-    return _MBOX_FROM.sub(rb"\1", _CRLF.sub(b"\n", lines.replace(b"\x00", b"")))
+    """NULs dropped, line endings to LF, mbox `>From ` quoting undone; `lines` starts at a line start.
+    Each step runs only where it can change something (a body is mostly base64 and plain lines):
+    without a run of CRs every CRs-then-LF is one CRLF, and every `>From ` quote holds "From "."""
+    if b"\x00" in lines:
+        lines = lines.replace(b"\x00", b"")
+    if b"\r" in lines:
+        lines = _CRLF.sub(b"\n", lines) if b"\r\r" in lines else lines.replace(b"\r\n", b"\n")
+    if b"From " in lines and (lines.startswith(b">") or b"\n>" in lines):
+        lines = _MBOX_FROM.sub(rb"\1", lines)
+    return lines
 
 
 class _BodyDigest:

@@ -38,6 +38,7 @@ _LEADING_BLANK = re.compile(rb"\A(?:[ \t]*\r?\n)+")
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,}$")
 _MSGIDS = re.compile(r"<([^<>\s]+)>")
+_MARKED_SECTION = re.compile(r"<!\[(?!CDATA\[)", re.IGNORECASE)
 _MAX_SUBJECT = 1000
 _MAX_REFS = 100
 _MAX_TOKEN = 64  # a digest token is 32 hex digits; more is not ours
@@ -252,6 +253,15 @@ def _date(value: str) -> datetime | None:
 
 
 def _html_to_text(html: str) -> str:
+    try:
+        return _converted(html)
+    except AssertionError:
+        # Python 3.11's html.parser asserts on a marked section it does not know ("<![A: ..."): read
+        # every such opening as text, as later Pythons do.
+        return _converted(_MARKED_SECTION.sub("&lt;![", html))
+
+
+def _converted(html: str) -> str:
     converter = html2text.HTML2Text()
     converter.ignore_images = True
     converter.ignore_links = True

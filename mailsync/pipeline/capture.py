@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import structlog
+from sqlalchemy import insert
 
 from config.errors import ArchiveError
 from mailsync import faults
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
+    from sqlalchemy import Table
     from sqlalchemy.orm import Session
 
     from storage.archive import Archive
@@ -200,6 +202,29 @@ def _archive(
     return items, list(staged.values()), failure
 
 
+class _Rows:
+    """Rows of one table inserted with Core, in the order added: one executemany for the batch, or
+    each row at once when `careful` (inside its message's blame, before the flush that may need it)."""
+
+    def __init__(self, session: Session, model: type[m.Base], *, careful: bool) -> None:
+        self._session = session
+        self._table = cast("Table", model.__table__)
+        self._careful = careful
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, **row: Any) -> None:
+        self._rows.append(row)
+        if self._careful:
+            self.insert()
+
+    def insert(self) -> None:
+        """On the session's connection: Session.execute would autoflush the messages added so far, and
+        before their blobs are in, that is a foreign-key error (and the batch retried carefully)."""
+        if self._rows:
+            self._session.connection().execute(insert(self._table), self._rows)
+            self._rows = []
+
+
 def _record(  # noqa: PLR0917 - the batch, and how to write it
     session: Session,
     items: Sequence[_Item],
@@ -209,7 +234,9 @@ def _record(  # noqa: PLR0917 - the batch, and how to write it
     careful: bool,
 ) -> list[Captured]:
     """Blobs, messages and copies of the batch: three reads, then inserts; with `careful`, flushed
-    message by message so that a refusal names its message. Rows get the item's time, else `at`."""
+    message by message so that a refusal names its message. Rows get the item's time, else `at`.
+    Blob and copy rows, which nothing reads back in the transaction, are Core inserts (one round each
+    for the batch; at once, inside the message's blame, when careful): ORM objects cost more."""
     for mailbox, owner in owners.items():
         mailstore.ensure_mailbox(session, mailbox, owner)
     messages = mailstore.messages_by_fingerprint(session, (i.identity.fingerprint for i in items))
@@ -217,13 +244,14 @@ def _record(  # noqa: PLR0917 - the batch, and how to write it
     copies = mailstore.known_copies(session, (i.provenance.locator for i in items))
     outcomes: list[Outcome] = []
     new_copies: list[tuple[int, m.Message]] = []
+    blob_rows = _Rows(session, m.Blob, careful=careful)
     for index, item in enumerate(items):
         with blame(session, index, careful=careful):
             when = item.seen_at or at
             fingerprint = item.identity.fingerprint
             outcome: Outcome = "copy"
             if item.sha256 not in blobs:
-                session.add(m.Blob(sha256=item.sha256, size=item.size, archived_at=when))
+                blob_rows.add(sha256=item.sha256, size=item.size, archived_at=when)
                 blobs.add(item.sha256)
             message = messages.get(fingerprint)
             if message is None:
@@ -249,27 +277,17 @@ def _record(  # noqa: PLR0917 - the batch, and how to write it
                 copies.add(key)
                 new_copies.append((index, message))
             outcomes.append(outcome)
+    blob_rows.insert()  # before the messages that name them
     session.flush()  # the new messages' ids, from one INSERT round for the batch
+    copy_rows = _Rows(session, m.Provenance, careful=careful)
     for index, message in new_copies:
         with blame(session, index, careful=careful):
             item = items[index]
             if outcomes[index] == "quarantined":
                 mailstore.quarantine(session, message, refused[index])
-            # As mailstore.add_copy, with the time its journal line has.
-            where = item.provenance
-            session.add(
-                m.Provenance(
-                    message_pk=message.id,
-                    blob_sha256=item.sha256,
-                    locator=where.locator,
-                    mailbox=where.mailbox,
-                    folder=where.folder,
-                    uidvalidity=where.uidvalidity,
-                    uid=where.uid,
-                    path=where.path,
-                    seen_at=item.seen_at or at,
-                )
-            )
+            # With the time its journal line has.
+            copy_rows.add(**mailstore.copy_row(message.id, item.sha256, item.provenance, item.seen_at or at))
+    copy_rows.insert()
     session.flush()
     return [
         Captured(

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from nlp.match import match_participant, match_people
 from nlp.propose import ThreadView, Thresholds
@@ -129,6 +129,16 @@ def thread_view(
     )
 
 
+# Built once (read for every touched thread): building it per call cost more than the read. On the
+# tables (Core), which skips the ORM's per-statement work, autoflush included: the caller flushes.
+_contact, _suggestion = SuggestionContact.__table__.c, Suggestion.__table__.c
+_PROPOSED_TO = (
+    select(_contact.email, _suggestion.kind, _suggestion.status, _suggestion.thread_id)
+    .join(Suggestion.__table__, _suggestion.id == _contact.suggestion_id)
+    .where(_contact.email.in_(bindparam("emails", expanding=True)))
+)
+
+
 def _proposed_earlier(session: Session, thread_id: int, messages: tuple[Match, ...]) -> frozenset[str]:
     """Those of the thread's outside senders already on an open new-opportunity suggestion of an older
     thread: looked up by address (suggestion_contact), so the cost stays with the few candidates."""
@@ -140,11 +150,8 @@ def _proposed_earlier(session: Session, thread_id: int, messages: tuple[Match, .
     by_address = {email.lower(): email for email in senders}  # suggestion_contact holds them lower-cased
     # Only the address in SQL: SQLite (no statistics) would otherwise read by kind and status, every open
     # new-opportunity suggestion, once a thread has a few senders.
-    found = session.execute(
-        select(SuggestionContact.email, Suggestion.kind, Suggestion.status, Suggestion.thread_id)
-        .join(Suggestion, Suggestion.id == SuggestionContact.suggestion_id)
-        .where(SuggestionContact.email.in_(sorted(by_address)))
-    )
+    session.flush()  # as the autoflush of an ORM statement would (see _PROPOSED_TO)
+    found = session.execute(_PROPOSED_TO, {"emails": sorted(by_address)})
     return frozenset(
         by_address[email]
         for email, kind, status, on_thread in found

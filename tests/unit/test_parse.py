@@ -57,6 +57,18 @@ def test_html_only_mail_becomes_text():
     assert "We need a **quote** for 40 units." in parse(raw).body_text
 
 
+@pytest.mark.parametrize("section", ["<![A: ", "<![: ", "<![foo[x]]>"])
+def test_html_with_a_marked_section_the_html_parser_rejects_still_becomes_text(section):
+    # Python 3.11's html.parser raises AssertionError on these (found by the fuzz test); the mail is read.
+    raw = (
+        b"Message-ID: <m1@x.example>\nFrom: a@x.example\nContent-Type: text/html\n\n"
+        + section.encode()
+        + b"\n<html><body><p>Please send the quote.</p></body></html>"
+    )
+    parsed = parse_message(raw, fingerprint="f" * 64, archive_key="k" * 64, limits=ParseLimits())
+    assert "Please send the quote." in parsed.body_text
+
+
 def test_missing_message_id_gets_a_synthetic_one():
     raw = b"From: a@x.example\nSubject: s\n\nbody\n"
     assert parse(raw).message_id.endswith("@mailsync.invalid")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from config.errors import ConfigError
 from config.settings import load_settings
 from mailsync.pipeline.ingest import Pipeline
+from nlp.link import candidates
+from nlp.match import match_people
 from nlp.phrases import PhraseIndex, build_index, index_for
 from nlp.pipeline import NO_ENTITIES, Entities, load_pipeline
 from storage.archive import Archive
-from storage.records import AccountRef, CrmSnapshot, OpportunityRef
+from storage.records import AccountRef, Address, ContactRef, CrmSnapshot, OpportunityRef
 from tests.conftest import write_config
 
 ACME = AccountRef(1, "Acme Logistics")
@@ -37,6 +41,30 @@ def test_product_only_mention_scores_below_a_named_one():
     index = PhraseIndex(CRM)
     product_only = index.mentions("How many RouteIQ seats do we have?")
     assert 0 < index.score(11, index.hits(11, product_only)) < 0.6
+
+
+def test_a_long_first_message_does_not_hide_the_next_ones_phrases():
+    # Each message is read up to the limit on its own (and cached): a 30,000-character report first in
+    # the thread no longer uses up what is read of the thread.
+    crm = CrmSnapshot(
+        contacts_by_email={"ann@acme.example": ContactRef(1, "Ann", 1, None)},
+        accounts={1: ACME},
+        accounts_by_domain={"acme.example": ACME},
+        open_opportunities={1: (FLEET, ROUTE)},
+    )
+
+    def msg(body: str, day: int):
+        return match_people(
+            fingerprint=f"fp{day}", sent_at=datetime(2026, 10, day, tzinfo=UTC), subject="Fleet report",
+            body=body, people=[("from", Address("", "ann@acme.example"))], automated=None, crm=crm,
+        )  # fmt: skip
+
+    report = msg("Fuel use by depot and week. " * 1100, 1)  # 30,800 characters, no deal named
+    named = msg("About the RouteIQ licences: please send the order form.", 2)
+    found = candidates([report, named], crm)
+    assert found[0].opp.id == ROUTE.id
+    assert found[0].named
+    assert candidates([report, named], crm) == found  # read again, from the cache: the same
 
 
 def test_index_is_rebuilt_only_when_the_snapshot_changes():

@@ -237,8 +237,13 @@ def test_another_of_our_products_for_a_new_site_passes_over_the_open_deal():
     assert new.payload["account_id"] == KORBEL.id
 
 
-def test_the_open_deal_stays_a_candidate_when_its_own_product_or_amount_is_named():
-    own = view(msg("ute@korbel.example", "Anderes Thema: die ScanPro fürs zweite Lager, und TrackHub dazu?"))
+def test_the_open_deal_stays_a_candidate_when_its_own_name_or_amount_is_named():
+    own = view(
+        msg(
+            "ute@korbel.example",
+            "Anderes Thema: zu den ScanPro Handhelds Lager Nord fehlt noch die Schulung.",
+        )
+    )
     assert [c.opp.id for c in candidates(list(own.messages), CRM)] == [SCANNERS.id]
     amount = view(
         msg("ute@korbel.example", "Different topic, TrackHub for a second site: is EUR 42,000 still valid?")
@@ -259,6 +264,66 @@ def test_our_rep_naming_the_installed_product_in_the_new_offer_does_not_keep_the
     assert candidates(list(thread.messages), CRM) == []
 
 
+def test_the_same_product_for_a_second_site_is_another_deal():
+    # "the ScanPro for the second warehouse": the product of the open deal (Lager Nord), for another site
+    for body in (
+        "Die ScanPro laufen bestens. Für unser zweites Lager in Wels bräuchten wir noch einmal 20 Stück.",
+        "The ScanPro handhelds are working well; could you quote the same for our new site in Graz?",
+    ):
+        thread = view(msg("ute@korbel.example", body))
+        assert candidates(list(thread.messages), CRM) == [], body
+
+
 def test_another_product_without_saying_it_is_another_matter_keeps_the_candidate():
     thread = view(msg("ute@korbel.example", "Could TrackHub also read the scanners' data?"))
     assert [c.opp.id for c in candidates(list(thread.messages), CRM)] == [SCANNERS.id]
+
+
+# Two open deals at one account: the scanners (EUR 42,000) and a service plan for them.
+PLAN = OpportunityRef(
+    12, "OPP-3", 1, "Korbel - ScanCare Servicevertrag Scanner", "proposal", Decimal(3900), "EUR", REP
+)
+WITH_PLAN = CrmSnapshot(
+    contacts_by_email=CRM.contacts_by_email,
+    accounts=CRM.accounts,
+    accounts_by_domain=CRM.accounts_by_domain,
+    open_opportunities={1: (SCANNERS, PLAN), 2: (TRACKHUB,)},
+    reps=CRM.reps,
+    internal_domains=CRM.internal_domains,
+    free_mail_domains=CRM.free_mail_domains,
+)
+
+
+def plan_msg(body, subject):
+    people = [("from", Address("", "ute@korbel.example")), ("to", Address("", REP))]
+    return match_people(
+        fingerprint=f"fp-{subject}", sent_at=datetime(2026, 10, 1, tzinfo=UTC), subject=subject,
+        body=body, people=people, automated=None, crm=WITH_PLAN,
+    )  # fmt: skip
+
+
+def test_the_deal_whose_amount_the_thread_states_comes_first():
+    # A signed contract for the scanners' figure that mentions the plan too is the scanners'; the
+    # plan's words count for less.
+    signed = plan_msg(
+        "Anbei der unterschriebene Vertrag über EUR 42.000. Den ScanCare Servicevertrag für die Scanner "
+        "besprechen wir später.",
+        "Vertrag Scanner",
+    )
+    found = candidates([signed], WITH_PLAN)
+    assert [c.opp.id for c in found] == [SCANNERS.id, PLAN.id]
+    assert (
+        found[0].score < found[1].score
+    )  # ahead by its amount, not by its score: asked, never linked unasked
+
+
+def test_a_won_order_for_the_stated_amount_moves_that_deal():
+    order = plan_msg(
+        "Hiermit bestellen wir verbindlich zum Preis von EUR 42.000. Den ScanCare Servicevertrag "
+        "für die Scanner besprechen wir später.",
+        "Bestellung",
+    )
+    stage = [p for p in propose(view(order), WITH_PLAN, RULES) if p.kind is ProposalKind.STAGE_CHANGE]
+    assert [(p.payload["opportunity_id"], p.payload["to_stage"]) for p in stage] == [
+        (SCANNERS.id, "closed_won")
+    ]

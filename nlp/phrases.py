@@ -98,6 +98,12 @@ class PhraseIndex:
                 self._mentions.popitem(last=False)
         return found
 
+    def forget(self) -> None:
+        """Drop the cached readings (a benchmark times cold reading)."""
+        with self._cache_lock:
+            self._mentions.clear()
+            self._entities.clear()
+
     def hits(self, opp_id: int, mentions: frozenset[str]) -> frozenset[str]:
         """The phrases of this opportunity among `mentions`."""
         return mentions & self.phrases_of.get(opp_id, frozenset())
@@ -157,9 +163,7 @@ def forget() -> None:
     with _lock:
         index = _current
     if index is not None:
-        with index._cache_lock:  # noqa: SLF001 - the module's own index
-            index._mentions.clear()  # noqa: SLF001
-            index._entities.clear()  # noqa: SLF001
+        index.forget()
 
 
 def index_for(crm: CrmSnapshot) -> PhraseIndex:

@@ -15,18 +15,30 @@ Capture writes a batch at a time: `stage()` each blob (temporary file, rename; n
 sync may leave a torn file under a blob's name; the database never named it, and the next capture,
 which trusts only blobs the database knows, writes it again (`stage` replaces what is there).
 
-The interface (everything that touches blobs goes through it; nothing else opens files under blobs/):
+The interface is `BlobStore` (below): everything that touches blobs goes through it, and the
+pipeline and the admin commands know nothing else of a store (no paths, no directories), so another
+backend (an S3-compatible bucket) is one more class that satisfies it, checked by
+tests/unit/test_blob_store_contract.py. `Archive` is the filesystem store:
 
     put(data) -> sha256          durable on return (temp, fsync, rename, fsync dirs); known bytes: no-op
     put_stream(chunks, size)     the same for mail too big to hold; memory stays at one chunk
-    stage(data, sha256); sync()  capture's batch form of put (see above)
+    stage(data, sha256) -> Staged; sync(staged)
+                                 capture's batch form of put (see above); the token is opaque
     get(sha256) -> bytes         the exact bytes, checked against the name (ArchiveError otherwise)
-    exists(sha256) -> bool       a file is there under the name (not checked; get() checks)
-    keys() / iter(archive)       every blob hash on disk, sorted
+    exists(sha256) -> bool       a blob is stored under the name (not checked; get() checks)
+    keys() / iter(archive)       every blob hash stored, sorted
     delete(sha256) -> bool       removed durably (unlink, fsync the directory); only forget and retention
                                  delete: blobs are otherwise immutable
+    verify(known) -> VerifyReport  re-hash every blob, compare with what the database knows
+
+and, outside the protocol, for the filesystem-specific `mailsync verify --repair` only
+(mailsync/admin/repair.py, mailsync/cli/archive.py):
+
     set_aside(sha256) -> Path    a corrupt file renamed to <name>.corrupt[.N] beside it (repair)
     path_for(sha256) -> Path     where a blob lives, for messages to people and for backups only
+
+The provenance journal is not the store's: it stays on local disk under `archive_dir` (storage/journal.py,
+`Journal.of(settings)`), whatever the store, and capture fsyncs it itself (see BlobStore.sync).
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import zstandard
 
@@ -47,6 +59,8 @@ from storage.private import fsync_path, private_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator
+
+    from config.settings import Settings
 
 SUFFIX = ".zst"
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -67,8 +81,77 @@ class VerifyReport:
         return not (self.missing or self.corrupt or self.orphans)
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """What stage() hands back, for the caller to pass to the same store's sync() and nothing else.
+    Opaque: a store that needs more to finish a staged write may hand back a subclass."""
+
+    sha256: str
+
+
+class BlobStore(Protocol):
+    """Content-addressed store of raw message bytes: what the pipeline and admin commands need of one.
+
+    Keys are the SHA-256 (hex) of the exact bytes. Durability is the contract "nothing lost" rests on:
+    put() and put_stream() return only when the blob is durable; a staged blob is durable only once
+    sync() returns, and no commit may name a blob before that. Errors are ArchiveError.
+    """
+
+    def put(self, data: bytes) -> str:
+        """Store `data` durably (unless already stored); its SHA-256."""
+        ...
+
+    def put_stream(self, chunks: Iterator[bytes], size: int) -> str:
+        """Store the `size` bytes `chunks` yields, durably, one chunk in memory at a time; their SHA-256."""
+        ...
+
+    def stage(self, data: bytes, sha256: str) -> Staged:
+        """Start writing `data` (whose SHA-256 is `sha256`), replacing whatever is stored under the name;
+        NOT durable until sync() of the token returns."""
+        ...
+
+    def sync(self, staged: Collection[Staged]) -> None:
+        """Make the staged blobs durable. Covers the blobs only: capture fsyncs the provenance journal
+        itself after it (storage/journal.py), because a store need not share the journal's file system
+        (for the filesystem Archive a batch's syncfs writes the journal's lines too, so that fsync
+        finds nothing left to write)."""
+        ...
+
+    def get(self, sha256: str) -> bytes:
+        """The exact bytes stored under `sha256`; ArchiveError when missing or not matching the name."""
+        ...
+
+    def exists(self, sha256: str) -> bool:
+        """Something is stored under the name (not checked: get() checks)."""
+        ...
+
+    def keys(self) -> Iterator[str]:
+        """Every key stored, sorted."""
+        ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a blob durably; False when it was not there."""
+        ...
+
+    def verify(self, known: Iterable[str], progress: Callable[[], None] | None = None) -> VerifyReport:
+        """Re-read every stored blob; compare with `known` (the hashes the database names)."""
+        ...
+
+
+def open_store(settings: Settings) -> BlobStore:
+    """The blob store the settings configure (today always the filesystem Archive under archive_dir)."""
+    return Archive(settings.archive_dir)
+
+
 class Archive:
-    """Content-addressed, compressed, durable store of raw message bytes."""
+    """The filesystem BlobStore: content-addressed, compressed, durable files under `root`.
+
+    path_for(), set_aside(), `root` and `blobs` are filesystem-only extras, outside BlobStore: only the
+    filesystem-specific verify/repair commands (mailsync/admin/repair.py, mailsync/cli/archive.py) may
+    use them; the pipeline and the other admin commands go through BlobStore alone.
+    """
 
     def __init__(self, root: Path, level: int = 3) -> None:
         self.root = root
@@ -121,9 +204,9 @@ class Archive:
                 tmp.unlink(missing_ok=True)
         return sha256
 
-    def stage(self, data: bytes, sha256: str) -> Path:
-        """Write `data` (whose SHA-256 is `sha256`) as its blob, NOT yet durable: call sync() on the
-        batch before any commit names it. Whatever file is there is replaced (see the module doc)."""
+    def stage(self, data: bytes, sha256: str) -> Staged:
+        """Write `data` (whose SHA-256 is `sha256`) as its blob (temporary file, rename), NOT yet
+        durable: sync() the batch before any commit names it. Whatever file is there is replaced."""
         path = self.path_for(sha256)
         tmp: Path | None = None
         try:
@@ -142,16 +225,20 @@ class Archive:
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
-        return path
+        return Staged(sha256)
 
-    def sync(self, paths: Collection[Path]) -> None:
+    def sync(self, staged: Collection[Staged]) -> None:
         """Make staged blobs durable, renames included. A batch: one syncfs() of the archive's file
         system, one writeback and one journal commit for all of it (200 blobs: 8-30 ms here, where an
         fsync per file and directory took 640-1,000 ms, a journal commit each). A few blobs (the daemon
         at rest) or no syncfs (not Linux): an fsync per file and directory, which waits for nothing
-        else on the file system. A write-back error is an ArchiveError: nothing is committed on it."""
-        if not paths:
+        else on the file system. A write-back error is an ArchiveError: nothing is committed on it.
+
+        The syncfs also writes back the provenance journal's lines when the journal is on the same
+        file system (the default: under archive_dir); capture fsyncs the journal itself all the same."""
+        if not staged:
             return
+        paths = [self.path_for(token.sha256) for token in staged]
         try:
             if _SYNCFS is not None and len(paths) >= SYNCFS_FROM:
                 fd = os.open(self.blobs, os.O_RDONLY)

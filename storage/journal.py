@@ -10,7 +10,11 @@ Layout (stable, append-only, one JSON object a line, in the order written):
                                                      where a capture batch moved a folder's cursor
 
 Capture writes a batch's lines, makes them durable (one fsync per batch) and only then commits the
-rows that name them, like the blobs. So the journal holds at least what the database holds: a line
+rows that name them, like the blobs. The journal lives on local disk under `archive_dir` whatever the
+blob store is (`Journal.of(settings)`; storage/archive.py: BlobStore), and that fsync is its own: it never
+counts on the store's sync(). With the filesystem Archive on the same file system, the batch's syncfs
+has written the lines already and the fsync finds nothing left; with a store elsewhere (a bucket), the
+fsync is what makes them durable. So the journal holds at least what the database holds: a line
 whose commit never happened (a crash, a refused batch, a copy captured twice) is harmless, because a
 rebuild recognises a copy by its blob and locator and a message by its fingerprint. A torn last line
 (a crash in the middle of a write) is skipped when read, and the next append starts a new line.
@@ -35,6 +39,8 @@ from storage.records import Provenance
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from pathlib import Path
+
+    from config.settings import Settings
 
 log = structlog.get_logger()
 DIRECTORY = "journal"
@@ -76,6 +82,11 @@ class Journal:
     def beside(cls, archive_root: Path) -> Journal:
         return cls(archive_root / DIRECTORY)
 
+    @classmethod
+    def of(cls, settings: Settings) -> Journal:
+        """The journal the settings place: <archive_dir>/journal, whatever the blob store is."""
+        return cls.beside(settings.archive_dir)
+
     def write(self, entries: Sequence[Entry]) -> Path | None:
         """Append `entries` (NOT yet durable: sync() the returned file before a commit names them);
         None when there were none. All of them go to the month file of the first one."""
@@ -109,7 +120,7 @@ class Journal:
         return path
 
     def sync(self, path: Path | None) -> None:
-        """Make what write() appended to `path` durable."""
+        """Make what write() appended to `path` durable (fsync: whatever the blob store's sync did)."""
         if path is None:
             return
         try:

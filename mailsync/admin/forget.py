@@ -43,6 +43,7 @@ from mailsync.pipeline.forgetting import (
 from storage import forget as tombstones
 from storage import models as m
 from storage.eventlog import Event, EventLog, digest_of
+from storage.journal import Journal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -125,7 +126,7 @@ def forget(
     report.messages_deleted, report.messages_redacted = len(treated.deleted), len(treated.redacted)
     report.blobs_redacted = treated.blobs
     treated.unnamed |= found.orphans
-    report.journal_files_rewritten = rewrite_journal(archive, treated, redaction)
+    report.journal_files_rewritten = rewrite_journal(Journal.of(settings), treated, redaction)
     report.blobs_deleted = treated.finish(archive)
     _rewrite_events(repo, events, redaction, report)
     events.append("forget_applied", _applied_payload(report), actor=actor)

@@ -49,7 +49,7 @@ from mailsync.pipeline.ingest import Pipeline
 from mailsync.pipeline.sync_state import Cursor, save_cursor
 from storage import mailstore, replaystore
 from storage import models as m
-from storage.archive import Archive
+from storage.archive import open_store
 from storage.crm import apply_crm_import
 from storage.eventlog import Event, EventLog
 from storage.forget import apply_forget_event
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from config.settings import Settings
     from mailsync.admin.replay import Advance
     from mailsync.mail.parse_worker import ParsePool, ParseWorker
+    from storage.archive import BlobStore
     from storage.repo import Repo
 
 log = structlog.get_logger()
@@ -202,8 +203,8 @@ def _build(  # noqa: PLR0917 - rebuild()'s arguments, passed on
     on_drain: Advance | None,
     batch: int,
 ) -> None:
-    archive = Archive(settings.archive_dir)
-    journal = Journal.beside(archive.root)
+    archive = open_store(settings)
+    journal = Journal.of(settings)
     rebuilder = Rebuilder(Pipeline(settings, target, archive, parser), report)
     cursors: dict[tuple[str, str], Cursor] = {}
     copies: list[CopySeen] = []
@@ -233,7 +234,7 @@ def _build(  # noqa: PLR0917 - rebuild()'s arguments, passed on
         else:
             read += 1
             _follow(cursors, entry)
-            if archive.path_for(entry.sha256).exists():
+            if archive.exists(entry.sha256):
                 copies.append(entry)
             else:
                 report.blobs_gone += 1
@@ -244,7 +245,7 @@ def _build(  # noqa: PLR0917 - rebuild()'s arguments, passed on
     _finish(rebuilder, settings, cursors)
 
 
-def _record(target: Repo, archive: Archive, copies: list[CopySeen]) -> None:
+def _record(target: Repo, archive: BlobStore, copies: list[CopySeen]) -> None:
     """A batch of journal copies in a few INSERTs; as capture records them (a row at a time, a row
     the database refuses quarantined) when a line has no fingerprint or the database refuses any row."""
     if all(copy.fingerprint for copy in copies):

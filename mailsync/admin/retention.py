@@ -23,13 +23,14 @@ from mailsync.pipeline.forgetting import Treated, rewrite_journal
 from storage import forget as tombstones
 from storage import models as m
 from storage.eventlog import EventLog
+from storage.journal import Journal
 from storage.models import db_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from config.settings import Settings
-    from storage.archive import Archive
+    from storage.archive import BlobStore
     from storage.repo import Repo
 
 log = structlog.get_logger()
@@ -61,7 +62,7 @@ def cutoff_for(keep_years: int, now: datetime | None = None) -> datetime:
 
 def apply_retention(
     repo: Repo,
-    archive: Archive,
+    archive: BlobStore,
     settings: Settings,
     *,
     dry_run: bool = False,
@@ -101,6 +102,6 @@ def apply_retention(
             progress(len(ids))
         if len(ids) < BATCH:
             break
-    rewrite_journal(archive, deleted, None)  # a rebuild must not look for the deleted blobs
+    rewrite_journal(Journal.of(settings), deleted, None)  # a rebuild must not look for the deleted blobs
     log.info("retention_applied", **report.as_dict())
     return report

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from config.settings import Settings
     from mailsync.mail.parse_worker import ParsePool, ParseWorker
-    from storage.archive import Archive
+    from storage.archive import BlobStore
     from storage.eventlog import EventLog
     from storage.records import ParsedEmail
     from storage.repo import Repo
@@ -100,7 +100,7 @@ class ReplyInbox:
         self,
         settings: Settings,
         repo: Repo,
-        archive: Archive,
+        archive: BlobStore,
         parser: ParsePool | ParseWorker,
         events: EventLog,
     ) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from config.errors import ConfigError
 from mailsync.evaluation.runner import run_evaluation
 from mailsync.evaluation.scoring import Accuracy, Evaluation
-from mailsync.evaluation.train import default_sets, save, sentence_samples, train
+from mailsync.evaluation.train import bank_samples, default_sets, save, sentence_samples, train
 from nlp.intent import shipped, using
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def run_corpus(corpus: Path, progress: Callable[[str], None] | None = None) -> d
 def _without_itself(directory: Path, corpus: Path, thresholds: dict[str, float]) -> Evaluation:
     own = (directory / "labels.json").read_bytes()  # by content: a copy of the set is the set
     sets = [d for d in default_sets(corpus / "dev") if (d / "labels.json").read_bytes() != own]
-    examples = [s for d in sets for s in sentence_samples(d)]
+    examples = [s for d in sets for s in sentence_samples(d)] + bank_samples(corpus / "bank")
     with tempfile.TemporaryDirectory(prefix="mailsync-cv-") as tmp:
         if examples:  # else no other seller to learn from: the rules alone score this one
             save(train(examples), Path(tmp) / "intent", {"thresholds": thresholds})

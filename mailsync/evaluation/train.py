@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / "fixtures" / "corpus" / "dev"
+BANK = ROOT / "fixtures" / "corpus" / "bank"
 ALSO = (ROOT / "fixtures" / "eval",)
 SENTENCES = "sentences.tsv"
 SEED = 0
@@ -70,10 +71,11 @@ EPOCHS = 10
 BATCH = 16
 OVERSAMPLE = {"won": 3, "lost": 3}  # outcomes are rare next to neutral and intent mail
 # Sentence precision a threshold must reach out of fold. Lost is set lower: in a thread that is lost, a
-# neighbouring sentence read as lost costs nothing, and the thread-level figure is what a rep sees. On
-# the dev corpus (make eval, leave one seller out) lost threads stayed at precision .92 with the lost
-# threshold at .20 (recall .74), against .98 / .65 at .40, the threshold a sentence target of .85 chose.
-TARGETS = {"intent": 0.85, "won": 0.90, "lost": 0.75}
+# neighbouring sentence read as lost costs nothing, and the thread-level figure is what a rep sees. With
+# the sentence bank in training, dev lost threads (make eval, leave one seller out) scored P/R .88/.88
+# at a lost threshold of .20, .91/.86 at .30 and .92/.80 at .40; .30 has the best F1 with precision
+# above .90, and .79 is the sentence precision that chooses it (.78 at .25, .79 at .30 out of fold).
+TARGETS = {"intent": 0.85, "won": 0.90, "lost": 0.79}
 MIN_SUPPORT = 10  # out-of-fold predictions at or above a threshold needed to trust its precision
 GRID = [round(0.15 + 0.05 * i, 2) for i in range(17)]  # 0.15 .. 0.95
 BINS = [0.15, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001]
@@ -136,8 +138,16 @@ def samples(set_dir: Path) -> list[Sample]:
 def sentence_samples(set_dir: Path) -> list[Sample]:
     """The set's labelled sentences (`sentences.tsv`), else its messages with derived classes."""
     path = set_dir / SENTENCES
-    if not path.is_file():
-        return samples(set_dir)
+    return read_sentences(path) if path.is_file() else samples(set_dir)
+
+
+def bank_samples(bank: Path = BANK) -> list[Sample]:
+    """The sentence bank's labelled sentences: training data only, never scored or calibrated on."""
+    return [s for path in sorted(bank.glob(f"*/{SENTENCES}")) for s in read_sentences(path)]
+
+
+def read_sentences(path: Path) -> list[Sample]:
+    """One `sentences.tsv` (unit, index, class, sentence), its samples grouped by its directory."""
     found = []
     with path.open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -149,7 +159,7 @@ def sentence_samples(set_dir: Path) -> list[Sample]:
                     fix="correct the line; the file is labelled data, not generated",
                 )
             unit, index, label, sentence = row
-            found.append(Sample(set_dir.name, f"{unit}#{index}", sentence, label))
+            found.append(Sample(path.parent.name, f"{unit}#{index}", sentence, label))
     return found
 
 
@@ -188,11 +198,11 @@ def train(training: Sequence[Sample]) -> spacy.language.Language:
 Prediction = tuple[Sample, dict[str, float]]  # a sample and every class's probability
 
 
-def out_of_fold(all_samples: Sequence[Sample]) -> list[Prediction]:
-    """Each sample classified by a model trained without its seller."""
+def out_of_fold(all_samples: Sequence[Sample], extra: Sequence[Sample] = ()) -> list[Prediction]:
+    """Each sample classified by a model trained without its seller (and with `extra`, never scored)."""
     found: list[Prediction] = []
     for group in sorted({s.group for s in all_samples}):
-        nlp = train([s for s in all_samples if s.group != group])
+        nlp = train([s for s in all_samples if s.group != group] + list(extra))
         held_out = [s for s in all_samples if s.group == group]
         found.extend((s, dict(nlp(prepared(s.text)).cats)) for s in held_out)
     return found
@@ -286,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dev", type=Path, default=DEV, help="dev sets (one per seller)")
     parser.add_argument("--also", type=Path, nargs="*", default=list(ALSO), help="more dev sets")
+    parser.add_argument("--bank", type=Path, default=BANK, help="sentence bank (training only)")
     parser.add_argument("--out", type=Path, default=MODEL_DIR, help="where the model and its calibration go")
     args = parser.parse_args(argv)
     console = Console()
@@ -297,24 +308,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"{args.dev}: no labelled set", fix="pass --dev DIR holding <set>/labels.json")
         sets = dev_sets + list(args.also)
         all_samples = [s for d in sets for s in sentence_samples(d)]
+        bank = bank_samples(args.bank)
     except CaptureError as exc:
         Console(stderr=True, soft_wrap=True).print(
             f"train failed: {exc}\nfix: {exc.fix or '-'}", markup=False
         )
         return 2
-    counts = Counter(s.label for s in all_samples)
-    console.print(f"{len(all_samples)} examples from {len(sets)} dev sets: {dict(sorted(counts.items()))}")
+    counts = Counter(s.label for s in all_samples + bank)
+    console.print(
+        f"{len(all_samples)} examples from {len(sets)} dev sets and {len(bank)} from the sentence bank: "
+        f"{dict(sorted(counts.items()))}"
+    )
     with console.status("calibrating: one model per left-out seller"):
-        predictions = out_of_fold(all_samples)
+        predictions = out_of_fold(all_samples, bank)
     chosen = thresholds(predictions)
     render(predictions, chosen, console)
     with console.status("training the shipped model on every dev set"):
-        nlp = train(all_samples)
+        nlp = train(all_samples + bank)
     calibration = {
         "thresholds": chosen,
         "targets": TARGETS,
         "reliability": reliability(predictions),
-        "trained_on": {d.name: sum(1 for s in all_samples if s.group == d.name) for d in sets},
+        "trained_on": dict(sorted(Counter(s.group for s in all_samples + bank).items())),
         "classes": dict(sorted(counts.items())),
     }
     try:

@@ -7,6 +7,8 @@ subject ("Re:", "AW:", "RV:" ...) joins a recent thread with the same subject an
 So does a forward ("Fwd:", "WG:", "TR:" ...): Outlook and Gmail forwards carry no In-Reply-To or
 References, and a customer forwarding our mail back with their colleagues' answer below is the same
 conversation (the shared participant keeps a forward to strangers out).
+Machine replies stand alone: an out-of-office or a bounce answering our follow-up is no word from the
+customer, and in the deal's thread it would read as activity on the deal (and carry its link).
 storage/threads.py runs these rules against the database, incrementally.
 """
 
@@ -42,8 +44,21 @@ def is_reply_subject(subject: str) -> bool:
     return bool(_REPLY.match(subject))
 
 
-def references(parsed: ParsedEmail) -> tuple[str, ...]:
-    """Every Message-ID this message points at, root first, without duplicates or itself."""
+# Reasons (nlp/noise.py) of mail a machine sent in answer to a person's: it joins no conversation.
+_MACHINE_REPLY = (
+    "auto-submitted:",
+    "delivery report",
+    "automatic subject",
+    "precedence: auto_reply",
+    "robot sender",
+)
+
+
+def references(parsed: ParsedEmail, automated: str | None = None) -> tuple[str, ...]:
+    """Every Message-ID this message points at, root first, without duplicates or itself; none for a
+    machine reply (`automated` is its reason), which stands alone."""
+    if automated is not None and automated.startswith(_MACHINE_REPLY):
+        return ()
     ordered = [*parsed.references]
     if parsed.in_reply_to:
         ordered.append(parsed.in_reply_to)
@@ -56,9 +71,8 @@ def references(parsed: ParsedEmail) -> tuple[str, ...]:
     return tuple(unique)
 
 
-def thread_key(parsed: ParsedEmail) -> str:
+def thread_key(parsed: ParsedEmail, refs: tuple[str, ...]) -> str:
     """The key a new thread gets: the conversation's root Message-ID (possibly a missing one)."""
-    refs = references(parsed)
     return refs[0] if refs else parsed.message_id
 
 
@@ -66,9 +80,12 @@ def is_forward_subject(subject: str) -> bool:
     return bool(_FORWARD.match(subject))
 
 
-def may_join_by_subject(parsed: ParsedEmail) -> bool:
-    """Whether a message without references may join a thread by subject: a reply- or forward-looking one."""
+def may_join_by_subject(parsed: ParsedEmail, automated: str | None = None) -> bool:
+    """Whether a message without references may join a thread by subject: a reply- or forward-looking
+    one that is no machine reply."""
     subject = parsed.subject
+    if automated is not None and automated.startswith(_MACHINE_REPLY):
+        return False
     return (is_reply_subject(subject) or is_forward_subject(subject)) and len(
         subject_key(subject)
     ) >= _MIN_SUBJECT_KEY

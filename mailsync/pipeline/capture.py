@@ -1,7 +1,7 @@
 """Capture: a batch of raw messages made durable and recorded, with the folder cursor, in one commit.
 
-    identify each message ─> stage the blobs the database does not know (temporary file, rename) ─>
-    append the batch's copies and cursor to the provenance journal ─> ONE Archive.sync() and ONE
+    identify each message ─> stage the blobs the database does not know (BlobStore.stage) ─>
+    append the batch's copies and cursor to the provenance journal ─> ONE BlobStore.sync() and ONE
     journal fsync ─> ONE transaction: blobs, new messages as "pending", copies, the cursor ─> commit
 
 Order is the guarantee. The commit that names a blob or a copy comes after the sync that made it
@@ -40,12 +40,11 @@ from storage.models import utcnow
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
-    from pathlib import Path
 
     from sqlalchemy import Table
     from sqlalchemy.orm import Session
 
-    from storage.archive import Archive
+    from storage.archive import BlobStore, Staged
     from storage.records import Provenance, RawMessage
     from storage.repo import Repo
 
@@ -80,12 +79,18 @@ class _Item:
     seen_at: datetime | None = None  # None: the batch's time
 
 
-def capture(
-    repo: Repo, archive: Archive, raws: Sequence[RawMessage], owner: str, cursor: CursorAt | None = None
+def capture(  # noqa: PLR0917 - the batch, where it goes, and the cursor it moves
+    repo: Repo,
+    archive: BlobStore,
+    journal: Journal,
+    raws: Sequence[RawMessage],
+    owner: str,
+    cursor: CursorAt | None = None,
 ) -> list[Captured]:
     """Capture `raws` (one mailbox's, in UID order) in one commit, with `cursor` if given; CaptureErrors
     propagate. When the archive fails part-way (its disk is full), what it took is committed first,
-    the cursor moved only over that, and then the error is raised."""
+    the cursor moved only over that, and then the error is raised. `journal` is where the settings put
+    the provenance journal (Journal.of(settings)); it is fsynced here itself, never left to the store."""
     items, staged, failure = _archive(repo, archive, raws)
     if failure is not None:
         if not items:
@@ -95,10 +100,9 @@ def capture(
             last = max(item.provenance.uid or 0 for item in items)
             cursor = replace(cursor, cursor=Cursor(cursor.cursor.uidvalidity, last))
     at = utcnow()
-    journal = Journal.beside(archive.root)
     written = journal.write(_journal_entries(items, owner, cursor, at))
-    archive.sync(staged)  # a syncfs of the archive's file system takes the journal's lines along
-    journal.sync(written)
+    archive.sync(staged)  # the filesystem Archive's syncfs takes the journal's lines along when it can,
+    journal.sync(written)  # so this fsync is then cheap; with any other store it is what saves them
 
     def work(session: Session, refused: dict[int, str], careful: bool) -> list[Captured]:
         results = _record(session, items, {i.provenance.mailbox: owner for i in items}, refused, at, careful)
@@ -115,7 +119,7 @@ def capture(
     return results
 
 
-def record_copies(repo: Repo, archive: Archive, copies: Sequence[CopySeen]) -> list[Captured]:
+def record_copies(repo: Repo, archive: BlobStore, copies: Sequence[CopySeen]) -> list[Captured]:
     """Record journalled copies whose blobs are in the archive already, with the times the journal
     gives (`mailsync rebuild`): blobs, messages as "pending", copies, in one commit. Nothing is written
     to the archive or the journal; a line without a fingerprint has its blob read to compute it."""
@@ -171,19 +175,19 @@ def _log_refused(items: Sequence[_Item], refused: Mapping[int, str]) -> None:
 
 
 def _archive(
-    repo: Repo, archive: Archive, raws: Sequence[RawMessage]
-) -> tuple[list[_Item], list[Path], ArchiveError | None]:
+    repo: Repo, archive: BlobStore, raws: Sequence[RawMessage]
+) -> tuple[list[_Item], list[Staged], ArchiveError | None]:
     """Every message's blob written, NOT yet synced: those the database does not know, or knows but
-    lost (a deleted file comes back with the next copy), are staged (spooled mail is streamed and
-    fsynced on its own). The items, the staged files to sync, and on an ArchiveError, the messages
-    before the one that failed and the error."""
+    lost (a deleted blob comes back with the next copy), are staged (spooled mail is streamed and
+    made durable on its own). The items, the staged blobs to sync, and on an ArchiveError, the
+    messages before the one that failed and the error."""
     hashed: list[tuple[RawMessage, str | None]] = []
     for raw in raws:
         faults.point("after_fetch")
         hashed.append((raw, hashlib.sha256(raw.data).hexdigest() if raw.spool is None else None))
     with repo.session() as session:
         known = mailstore.known_blobs(session, [sha for _, sha in hashed if sha is not None])
-    staged: dict[str, Path] = {}
+    staged: dict[str, Staged] = {}
     items: list[_Item] = []
     failure: ArchiveError | None = None
     for raw, digest in hashed:

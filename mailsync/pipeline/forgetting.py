@@ -42,6 +42,7 @@ from nlp.match import is_internal
 from storage import forget as tombstones
 from storage import models as m
 from storage.eventlog import EventLog
+from storage.journal import Journal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -50,10 +51,9 @@ if TYPE_CHECKING:
 
     from config.settings import Settings
     from mailsync.pipeline.ingest import Pipeline
-    from storage.archive import Archive
+    from storage.archive import BlobStore
 
 log = structlog.get_logger()
-JOURNAL_DIRECTORY = "journal"  # storage/journal.py's, beside the blobs
 REWRITE_TRIES = 20
 
 
@@ -69,8 +69,8 @@ class Treated:
     identities: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)
     requeued: int = 0  # held messages redacted and pending again
 
-    def finish(self, archive: Archive) -> int:
-        """Delete the blob files the committed transaction stopped naming; how many were there."""
+    def finish(self, archive: BlobStore) -> int:
+        """Delete the blobs the committed transaction stopped naming; how many were there."""
         return sum(archive.delete(sha) for sha in sorted(self.unnamed))
 
 
@@ -84,7 +84,7 @@ def outside_people(session: Session, settings: Settings) -> Callable[[str], bool
 
 def treat(  # noqa: PLR0917 - the three callers name them in this order
     session: Session,
-    archive: Archive,
+    archive: BlobStore,
     messages: Iterable[m.Message],
     redaction: Redaction,
     outside: Callable[[str], bool],
@@ -115,7 +115,7 @@ def deletes(raw: bytes, redaction: Redaction, outside: Callable[[str], bool]) ->
 
 
 def _redact_message(
-    session: Session, archive: Archive, message: m.Message, redaction: Redaction, result: Treated
+    session: Session, archive: BlobStore, message: m.Message, redaction: Redaction, result: Treated
 ) -> None:
     copies = list(session.scalars(select(m.Provenance).where(m.Provenance.message_pk == message.id)))
     old = {message.blob_sha256} | {c.blob_sha256 for c in copies}
@@ -265,7 +265,7 @@ def purge_held(pipeline: Pipeline) -> Treated:
             {"messages_deleted": len(result.deleted), "blobs_redacted": result.blobs},
             actor="mailsync",
         )
-    rewrite_journal(archive, result, None)  # the copies just journaled point at the redacted blobs
+    rewrite_journal(Journal.of(settings), result, None)  # the copies just journaled: redacted blobs
     removed = result.finish(archive)
     log.info(
         "forgotten_mail_purged", deleted=len(result.deleted), redacted=len(result.redacted), blobs=removed
@@ -275,7 +275,7 @@ def purge_held(pipeline: Pipeline) -> Treated:
     return result
 
 
-def _redaction_for(archive: Archive, message: m.Message, key: bytes, stones: frozenset[str]) -> Redaction:
+def _redaction_for(archive: BlobStore, message: m.Message, key: bytes, stones: frozenset[str]) -> Redaction:
     """The redaction of the tombstoned addresses a held message names, with the names paired with them."""
     try:
         raw = archive.get(message.blob_sha256)
@@ -295,21 +295,18 @@ def _redaction_for(archive: Archive, message: m.Message, key: bytes, stones: fro
 # -- the provenance journal -------------------------------------------------------------------------
 
 
-def rewrite_journal(archive: Archive, result: Treated, redaction: Redaction | None) -> list[str]:
-    """The provenance journal beside the archive (storage/journal.py) made to agree: lines of deleted
-    blobs dropped, lines of redacted ones pointed at the redacted blob and its identity, and (with
-    `redaction`) every string redacted. Each file that changes is replaced atomically; their names."""
-    directory = archive.root / JOURNAL_DIRECTORY
-    if not directory.exists() or not (result.unnamed or result.blobs or redaction):
+def rewrite_journal(journal: Journal, result: Treated, redaction: Redaction | None) -> list[str]:
+    """The provenance journal (storage/journal.py; `Journal.of(settings)`) made to agree: lines of
+    deleted blobs dropped, lines of redacted ones pointed at the redacted blob and its identity, and
+    (with `redaction`) every string redacted. Each file that changes is replaced atomically; their names."""
+    if not (result.unnamed or result.blobs or redaction):
         return []
 
     def transform(original: str) -> str:
         lines = [_journal_line(line, result, redaction) for line in original.splitlines()]
         return "".join(f"{line}\n" for line in lines if line is not None)
 
-    return [
-        path.name for path in sorted(directory.glob("provenance-*.jsonl")) if rewrite_file(path, transform)
-    ]
+    return [path.name for path in journal.files() if rewrite_file(path, transform)]
 
 
 def _journal_line(line: str, result: Treated, redaction: Redaction | None) -> str | None:

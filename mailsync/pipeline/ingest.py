@@ -21,6 +21,7 @@ import structlog
 from mailsync.pipeline.capture import capture
 from storage import leases, mailstore
 from storage.crm import crm_version, load_snapshot
+from storage.journal import Journal
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from config.settings import Settings
     from mailsync.mail.parse_worker import ParsePool, ParseWorker
     from mailsync.pipeline.capture import Captured, CursorAt
-    from storage.archive import Archive
+    from storage.archive import BlobStore
     from storage.records import CrmSnapshot, RawMessage
     from storage.repo import Repo
 
@@ -50,7 +51,7 @@ class Pipeline:
     """Runs the stages; owns the CRM snapshot the match stage uses and the parser (a pool, or one worker)."""
 
     def __init__(
-        self, settings: Settings, repo: Repo, archive: Archive, parser: ParsePool | ParseWorker
+        self, settings: Settings, repo: Repo, archive: BlobStore, parser: ParsePool | ParseWorker
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -99,7 +100,7 @@ class Pipeline:
         """Archive and record a batch (and move `cursor`) in one commit; new messages wait as pending.
         The parse workers start now if they have not (in the background): mail is coming their way."""
         self.parser.warm()
-        return capture(self.repo, self.archive, raws, owner, cursor)
+        return capture(self.repo, self.archive, Journal.of(self.settings), raws, owner, cursor)
 
     def drain(self, limit: int | None = None, stop: threading.Event | None = None) -> dict[int, str]:
         """Process pending messages (message id -> "new" or "quarantined"); one drain at a time in this

@@ -169,13 +169,14 @@ def _apply(
     for index, message, result, match in to_thread:
         with blame(session, index, careful=careful):
             faults.point("during_thread")
+            refs = threading_rules.references(result, match.automated)
             threaded = threads.ThreadInput(
                 message,
-                refs=threading_rules.references(result),
-                key=threading_rules.thread_key(result),
+                refs=refs,
+                key=threading_rules.thread_key(result, refs),
                 subject_key=threading_rules.subject_key(result.subject),
                 participants=[p.address.email for p in match.participants],
-                join_by_subject=threading_rules.may_join_by_subject(result),
+                join_by_subject=threading_rules.may_join_by_subject(result, match.automated),
             )
             if careful:  # one message at a time, so that a refusal names its message
                 threads.assign_thread(session, **threaded._asdict())
@@ -215,7 +216,7 @@ def _match(
     faults.point("during_match")
     match = match_message(result, crm, automated_reason(result))
     mailstore.fill_parsed(session, message, result, match)
-    mailstore.add_refs(session, message, threading_rules.references(result))
+    mailstore.add_refs(session, message, threading_rules.references(result, match.automated))
     return match
 
 

@@ -110,3 +110,33 @@ def test_the_no_reply_job_flags_an_unanswered_follow_up_and_a_reply_withdraws_it
     pipeline.ingest(mail(4, CUSTOMER, REP, "Sorry for the silence, still on it.", day=60, reply_to=3), REP)
     assert ("stage_change", "withdrawn", "closed_lost") in suggestions(repo)
     assert flag_unanswered(repo, crm, settings.matching, START + timedelta(days=200)) == 0
+
+
+def _threads(repo):
+    with repo.session() as session:
+        rows = session.execute(
+            select(m.Message.message_id, m.Message.thread_id).where(m.Message.thread_id.is_not(None))
+        )
+        return dict(rows.all())
+
+
+def test_an_out_of_office_answering_our_follow_up_stands_alone_and_a_later_reply_does_not(
+    crm, repo, pipeline
+):
+    pipeline.ingest(mail(1, CUSTOMER, REP, "We are reviewing the FleetSense rollout quote.", day=0), REP)
+    ooo = mail(2, CUSTOMER, REP, "I am out of the office until Monday.", day=1, reply_to=1)
+    ooo = RawMessage(
+        ooo.data.replace(b"\nSubject: Re:", b"\nAuto-Submitted: auto-replied\nSubject: Re:"), ooo.provenance
+    )
+    pipeline.ingest(ooo, REP)
+    # A bounce that names the deal message only by subject, and a person's reply after both.
+    bounce = mail(
+        3, "mailer-daemon@acme.example", REP, "Delivery failed.", day=1, subject="Re: FleetSense rollout"
+    )
+    pipeline.ingest(bounce, REP)
+    pipeline.ingest(
+        mail(4, CUSTOMER, REP, "Back now: FleetSense rollout looks good.", day=2, reply_to=1), REP
+    )
+    found = _threads(repo)
+    assert found["m4@test.example"] == found["m1@test.example"]
+    assert len({found[f"m{n}@test.example"] for n in (1, 2, 3)}) == 3  # no activity on the deal's thread

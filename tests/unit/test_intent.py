@@ -12,7 +12,7 @@ import pytest
 from config.errors import ConfigError
 from mailsync.evaluation.corpus import pooled, wilson
 from mailsync.evaluation.scoring import Evaluation, Item, Score
-from mailsync.evaluation.train import Sample, samples, sentence_samples, train
+from mailsync.evaluation.train import Sample, bank_samples, out_of_fold, samples, sentence_samples, train
 from nlp.intent import CALIBRATION, LABELS, MODEL_DIR, IntentModel, prepared, shipped, using
 from nlp.propose import signals
 from storage.records import Address, Match, Participant
@@ -191,3 +191,21 @@ def test_labelled_sentences_are_the_examples_where_a_set_has_them(tmp_path):
     (tmp_path / "sentences.tsv").write_text("unit\tindex\tclass\tsentence\nt/01.eml\t0\tmaybe\tHm.\n")
     with pytest.raises(ConfigError, match=r"sentences.tsv:2"):
         sentence_samples(tmp_path)
+
+
+def test_the_sentence_bank_is_trained_on_and_never_scored(tmp_path):
+    for writer in ("w1", "w2"):
+        (tmp_path / writer).mkdir()
+        (tmp_path / writer / "sentences.tsv").write_text(
+            f"unit\tindex\tclass\tsentence\n{writer}-001\t0\tlost\tthe flurbo is wibbled\n", encoding="utf-8"
+        )
+    bank = bank_samples(tmp_path)
+    assert [(s.group, s.unit, s.label) for s in bank] == [
+        ("w1", "w1-001#0", "lost"),
+        ("w2", "w2-001#0", "lost"),
+    ]
+    sellers = [Sample(g, f"{g}-{s.unit}", s.text, s.label) for g in ("a", "b") for s in _tiny()]
+    predictions = out_of_fold(sellers, bank)
+    assert {sample.group for sample, _ in predictions} == {"a", "b"}  # the bank is no calibration fold
+    assert len(predictions) == len(sellers)
+    assert bank_samples(tmp_path / "absent") == []

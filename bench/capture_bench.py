@@ -94,6 +94,12 @@ class Bench:
         ):
             step()
         for step in self._pair(
+            swap,
+            lambda: self._sync_sqlite(work / "sqlite", capture_only=True),
+            lambda: self._sync_pg(work / "pg", capture_only=True),
+        ):
+            step()
+        for step in self._pair(
             swap, lambda: self._notmuch(maildir), lambda: self._import(work / "import", maildir)
         ):
             step()
@@ -124,22 +130,25 @@ class Bench:
         self.expect("bare fetch", sum(1 for _ in out.iterdir()))
         shutil.rmtree(out)
 
-    def _sync_sqlite(self, directory: Path) -> None:
+    def _sync_sqlite(self, directory: Path, *, capture_only: bool = False) -> None:
         space = ms.sqlite_workspace(directory, self.template, PASSWORD).write(self.server, USER, FOLDER)
-        seconds, peak = space.run("sync", "--once", sampler=True)
-        self.record("sync SQLite", seconds)
-        self.expect("mailsync sync --once (SQLite)", space.count())
-        self.note("pss_mb", peak)
-        self.note("archive_ratio", space.archive_bytes() / self.raw_bytes)
+        only = ("--capture-only",) if capture_only else ()
+        seconds, peak = space.run("sync", "--once", *only, sampler=not capture_only)
+        self.record("capture SQLite" if capture_only else "sync SQLite", seconds)
+        self.expect(f"mailsync sync --once {' '.join(only)} (SQLite)", space.count())
+        if not capture_only:
+            self.note("pss_mb", peak)
+            self.note("archive_ratio", space.archive_bytes() / self.raw_bytes)
         shutil.rmtree(directory)
 
-    def _sync_pg(self, directory: Path) -> None:
+    def _sync_pg(self, directory: Path, *, capture_only: bool = False) -> None:
         name = self.pg.create(template=self.pg_template)
+        only = ("--capture-only",) if capture_only else ()
         try:
             space = ms.Workspace(directory, self.pg.url(name), PASSWORD).write(self.server, USER, FOLDER)
-            seconds, _ = space.run("sync", "--once")
-            self.record("sync PostgreSQL", seconds)
-            self.expect("mailsync sync --once (PostgreSQL)", space.count())
+            seconds, _ = space.run("sync", "--once", *only)
+            self.record("capture PostgreSQL" if capture_only else "sync PostgreSQL", seconds)
+            self.expect(f"mailsync sync --once {' '.join(only)} (PostgreSQL)", space.count())
         finally:
             self.pg.drop(name)
         shutil.rmtree(directory)

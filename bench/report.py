@@ -22,8 +22,18 @@ if TYPE_CHECKING:
 CONTESTANTS = {  # name in the result -> (chart label, what it is, whether it is a peer)
     "mbsync": ("mbsync", "mbsync (isync) → Maildir, default fsync", True),
     "bare fetch": ("bare fetch + syncfs", "imapclient UID FETCH ×500 → files, syncfs per batch", True),
-    "sync SQLite": ("mailsync sync, SQLite", "mailsync sync --once, SQLite", False),
-    "sync PostgreSQL": ("mailsync sync, PostgreSQL", "mailsync sync --once, PostgreSQL", False),
+    "capture SQLite": ("mailsync capture, SQLite", "mailsync sync --once --capture-only, SQLite", False),
+    "capture PostgreSQL": (
+        "mailsync capture, PostgreSQL",
+        "mailsync sync --once --capture-only, PostgreSQL",
+        False,
+    ),
+    "sync SQLite": ("mailsync sync, SQLite", "mailsync sync --once (capture + processing), SQLite", False),
+    "sync PostgreSQL": (
+        "mailsync sync, PostgreSQL",
+        "mailsync sync --once (capture + processing), PostgreSQL",
+        False,
+    ),
     "notmuch new": ("notmuch new", "notmuch new over mbsync's Maildir", True),
     "import": ("mailsync import", "mailsync import <Maildir> (full pipeline from local mail)", False),
     "replay": (
@@ -59,11 +69,11 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     rate = result["rates"]
     lat = result["latency"]
     found = []
-    for db in ("SQLite", "PostgreSQL"):
-        ours = rate[f"sync {db}"]
+    for db in ("SQLite", "PostgreSQL"):  # capture as issue 14 defines it: archived, recorded, cursor moved
+        ours = rate[f"capture {db}"]
         found += [
             Row(
-                f"capture, sync --once, {db}",
+                f"capture, sync --once --capture-only, {db}",
                 ours,
                 "msg/s",
                 "mbsync",
@@ -72,13 +82,20 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 ours >= 1.5 * rate["mbsync"],
             ),
             Row(
-                f"capture, sync --once, {db}",
+                f"capture, sync --once --capture-only, {db}",
                 ours,
                 "msg/s",
                 "bare fetch",
                 rate["bare fetch"],
                 "≥ 0.5× bare fetch",
                 ours >= 0.5 * rate["bare fetch"],
+            ),
+            Row(
+                f"capture + processing, sync --once, {db}",
+                rate[f"sync {db}"],
+                "msg/s",
+                "mbsync",
+                rate["mbsync"],
             ),
         ]
     found += [

@@ -21,7 +21,9 @@ different topic", "ein zweites Lager", "un presupuesto aparte", or that what we 
 nlp/signals.py ANOTHER_DEAL), a candidate that nothing in the thread names as itself (a phrase of its
 name beyond its product terms, or its amount) is passed over; with none left, the thread is free to
 become a new opportunity at the account. Its product alone does not keep it: "a second LX7 for Leeds"
-is a new deal for the same product.
+is a new deal for the same product. So is a deal the customer already won or lost for us on another
+thread (a won or lost stage change waits for the rep: the CRM still shows it open): a thread that starts
+after that and names neither the deal nor its amount is the next deal, not this one.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def candidates(
     *,
     opened: Mapping[int, datetime] | None = None,
     history: Mapping[int, frozenset[str]] | None = None,
+    settled: Mapping[int, datetime] | None = None,
 ) -> list[Candidate]:
     """Open opportunities of the thread's accounts, best first: one whose amount the thread states, then by
     score (ties: lower id)."""
@@ -99,6 +102,8 @@ def candidates(
             "recency": _recency(start, (opened or {}).get(opp.id)),
         }
         if not (named or parts["amount"]):
+            if _settled_before(start, (settled or {}).get(opp.id)):
+                continue  # the customer signed or turned it down before this thread began
             if another is None:
                 another = any(map(says_another_deal, messages))
             if another:
@@ -159,6 +164,14 @@ def _amount_fit(opp: OpportunityRef, amounts: Sequence[tuple[Decimal, str]]) -> 
         gap = float(1 - low / high)
         best = max(best, 1.0 if gap <= _AMOUNT_EXACT else 0.5 if gap <= _AMOUNT_NEAR else 0.0)
     return best
+
+
+def _settled_before(start: datetime | None, settled: datetime | None) -> bool:
+    return (
+        start is not None
+        and settled is not None
+        and start.replace(tzinfo=None) > settled.replace(tzinfo=None)
+    )
 
 
 def _recency(start: datetime | None, opened: datetime | None) -> float:

@@ -84,6 +84,9 @@ class ThreadView:
     owner: str  # the rep whose mailbox brought the thread in
     opened: Mapping[int, datetime] = field(default_factory=dict)  # candidate deal -> CRM created_at
     history: Mapping[int, frozenset[str]] = field(default_factory=dict)  # deal -> people on its other threads
+    settled: Mapping[int, datetime] = field(
+        default_factory=dict
+    )  # deal -> won or lost on another thread, when
     # People already on an open new-opportunity proposal of an earlier thread: a PO or a notice sent as a
     # new mail continues that deal, it does not start a second one.
     proposed_elsewhere: frozenset[str] = frozenset()
@@ -117,7 +120,8 @@ def propose(thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None 
     skip = {str(p.payload["email"]) for p in moved}
     proposals = [p for p in _new_contacts(human, crm, thread.owner) if p.payload["email"] not in skip]
     proposals += moved
-    scored = candidates(human, crm, opened=thread.opened, history=thread.history)
+    settled = _passed_over(thread, human, model)
+    scored = candidates(human, crm, opened=thread.opened, history=thread.history, settled=settled)
     plausible = [c for c in scored if c.score >= _CANDIDATE_FLOOR]
     listed = [c for c in plausible if c.score >= limits.suggest] or _tie(plausible)
     if thread.linked_opportunity is None and listed and _about_a_deal(listed, human, model):
@@ -135,8 +139,18 @@ def propose(thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None 
 def target_opportunity(thread: ThreadView, crm: CrmSnapshot) -> OpportunityRef | None:
     """The open opportunity a stage change on this thread would apply to, if there is one."""
     human = human_messages(thread.messages)
-    scored = candidates(human, crm, opened=thread.opened, history=thread.history)
+    settled = _passed_over(thread, human, Thresholds().model)
+    scored = candidates(human, crm, opened=thread.opened, history=thread.history, settled=settled)
     return _target(thread, scored, [c for c in scored if c.score >= _CANDIDATE_FLOOR], crm)
+
+
+def _passed_over(thread: ThreadView, human: list[Match], model: IntentModel | None) -> Mapping[int, datetime]:
+    """The deals won or lost on other threads that this thread may pass over if it began later
+    (nlp/link.py): none when it is service talk about what was bought, or states an outcome itself (a
+    purchase order sent as a new mail is the signed deal's)."""
+    if not thread.settled or is_support([human[0].subject, *(m.text for m in human)]):
+        return {}
+    return {} if outcome_hits(human, model) else thread.settled
 
 
 def _tie(plausible: list[Candidate]) -> list[Candidate]:

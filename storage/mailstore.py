@@ -8,6 +8,7 @@ queue of the processing stage.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, or_, select
@@ -18,7 +19,6 @@ from storage.models import db_time, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from datetime import datetime
 
     from sqlalchemy.orm import Session
 
@@ -311,7 +311,10 @@ _DEAL_SUGGESTIONS = select(
     _suggestion.kind,
     _suggestion.status,
     _suggestion.payload["mode"].as_string(),
+    _suggestion.payload["to_stage"].as_string(),
+    _suggestion.evidence,
 ).where(_suggestion.opportunity_id.in_(bindparam("ids", expanding=True)))
+OUTCOMES = frozenset({"closed_won", "closed_lost"})
 _DEAL_PEOPLE = (
     select(_message.thread_id, _participant.email)
     .join(m.Participant.__table__, _participant.message_pk == _message.id)
@@ -352,14 +355,23 @@ def sync_suggestions(
     return changed
 
 
+class DealContext(NamedTuple):
+    """What the mail elsewhere says of a thread's candidate deals (see opportunity_context)."""
+
+    opened: dict[int, datetime]  # deal -> created_at in the CRM
+    history: dict[int, frozenset[str]]  # deal -> CRM contacts who wrote on its other threads
+    settled: dict[int, datetime]  # deal -> when another thread's customer won or lost it (not yet decided)
+
+
 def opportunity_context(
     session: Session, opportunity_ids: Iterable[int], thread_id: int | None
-) -> tuple[dict[int, datetime], dict[int, frozenset[str]]]:
-    """For candidate deals: when each was opened in the CRM, and the CRM contacts who wrote on other
-    threads linked to it (by the thread's opportunity, an approved link, or an open automatic link)."""
+) -> DealContext:
+    """For candidate deals: when each was opened in the CRM, the CRM contacts who wrote on other
+    threads linked to it (by the thread's opportunity, an approved link, or an open automatic link),
+    and when another thread's mail won or lost it (an open won/lost stage change, dated by its evidence)."""
     ids = sorted(set(opportunity_ids))
     if not ids:
-        return {}, {}
+        return DealContext({}, {}, {})
     session.flush()  # the reads below are Core statements (see _OPENED): no autoflush of their own
     opened = {
         opp_id: created for opp_id, created in session.execute(_OPENED, {"ids": ids}) if created is not None
@@ -373,18 +385,67 @@ def opportunity_context(
     for tid, opp_id in deal_threads:
         if opp_id is not None:
             threads.setdefault(tid, set()).add(opp_id)
+    outcomes: list[tuple[int, datetime]] = []
     # Only the deal in SQL: SQLite (no statistics) would otherwise read by kind and status, every open
     # link suggestion, once a thread has a few candidate deals.
-    for linked, deal, kind, status, mode in session.execute(_DEAL_SUGGESTIONS, {"ids": ids}):
-        automatic = status == "open" and mode == "link"
-        if kind == "link_thread" and (status == "approved" or automatic) and linked not in {None, thread_id}:
+    for linked, deal, kind, status, mode, to_stage, evidence in session.execute(
+        _DEAL_SUGGESTIONS, {"ids": ids}
+    ):
+        if linked in {None, thread_id}:
+            continue
+        if kind == "link_thread" and (status == "approved" or (status == "open" and mode == "link")):
             threads.setdefault(linked, set()).add(deal)
+        elif kind == "stage_change" and status == "open" and to_stage in OUTCOMES:
+            outcomes += [(deal, when) for when in map(_evidence_time, evidence or ()) if when is not None]
+    settled = dict(sorted(outcomes, reverse=True))  # each deal's earliest, assigned last
     people: dict[int, set[str]] = {}
     if threads:
         for on_thread, email in session.execute(_DEAL_PEOPLE, {"threads": list(threads)}):
             for opp_id in threads.get(on_thread, set()) if on_thread is not None else ():
                 people.setdefault(opp_id, set()).add(email)
-    return opened, {k: frozenset(v) for k, v in people.items()}
+    return DealContext(opened, {k: frozenset(v) for k, v in people.items()}, settled)
+
+
+def _evidence_time(evidence: dict[str, Any]) -> datetime | None:
+    """The date of a stored evidence entry (naive UTC, as messages are stored), if it has one."""
+    stamp = evidence.get("sent_at") if isinstance(evidence, dict) else None
+    if not isinstance(stamp, str):
+        return None
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+def threads_begun_since(session: Session, accounts: Iterable[int], since: datetime) -> set[int]:
+    """Threads with a participant at one of `accounts` that began after `since` (naive UTC)."""
+    return {
+        thread_id
+        for thread_id in session.scalars(
+            select(m.Message.thread_id)
+            .join(m.Participant, m.Participant.message_pk == m.Message.id)
+            .join(m.Thread, m.Thread.id == m.Message.thread_id)
+            .where(m.Participant.account_id.in_(sorted(set(accounts))), m.Thread.first_at > since)
+            .distinct()
+        )
+        if thread_id is not None
+    }
+
+
+def thread_owners(session: Session, thread_ids: Iterable[int]) -> dict[int, str]:
+    """Each thread's owner as processing sees it: the owner of a mailbox holding its latest message."""
+    ids = sorted(set(thread_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(m.Message.thread_id, m.Mailbox.owner)
+        .join(m.Provenance, m.Provenance.message_pk == m.Message.id)
+        .join(m.Mailbox, m.Mailbox.name == m.Provenance.mailbox)
+        .where(m.Message.thread_id.in_(ids), m.Message.status == "parsed")
+        .order_by(m.Message.sent_at, m.Message.id, m.Provenance.id)
+    )
+    return {thread_id: owner for thread_id, owner in rows if thread_id is not None}
 
 
 def quiet_threads(session: Session, before: datetime, since: datetime) -> list[tuple[m.Thread, str, str]]:

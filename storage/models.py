@@ -267,7 +267,7 @@ class Participant(Base):
     email: Mapped[str] = mapped_column(SafeString(320), index=True)
     name: Mapped[str] = mapped_column(SafeString(300), default="")
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("account.id"), index=True)
 
 
 class Quarantine(Base):

@@ -97,12 +97,22 @@ def sync_once(
         bool, typer.Option("--once", help="One pass over every folder, then exit (for cron).")
     ] = False,
     mailbox: Annotated[str | None, typer.Option("--mailbox", "-m", help="Only this mailbox.")] = None,
+    capture_only: Annotated[
+        bool,
+        typer.Option(
+            "--capture-only",
+            help="Archive and record what is new, and leave processing (threads, matches, proposals) to "
+            "the next sync or `mailsync run`: a first backfill at the server's pace. `mailsync status` "
+            "shows the backlog.",
+        ),
+    ] = False,
 ) -> None:
     """Sync IMAP mailboxes once: fetch what is new in each folder, archive and process it. A mailbox
     another process (a `mailsync run`) is syncing now is skipped with a note: that process captures it."""
     from mailsync.mail.sources.imap import ImapSource
     from mailsync.pipeline.active import skip_inactive
     from mailsync.pipeline.sync import sync_mailbox
+    from storage import mailstore
     from storage.leases import MAILBOX, holder_id, holder_of, one_pass
 
     if not once:
@@ -139,7 +149,9 @@ def sync_once(
                         table.add_row(target.name, "", "", "", "", "", "", safe_text(note))
                         continue
                     with ImapSource.configured(target, settings) as source:
-                        results = sync_mailbox(target, pipeline, source, progress=track)
+                        results = sync_mailbox(
+                            target, pipeline, source, progress=track, process=not capture_only
+                        )
             except CaptureError as exc:
                 failed += 1
                 err.print(labelled(f"{target.name}:", "red", exc), highlight=False)
@@ -152,5 +164,10 @@ def sync_once(
                               str(r.outcomes.get("known", 0) + r.outcomes.get("copy", 0)),
                               str(r.outcomes.get("quarantined", 0)), str(r.gone), note)  # fmt: skip
     out.print(table)
+    if capture_only:
+        with state.repo().session() as session:
+            waiting = mailstore.backlog(session)
+        note = f"{waiting} messages wait for processing: the next `mailsync sync --once` or `mailsync run`"
+        out.print(f"{note} processes them", markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)

@@ -116,15 +116,16 @@ def thread_view(
         stored = mailstore.thread_messages(session, thread.id)
     messages = tuple(_matches.match(msg, people, crm) for msg, people in stored)
     ids = {o.id for msg in messages for a in msg.accounts for o in crm.open_opportunities.get(a.id, ())}
-    opened, history = mailstore.opportunity_context(session, ids, thread.id)
+    context = mailstore.opportunity_context(session, ids, thread.id)
     return ThreadView(
         key=thread.key,
         subject=thread.subject,
         linked_opportunity=thread.opportunity_id,
         messages=messages,
         owner=owner,
-        opened=opened,
-        history=history,
+        opened=context.opened,
+        history=context.history,
+        settled=context.settled,
         proposed_elsewhere=_proposed_earlier(session, thread.id, messages),
     )
 

@@ -37,9 +37,11 @@ from nlp.propose import propose
 from storage import forget, leases, mailstore, threads
 from storage import models as m
 from storage.models import db_time
+from storage.records import Proposal, ProposalKind
 
 if TYPE_CHECKING:
     import threading
+    from datetime import datetime
 
     from sqlalchemy.orm import Session
 
@@ -236,6 +238,7 @@ def _propose_touched(
     crm = pipeline.crm
     settings = thresholds(pipeline.settings.matching)
     changed = 0
+    settled: dict[int, datetime] = {}  # deal -> when the batch's mail won or lost it
     stored = mailstore.threads_messages(session, owner_of)  # every touched thread's messages at once
     for thread in session.scalars(
         select(m.Thread).where(m.Thread.id.in_(list(owner_of))).order_by(m.Thread.id)
@@ -243,7 +246,47 @@ def _propose_touched(
         index, owner = owner_of[thread.id]
         with blame(session, index, careful=careful):
             view = thread_view(session, thread, owner, crm, stored[thread.id])
-            changed += mailstore.sync_suggestions(session, thread.id, propose(view, crm, settings))
+            proposals = propose(view, crm, settings)
+            changed += mailstore.sync_suggestions(session, thread.id, proposals)
+            for deal, when in filter(None, map(_settled, proposals)):
+                settled[deal] = min(when, settled.get(deal, when))
+    if settled:
+        changed += _propose_again(pipeline, session, settled, but=set(owner_of))
+    return changed
+
+
+def _settled(proposal: Proposal) -> tuple[int, datetime] | None:
+    """(deal, date of its evidence) for a won or lost stage change; None for any other proposal."""
+    deal = proposal.payload.get("opportunity_id")
+    dates = [e.sent_at.replace(tzinfo=None) for e in proposal.evidence if e.sent_at is not None]
+    outcome = (
+        proposal.kind == ProposalKind.STAGE_CHANGE and proposal.payload.get("to_stage") in mailstore.OUTCOMES
+    )
+    return (deal, min(dates)) if outcome and isinstance(deal, int) and dates else None
+
+
+def _propose_again(
+    pipeline: Pipeline, session: Session, settled: dict[int, datetime], *, but: set[int]
+) -> int:
+    """Proposals again for the threads at the account of a deal the batch's mail won or lost that began
+    after that: such a thread is the next deal, not this one (nlp/link.py), whichever was read first (a
+    backfill reads mail in folder order, not date order)."""
+    crm = pipeline.crm
+    account_of = {o.id: o.account_id for deals in crm.open_opportunities.values() for o in deals}
+    again: set[int] = set()
+    for deal, when in settled.items():
+        if deal in account_of:
+            again |= mailstore.threads_begun_since(session, [account_of[deal]], when)
+    owners = mailstore.thread_owners(session, again - but)
+    if not owners:
+        return 0
+    settings, changed = thresholds(pipeline.settings.matching), 0
+    stored = mailstore.threads_messages(session, owners)
+    for thread in session.scalars(
+        select(m.Thread).where(m.Thread.id.in_(list(owners))).order_by(m.Thread.id)
+    ):
+        view = thread_view(session, thread, owners[thread.id], crm, stored[thread.id])
+        changed += mailstore.sync_suggestions(session, thread.id, propose(view, crm, settings))
     return changed
 
 

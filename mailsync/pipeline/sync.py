@@ -4,7 +4,8 @@ See sync_state.py for the cursor rules. This module runs them against an ImapSou
 pipeline; the daemon and `mailsync sync --once` both call `sync_mailbox`. Each folder's new mail is
 fetched a range ahead (fetcher.py) and captured a batch at a time, its cursor moving in each batch's
 commit; when every folder is captured the pending messages are processed (drained), so a pass
-returns with its proposals made.
+returns with its proposals made. A capture-only pass (`sync --once --capture-only`: a first backfill
+at the server's pace) leaves them pending, the backlog that the next pass or `mailsync run` drains.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def sync_mailbox(
     stop: threading.Event | None = None,
     metrics: SyncMetrics | None = None,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
+    process: bool = True,
 ) -> list[FolderResult]:
-    """Sync every configured folder of `mailbox` once, then process what is pending (also what an
-    earlier, killed pass left). CaptureErrors propagate to the caller."""
+    """Sync every configured folder of `mailbox` once, then (unless `process` is False) process what is
+    pending (also what an earlier, killed pass left). CaptureErrors propagate to the caller."""
     with pipeline.repo.session() as session:
         mailstore.ensure_mailbox(session, mailbox.name, mailbox.owner)
     results = []
@@ -95,6 +97,8 @@ def sync_mailbox(
                 progress=progress,
             )
         )
+    if not process:
+        return results  # captured messages wait as "pending", counted "new"
     # Not covered by the mailbox lease, which it may outlast: it moves no cursor, and `job:drain`
     # fences it (storage/leases.py). The daemon takes the lease again after the pass.
     processed = pipeline.drain(stop=stop)

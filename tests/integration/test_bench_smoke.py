@@ -73,7 +73,8 @@ def test_bench_fills_every_row_peers_included(tmp_path):
     assert result["latency"]["timeouts"] == 0, "a message appended while idle was never proposed"
 
     text = markdown.read_text(encoding="utf-8")
-    assert "| capture, sync --once, PostgreSQL |" in text
+    assert "| capture, sync --once --capture-only, PostgreSQL |" in text
+    assert "| capture + processing, sync --once, PostgreSQL |" in text
     assert "notmuch new" in text
     assert "capture.png" in text
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -210,9 +210,9 @@ def test_lookups_by_address_and_by_deal(repo, threads):
         assert _proposed_earlier(session, threads["new"], messages) == {LI}
         assert _proposed_earlier(session, threads["old"], messages) == set()  # only older threads count
         assert _proposed_earlier(session, threads["new"], (_from(ANA),)) == set()
-        _, history = mailstore.opportunity_context(session, [4, 5, 6], threads["new"])
+        history = mailstore.opportunity_context(session, [4, 5, 6], threads["new"]).history
         assert history == {4: {"link@acme.example"}, 5: {"approved@acme.example"}}
-        _, history = mailstore.opportunity_context(session, [4, 5], threads["link"])
+        history = mailstore.opportunity_context(session, [4, 5], threads["link"]).history
         assert history == {5: {"approved@acme.example"}}  # not the thread's own link
 
 

@@ -57,6 +57,25 @@ def test_first_sync_then_incremental(dovecot, imap_user, synced, repo):
     assert cursors["Sent"] == 1
 
 
+@pytest.mark.both_dbs
+def test_a_capture_only_pass_leaves_processing_to_the_next(dovecot, imap_user, synced, repo):
+    _, _, run = synced
+    dovecot.append_many(imap_user.name, "INBOX", [mail(f"backfill {i}") for i in range(4)])
+    results = run(process=False)
+    assert results["INBOX"].outcomes == {"new": 4}
+    with repo.session() as s:
+        statuses = s.scalars(select(m.Message.status)).all()
+        cursor = s.scalar(select(m.FolderState.last_uid).where(m.FolderState.name == "INBOX"))
+    assert statuses == ["pending"] * 4  # archived and recorded, the cursor past them
+    assert cursor == 4
+    assert count(repo, m.Thread) == 0
+    results = run()  # nothing new on the server: the pass drains the backlog
+    assert results["INBOX"].fetched == 0
+    with repo.session() as s:
+        assert set(s.scalars(select(m.Message.status)).all()) == {"parsed"}
+    assert count(repo, m.Thread) == 4
+
+
 def test_sync_never_sets_seen(dovecot, imap_user, synced):
     _, _, run = synced
     uids = dovecot.append_many(imap_user.name, "INBOX", [mail("unread 1"), mail("unread 2")])
@@ -180,6 +199,9 @@ def test_cli_sync_once_wrong_password_is_one_clear_error_and_others_carry_on(
     status = capsys.readouterr().out
     assert "IMAP folders" in status
     assert "INBOX" in status
+    dovecot.append_many(imap_user.name, "INBOX", [mail("cli three")])
+    assert main(["-c", str(config), "sync", "--once", "--mailbox", "imap", "--capture-only"]) == 0
+    assert "1 messages wait for processing" in capsys.readouterr().out
 
 
 @pytest.mark.slow

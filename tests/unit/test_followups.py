@@ -140,3 +140,33 @@ def test_an_out_of_office_answering_our_follow_up_stands_alone_and_a_later_reply
     found = _threads(repo)
     assert found["m4@test.example"] == found["m1@test.example"]
     assert len({found[f"m{n}@test.example"] for n in (1, 2, 3)}) == 3  # no activity on the deal's thread
+
+
+@pytest.mark.parametrize("won_first", [True, False], ids=["won-first", "won-later"])
+def test_a_request_after_the_customer_signed_their_deal_is_the_next_deal_in_either_order(
+    crm, repo, pipeline, won_first
+):
+    signed = [
+        mail(1, CUSTOMER, REP, "Could you confirm the FleetSense rollout terms?", day=0),
+        mail(
+            2, CUSTOMER, REP, "We signed the order, PO attached.", day=5, reply_to=1, attachment="PO-77.pdf"
+        ),
+    ]
+    later = mail(
+        3,
+        CUSTOMER,
+        REP,
+        "Could you send us a quote for 12 temperature sensors?",
+        day=9,
+        subject="Depot",
+    )
+    for raw in (*signed, later) if won_first else (later, *signed):
+        pipeline.ingest(raw, REP)
+    with repo.session() as session:
+        depot = session.scalar(select(m.Message.thread_id).where(m.Message.message_id == "m3@test.example"))
+        rows = session.scalars(select(m.Suggestion).where(m.Suggestion.status == "open")).all()
+        on_depot = {r.kind for r in rows if r.thread_id == depot}
+        won = [r for r in rows if r.kind == "stage_change" and r.payload["to_stage"] == "closed_won"]
+    assert len(won) == 1
+    assert "link_thread" not in on_depot  # not the deal Acme already signed
+    assert "new_opportunity" in on_depot

@@ -95,11 +95,13 @@ class Pipeline:
         return True
 
     def capture(
-        self, raws: Sequence[RawMessage], owner: str, cursor: CursorAt | None = None
+        self, raws: Sequence[RawMessage], owner: str, cursor: CursorAt | None = None, *, warm: bool = True
     ) -> list[Captured]:
         """Archive and record a batch (and move `cursor`) in one commit; new messages wait as pending.
-        The parse workers start now if they have not (in the background): mail is coming their way."""
-        self.parser.warm()
+        The parse workers start now if they have not (in the background): mail is coming their way,
+        unless `warm` is False (a capture-only pass, which processes nothing)."""
+        if warm:
+            self.parser.warm()
         return capture(self.repo, self.archive, Journal.of(self.settings), raws, owner, cursor)
 
     def drain(self, limit: int | None = None, stop: threading.Event | None = None) -> dict[int, str]:

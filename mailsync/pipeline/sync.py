@@ -95,6 +95,7 @@ def sync_mailbox(
                 stop=stop,
                 metrics=metrics,
                 progress=progress,
+                warm=process,
             )
         )
     if not process:
@@ -127,6 +128,7 @@ def _sync_folder(
     stop: threading.Event | None,
     metrics: SyncMetrics | None,
     progress: Callable[[str, int], Callable[[], None]] | None,
+    warm: bool = True,
 ) -> FolderResult:
     bound = log.bind(mailbox=mailbox.name, folder=folder)
     status = source.select(folder)
@@ -153,6 +155,7 @@ def _sync_folder(
                 batch,
                 mailbox.owner,
                 CursorAt(mailbox.name, folder, Cursor(status.uidvalidity, max(done, last))),
+                warm=warm,  # parse workers only for a pass that processes
             )
             done = max(done, last)
             result.fetched += len(batch)

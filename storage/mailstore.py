@@ -8,7 +8,7 @@ queue of the processing stage.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, or_, select
@@ -415,7 +415,7 @@ def _evidence_time(evidence: dict[str, Any]) -> datetime | None:
         when = datetime.fromisoformat(stamp)
     except ValueError:
         return None
-    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    return db_time(when)
 
 
 def threads_begun_since(session: Session, accounts: Iterable[int], since: datetime) -> set[int]:

@@ -258,7 +258,7 @@ def _propose_touched(
 def _settled(proposal: Proposal) -> tuple[int, datetime] | None:
     """(deal, date of its evidence) for a won or lost stage change; None for any other proposal."""
     deal = proposal.payload.get("opportunity_id")
-    dates = [e.sent_at.replace(tzinfo=None) for e in proposal.evidence if e.sent_at is not None]
+    dates = [when for e in proposal.evidence if (when := db_time(e.sent_at)) is not None]
     outcome = (
         proposal.kind == ProposalKind.STAGE_CHANGE and proposal.payload.get("to_stage") in mailstore.OUTCOMES
     )

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Protocol
 import zstandard
 
 from config.errors import ArchiveError
-from storage.private import fsync_path, private_dir
+from storage.private import FILE_MODE, fsync_path, private_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Iterator
@@ -66,6 +66,9 @@ SUFFIX = ".zst"
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _SYNCFS = getattr(_LIBC, "syncfs", None)  # Linux; elsewhere sync() fsyncs file by file
 SYNCFS_FROM = 8  # blobs in a batch from which one syncfs beats an fsync per file
+_STAGE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 @dataclass
@@ -157,7 +160,7 @@ class Archive:
         self.root = root
         self.blobs = root / "blobs"
         self._level = level
-        self._made: set[Path] = set()  # blob directories known to exist (private) in this process
+        self._blobs = str(self.blobs)
         self._local = threading.local()  # a compressor per thread: they are not thread-safe
 
     def path_for(self, sha256: str) -> Path:
@@ -206,25 +209,30 @@ class Archive:
 
     def stage(self, data: bytes, sha256: str) -> Staged:
         """Write `data` (whose SHA-256 is `sha256`) as its blob (temporary file, rename), NOT yet
-        durable: sync() the batch before any commit names it. Whatever file is there is replaced."""
-        path = self.path_for(sha256)
-        tmp: Path | None = None
+        durable: sync() the batch before any commit names it. Whatever file is there is replaced.
+        Plain strings and no existence checks: this runs for every message captured, and the
+        directories are made only when the first open finds them missing."""
+        directory = f"{self._blobs}/{sha256[:2]}/{sha256[2:4]}"
+        # Named by process and thread, so two writers of the same bytes never share a temporary file.
+        tmp = f"{directory}/.tmp-{sha256[:16]}-{os.getpid()}-{threading.get_ident()}"
+        written = False
         try:
             frame = self._compressor().compress(data)
-            if path.parent not in self._made:
-                private_dir(path.parent)
-                self._made.add(path.parent)
-            fd, name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            tmp = Path(name)
+            try:
+                fd = os.open(tmp, _STAGE_FLAGS, FILE_MODE)
+            except FileNotFoundError:
+                private_dir(Path(directory))
+                fd = os.open(tmp, _STAGE_FLAGS, FILE_MODE)
+            written = True
             with os.fdopen(fd, "wb") as out:
                 out.write(frame)
-            tmp.replace(path)
-            tmp = None
+            os.replace(tmp, f"{directory}/{sha256}{SUFFIX}")  # noqa: PTH105 - plain strings, on purpose
+            written = False
         except (OSError, zstandard.ZstdError) as exc:
             raise _write_error(f"a {len(data):,}-byte blob", self.blobs, exc) from exc
         finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+            if written:
+                Path(tmp).unlink(missing_ok=True)
         return Staged(sha256)
 
     def sync(self, staged: Collection[Staged]) -> None:

@@ -20,6 +20,7 @@ by now, another process stored it first (the unique fingerprint) and this is jus
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 Outcome = Literal["new", "copy", "known", "quarantined"]
+STAGING_THREADS = 2  # blob writers beside the capturing thread: zstd and the file system release the GIL
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,23 +189,36 @@ def _archive(
         hashed.append((raw, hashlib.sha256(raw.data).hexdigest() if raw.spool is None else None))
     with repo.session() as session:
         known = mailstore.known_blobs(session, [sha for _, sha in hashed if sha is not None])
-    staged: dict[str, Staged] = {}
+    # Compressing and writing blobs mostly runs without the GIL: threads do it while this one reads
+    # each message's identity. Results are taken in order, so a failure cuts the batch where it was.
+    writing: dict[str, Future[Staged]] = {}
+    staged: list[Staged] = []
     items: list[_Item] = []
     failure: ArchiveError | None = None
-    for raw, digest in hashed:
-        try:
-            if digest is None:  # spooled (huge) mail: streamed, never whole in memory; fsynced on its own
-                sha256 = archive.put_stream(raw.chunks(), raw.size)
-            else:
-                sha256 = digest
-                if sha256 not in staged and (sha256 not in known or not archive.exists(sha256)):
-                    staged[sha256] = archive.stage(raw.data, sha256)
-        except ArchiveError as exc:
-            failure = exc
-            break
-        faults.point("after_archive")
-        items.append(_Item(raw.provenance, raw.size, sha256, identify_stream(raw.chunks)))
-    return items, list(staged.values()), failure
+    with ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="stage") as pool:
+        for raw, digest in hashed:
+            if (
+                digest is not None
+                and digest not in writing
+                and (digest not in known or not archive.exists(digest))
+            ):
+                writing[digest] = pool.submit(archive.stage, raw.data, digest)
+        for raw, digest in hashed:
+            try:
+                if digest is None:  # spooled (huge) mail: streamed, never whole in memory; fsynced on its own
+                    sha256 = archive.put_stream(raw.chunks(), raw.size)
+                else:
+                    sha256 = digest
+                    pending = writing.pop(sha256, None)
+                    if pending is not None:
+                        staged.append(pending.result())
+            except ArchiveError as exc:
+                failure = exc
+                pool.shutdown(cancel_futures=True)
+                break
+            faults.point("after_archive")
+            items.append(_Item(raw.provenance, raw.size, sha256, identify_stream(raw.chunks)))
+    return items, staged, failure
 
 
 class _Rows:

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
-import structlog
-
 _SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "authorization")
 
 
@@ -82,6 +80,8 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(*, json: bool, level: str = "info") -> None:
     """structlog for our events, and the standard library's loggers (APScheduler, Alembic, mail-parser)
     rendered by the same processors, so a JSON stream never holds a plain-text line."""
+    import structlog  # noqa: PLC0415 - ~0.1 s (it loads rich's tracebacks): not for `mailsync --help`
+
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 
 from config.errors import DecisionError
 from storage import models as m
-from storage.decisions import rep_email
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -45,6 +44,9 @@ def apply_rep_event(session: Session, event: Event) -> None:
 def find_rep(session: Session, email: str) -> m.Rep:
     """The rep `email` names (or the part before the @, when only one rep has it); DecisionError
     "unknown" for a rep not in the CRM."""
+    # Imported here: every sync pass asks owner_inactive, and the decisions store is not needed for that.
+    from storage.decisions import rep_email  # noqa: PLC0415
+
     email = rep_email(session, email) or email
     row = session.scalar(select(m.Rep).where(func.lower(m.Rep.email) == email.strip().lower()))
     if row is None:

@@ -2,35 +2,136 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import structlog
 import typer
+import typer.main
 from rich.console import Console, ConsoleDimensions
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
+from typer.core import TyperGroup
 
 from config.errors import CaptureError, ConfigError
-from config.settings import Settings, load_settings
 from mailsync.logs import configure_logging, wants_json
 from mailsync.mail.display import safe_text
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+    from typer._click import Command
+
+    from config.settings import Settings
     from storage.repo import Repo
 
+
+class _Commands(MutableMapping[str, "Command"]):
+    """A group's commands, each imported and built when asked for by name: `mailsync sync` loads
+    capture.py alone, and typer builds one command, not thirty (~0.1 s of a one-shot command's start).
+    `--help` lists them all, so it loads them all. The keys are every name, without loading."""
+
+    def __init__(self, lazy: dict[str, str], built: MutableMapping[str, Command]) -> None:
+        self._lazy = dict(lazy)  # name -> "module:function" in mailsync.cli
+        self._built = dict(built)  # the sub-groups typer built already
+
+    def __getitem__(self, name: str) -> Command:
+        if name not in self._built and name in self._lazy:
+            module, function = self._lazy[name].split(":")
+            single = typer.Typer(add_completion=False)
+            single.command(name)(getattr(importlib.import_module(f"mailsync.cli.{module}"), function))
+            self._built[name] = typer.main.get_command(single)
+        return self._built[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._lazy or name in self._built
+
+    def __iter__(self) -> Iterator[str]:  # the order `--help` lists: commands, then sub-groups
+        yield from self._lazy
+        yield from (name for name in self._built if name not in self._lazy)
+
+    def __len__(self) -> int:
+        return len(self._lazy.keys() | self._built.keys())
+
+    def __setitem__(self, name: str, command: Command) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._lazy.pop(name, None)
+        self._built.pop(name, None)
+
+
+class _LazyGroup(TyperGroup):
+    lazy: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands(self.lazy, self.commands)
+
+
+def _lazy(commands: dict[str, str]) -> type[TyperGroup]:
+    """A group class over `commands` (name -> "module:function" in mailsync.cli), in `--help` order."""
+    return type("LazyGroup", (_LazyGroup,), {"lazy": commands})
+
+
+# Each group's commands (name -> "module:function" in mailsync.cli), in the order `mailsync --help`
+# lists them: capture, what people read, then setup; the sub-groups follow.
+_COMMANDS = {
+    "import": "capture:import_mail", "sync": "capture:sync_once", "run": "capture:run_daemon",
+    "digest": "digest:digest", "status": "status:status", "proposals": "proposals:proposals",
+    "approve": "proposals:approve", "reject": "proposals:reject", "search": "search:search",
+    "show": "search:show", "quarantine": "archive:quarantine", "verify": "archive:verify",
+    "export": "export:export", "backup": "backup:backup", "restore": "backup:restore",
+    "reassign": "reassign:reassign", "replay": "replay:replay", "rebuild": "replay:rebuild",
+    "forget": "privacy:forget",
+}  # fmt: skip
+_REP_COMMANDS = {
+    "pause": "reps:pause", "resume": "reps:resume",
+    "deactivate": "reps:deactivate", "activate": "reps:activate",
+}  # fmt: skip
+
 app = typer.Typer(
+    cls=_lazy(_COMMANDS),
     help="mailsync: capture a sales team's mail into its CRM. Archives every message, threads and "
     "matches it to contacts, accounts and deals, and proposes what is missing.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-crm_app = typer.Typer(help="CRM data: accounts, contacts, opportunities and reps.", no_args_is_help=True)
-config_app = typer.Typer(help="The configuration file and environment.", no_args_is_help=True)
+webhook_app = typer.Typer(
+    cls=_lazy({"deliver": "webhook:deliver", "status": "webhook:status", "retry": "webhook:retry"}),
+    help="The outbound webhook: activity and decisions POSTed, signed, to another CRM.",
+    no_args_is_help=True,
+)
+crm_app = typer.Typer(
+    cls=_lazy({"import": "crm:crm_import"}),
+    help="CRM data: accounts, contacts, opportunities and reps.",
+    no_args_is_help=True,
+)
+retention_app = typer.Typer(
+    cls=_lazy({"apply": "privacy:retention_apply"}),
+    help="Retention: delete mail older than the keep_years setting (retention section), archive included.",
+    no_args_is_help=True,
+)
+rep_app = typer.Typer(
+    cls=_lazy(_REP_COMMANDS),
+    help="Reps: pause and resume their digest; deactivate one who left, activate again.",
+    no_args_is_help=True,
+)
+db_app = typer.Typer(
+    cls=_lazy({"upgrade": "setup:db_upgrade"}),
+    help="Database schema (Alembic migrations).",
+    no_args_is_help=True,
+)
+config_app = typer.Typer(
+    cls=_lazy({"check": "setup:config_check"}),
+    help="The configuration file and environment.",
+    no_args_is_help=True,
+)
+for _name, _group in (("webhook", webhook_app), ("crm", crm_app), ("retention", retention_app),
+                      ("rep", rep_app), ("db", db_app), ("config", config_app)):  # fmt: skip
+    app.add_typer(_group, name=_name)
 
 _UNWRAPPED_WIDTH = 10_000  # off a terminal: wide enough that no table is squeezed, no line broken
 # A one-shot command's summary says what happened; its log shows only what went wrong (-v: everything).
@@ -81,6 +182,10 @@ class State:
 
     def settings(self) -> Settings:
         if self._settings is None:
+            import structlog
+
+            from config.settings import load_settings  # pydantic-settings: not for `mailsync --help`
+
             self._settings = load_settings(self.config)
             self.configure_logging()
             for note in self._settings.deprecations:
@@ -151,6 +256,8 @@ def main_options(
 
 def progress() -> Progress:
     """A progress bar on stderr for a long command."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err, transient=False,

@@ -15,10 +15,6 @@ from mailsync.mail.display import safe_line
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-retention_app = typer.Typer(
-    help="Retention: delete mail older than the keep_years setting (retention section), archive included.",
-    no_args_is_help=True,
-)
 
 _JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 _DRY_RUN = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]

@@ -15,9 +15,6 @@ from mailsync.mail.display import safe_line
 if TYPE_CHECKING:
     from mailsync.cli.app import State
 
-rep_app = typer.Typer(
-    help="Reps: pause and resume their digest; deactivate one who left, activate again.", no_args_is_help=True
-)
 
 _REP = Annotated[str, typer.Argument(help="The rep's email.", show_default=False)]
 _JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a sentence.")]

@@ -6,7 +6,6 @@ import typer
 from rich.table import Table
 
 from config.errors import ConfigError
-from config.settings import config_path
 from mailsync.cli.app import out, state_of
 
 
@@ -15,6 +14,8 @@ def config_check(ctx: typer.Context) -> None:
     state = state_of(ctx)
     settings = state.settings()
     from sqlalchemy.engine import make_url
+
+    from config.settings import config_path
 
     table = Table(title=f"config {config_path(state.config)}", show_header=False)
     table.add_row("database", make_url(settings.database_url).render_as_string(hide_password=True))

@@ -11,9 +11,6 @@ from rich.table import Table
 from mailsync.cli.app import out, state_of
 from mailsync.mail.display import safe_line
 
-webhook_app = typer.Typer(
-    help="The outbound webhook: activity and decisions POSTed, signed, to another CRM.", no_args_is_help=True
-)
 _JSON = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 

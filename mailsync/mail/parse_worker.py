@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 import structlog
 
 from config.errors import ParseError
-from mailsync.mail.parse import parse_with_fallback
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,6 +44,8 @@ _MEMORY_LIMIT = 2 * 1024**3  # address space of the worker; a bomb dies there, n
 def _serve(conn: Connection, limits: ParseLimits) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_LIMIT, _MEMORY_LIMIT))
     logging.disable(logging.WARNING)  # mail-parser warns about every defect of hostile mail
+    from mailsync.mail.parse import parse_with_fallback  # noqa: PLC0415 - the parsers load here, not in the daemon
+
     conn.send(("ready", None))  # start-up (imports) must not count against a message's time limit
     while True:
         try:

@@ -30,26 +30,20 @@ from sqlalchemy import delete, func, select
 
 from config.errors import ArchiveError, StorageError
 from mailsync.mail.identity import identify
-from mailsync.mail.redact import (
-    Redaction,
-    addresses_anywhere,
-    people,
-    replacement_address,
-    texts,
-    word_runs,
-)
-from nlp.match import is_internal
 from storage import forget as tombstones
 from storage import models as m
 from storage.eventlog import EventLog
 from storage.journal import Journal
 
+# Every sync pass calls purge_held, which almost always finds nothing held: the redaction and matching
+# modules load when there is something to treat, not at the start of every `mailsync sync --once`.
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from sqlalchemy.orm import Session
 
     from config.settings import Settings
+    from mailsync.mail.redact import Redaction
     from mailsync.pipeline.ingest import Pipeline
     from storage.archive import BlobStore
 
@@ -76,6 +70,8 @@ class Treated:
 
 def outside_people(session: Session, settings: Settings) -> Callable[[str], bool]:
     """A test for "from outside": not an internal domain, not a rep, not a mailbox owner."""
+    from nlp.match import is_internal  # noqa: PLC0415 - loaded when there is something to treat
+
     insiders = {mb.owner.lower() for mb in settings.mailboxes}
     insiders |= {e.lower() for e in session.scalars(select(m.Rep.email))}
     internal = settings.internal_domains
@@ -109,6 +105,8 @@ def treat(  # noqa: PLR0917 - the three callers name them in this order
 def deletes(raw: bytes, redaction: Redaction, outside: Callable[[str], bool]) -> bool:
     """Is the message deleted (the person is in its address headers, nobody else from outside is)
     rather than redacted?"""
+    from mailsync.mail.redact import people  # noqa: PLC0415 - loaded when there is something to treat
+
     named = [addr for _, addr in people(raw)]
     others = {a for a in named if outside(a) and not redaction.in_text(a)}
     return any(redaction.in_text(a) for a in named) and not others
@@ -277,6 +275,15 @@ def purge_held(pipeline: Pipeline) -> Treated:
 
 def _redaction_for(archive: BlobStore, message: m.Message, key: bytes, stones: frozenset[str]) -> Redaction:
     """The redaction of the tombstoned addresses a held message names, with the names paired with them."""
+    from mailsync.mail.redact import (  # noqa: PLC0415 - loaded when there is something to treat
+        Redaction,
+        addresses_anywhere,
+        people,
+        replacement_address,
+        texts,
+        word_runs,
+    )
+
     try:
         raw = archive.get(message.blob_sha256)
     except ArchiveError:

@@ -1,0 +1,81 @@
+"""A `mailsync sync --once` with nothing new loads only what such a pass uses (issue 14): neither the
+other commands' modules, nor the PostgreSQL dialect on SQLite, nor the redaction and matching code of
+the purge, nor parse worker processes. What it costs in seconds is the benchmarks' business, not a test's."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import ROOT, write_config
+from tests.support.config import PASSWORD_ENV, imap_mailbox
+from tests.support.mail import plain_mail
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.support.dovecot import DovecotServer
+
+PROBE = """
+import json, sys
+from mailsync.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+NOT_FOR_A_NOTHING_NEW_PASS = (
+    "spacy",
+    "mailparser",  # the parsers load in the parse workers only
+    "nlp.match",  # the purge's "from outside" test: only with held mail to treat
+    "mailsync.mail.redact",
+    "sqlalchemy.dialects.postgresql",  # the lease INSERT of the other dialect
+    "multiprocessing.popen_spawn_posix",  # a parse worker process started
+    "mailsync.cli.search",  # another command's module
+    "mailsync.cli.replay",
+    "mailsync.cli.proposals",
+)
+
+
+def loaded_by(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=120,
+        env=env,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["code"], set(result["modules"])
+
+
+def test_help_loads_neither_settings_nor_logging() -> None:
+    code, modules = loaded_by("--help")
+    assert code == 0
+    unwanted = {"config.settings", "pydantic_settings", "structlog"}  # it loads every command module
+    assert unwanted & modules == set()
+
+
+@pytest.mark.slow
+def test_a_nothing_new_sync_loads_only_what_it_uses(tmp_path: Path, dovecot: DovecotServer) -> None:
+    password = secrets.token_hex(8)
+    user = f"startup{secrets.token_hex(3)}"
+    dovecot.add_user(user, password)
+    dovecot.append_many(user, "INBOX", [plain_mail(f"startup {k}") for k in range(3)])
+    config = str(write_config(tmp_path, imap_mailbox(dovecot, user, password_env=PASSWORD_ENV)))
+    env = {**os.environ, PASSWORD_ENV: password}
+    assert loaded_by("--config", config, "db", "upgrade", env=env)[0] == 0
+    code, modules = loaded_by("--config", config, "sync", "--once", env=env)  # the mail: captured, processed
+    assert code == 0
+    assert "multiprocessing.popen_spawn_posix" in modules  # the probe sees parse workers start
+    for argv in (("sync", "--once", "--capture-only"), ("sync", "--once")):  # nothing new now
+        code, modules = loaded_by("--config", config, *argv, env=env)
+        assert code == 0, argv
+        assert "mailsync.pipeline.sync" in modules, argv  # it did sync
+        assert set(NOT_FOR_A_NOTHING_NEW_PASS) & modules == set(), argv

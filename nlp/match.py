@@ -9,9 +9,11 @@ free-mail or internal; sub-domains (mail.acme.example) map to their parent's acc
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -27,7 +29,9 @@ if TYPE_CHECKING:
 
     from storage.records import AccountRef, ContactRef, CrmSnapshot, ParsedEmail
 
-_TITLE = re.compile(r"^(?:dr|prof|mr|mrs|ms|herr|frau|sr|sra|don|doña)\.?$", re.IGNORECASE)
+# Titles dropped from a name (accents are stripped first: "doña" is "dona", a name, as it always was).
+_TITLES = frozenset({"dr", "prof", "mr", "mrs", "ms", "herr", "frau", "sr", "sra", "don"})
+_WORD = re.compile(r"[a-z]+\.?")
 _MIN_NAME_WORDS = 2
 
 
@@ -97,17 +101,41 @@ def match_people(
         if person.address.email not in seen:
             seen.add(person.address.email)
             participants.append(person)
+    text, signature = _body_reading(body)
     return Match(
         fingerprint=fingerprint,
         sent_at=sent_at,
         subject=subject,
-        text=reply_text(body),
+        text=text,
         body=body,
         participants=tuple(participants),
         automated=automated,
         attachments=attachments,
-        signature=signature_lines(body),
+        signature=signature,
     )
+
+
+# A processed message is matched twice (as parsed, then as stored when its thread is proposed) with the
+# same body: its reading is kept for the next few, keyed by a digest (not the possibly huge body).
+_BODY_CACHE = 1024
+_bodies: OrderedDict[bytes, tuple[str, tuple[str, ...]]] = OrderedDict()
+_bodies_lock = threading.Lock()
+
+
+def _body_reading(body: str) -> tuple[str, tuple[str, ...]]:
+    """(reply_text(body), signature_lines(body)), both pure functions of the body."""
+    key = hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    with _bodies_lock:
+        found = _bodies.get(key)
+        if found is not None:
+            _bodies.move_to_end(key)
+            return found
+    found = (reply_text(body), signature_lines(body))
+    with _bodies_lock:
+        _bodies[key] = found
+        if len(_bodies) > _BODY_CACHE:
+            _bodies.popitem(last=False)
+    return found
 
 
 def match_message(parsed: ParsedEmail, crm: CrmSnapshot, automated: str | None) -> Match:
@@ -132,10 +160,12 @@ def normalise_name(display: str) -> str:
     if name.count(",") == 1:
         last, first = name.split(",")
         name = f"{first} {last}"
-    plain = unicodedata.normalize("NFKD", name.lower())
-    plain = "".join(c for c in plain if not unicodedata.combining(c))
-    words = [w for w in re.findall(r"[a-z]+\.?", plain) if not _TITLE.match(w)]
-    return " ".join(w.rstrip(".") for w in words)
+    plain = name.lower()
+    if not plain.isascii():  # ASCII is its own NFKD form, with no combining marks: most CRM names
+        plain = unicodedata.normalize("NFKD", plain)
+        plain = "".join(c for c in plain if not unicodedata.combining(c))
+    # A word is ASCII letters and at most one trailing dot: a title is one of _TITLES with or without it.
+    return " ".join(word for w in _WORD.findall(plain) if (word := w.rstrip(".")) not in _TITLES)
 
 
 @dataclass(frozen=True, slots=True)

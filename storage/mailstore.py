@@ -9,10 +9,11 @@ queue of the processing stage.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import and_, bindparam, func, insert, or_, select
 from sqlalchemy.orm import load_only
+from sqlalchemy.orm.attributes import flag_modified
 
 from storage import models as m
 from storage.models import db_time, utcnow
@@ -20,6 +21,7 @@ from storage.models import db_time, utcnow
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from sqlalchemy import Table
     from sqlalchemy.orm import Session
 
     from storage.records import Match, ParsedEmail, Proposal, Provenance
@@ -103,13 +105,15 @@ def pending(session: Session, limit: int, after: int = 0) -> list[Pending]:
     return list(found.values())
 
 
+_PARSED_COLUMNS = ("subject", "sender", "sent_at", "body_text", "automated", "attachments")  # fill_parsed's
+
+
 def claim(session: Session, ids: Iterable[int]) -> dict[int, m.Message]:
     """The messages among `ids` still pending, locked for this transaction; on PostgreSQL a message
     another process is processing is skipped, not waited for (SQLite has one writer at a time).
 
-    The columns fill_parsed writes are not read: set on an unread column, each is in the UPDATE whatever
-    its value, so the batch's messages share one column list and one executemany UPDATE (set over what
-    was read, each message has its own list of changed columns: an UPDATE apiece)."""
+    The columns fill_parsed writes are read too, so that it can leave a message whose parse gave them
+    again (a replay) unwritten: an UPDATE of the text rewrites the message's full-text index entry."""
     query = (
         select(m.Message)
         .options(
@@ -119,6 +123,7 @@ def claim(session: Session, ids: Iterable[int]) -> dict[int, m.Message]:
                 m.Message.message_id,
                 m.Message.status,
                 m.Message.thread_id,
+                *(getattr(m.Message, column) for column in _PARSED_COLUMNS),
             )
         )
         .where(m.Message.id.in_(list(ids)), m.Message.status == "pending")
@@ -139,25 +144,58 @@ def quarantine(session: Session, message: m.Message, reason: str) -> None:
     session.add(m.Quarantine(message_pk=message.id, reason=reason[:2000]))
 
 
-def fill_parsed(session: Session, message: m.Message, parsed: ParsedEmail, match: Match) -> None:
-    """Store what later stages need of a parsed message: headers, text, participants, references."""
-    message.subject = parsed.subject
-    message.sender = parsed.sender.email if parsed.sender else None
-    message.sent_at = db_time(parsed.sent_at)
-    message.body_text = parsed.body_text
-    message.automated = match.automated
-    message.attachments = list(match.attachments)
-    for person in match.participants:
-        session.add(
-            m.Participant(
-                message_pk=message.id,
-                role=person.role,
-                email=person.address.email,
-                name=person.address.name,
-                contact_id=person.contact.id if person.contact else None,
-                account_id=person.account.id if person.account else None,
-            )
+def fill_parsed(
+    session: Session,
+    message: m.Message,
+    parsed: ParsedEmail,
+    match: Match,
+    *,
+    people: list[dict[str, Any]] | None = None,
+) -> None:
+    """Store what later stages need of a parsed message: headers, text, participants, references.
+    `people`: the participant rows are appended there, for add_participants, instead of added one by one
+    (the ORM inserts those a row per statement on SQLite, to learn each id)."""
+    values = dict(
+        zip(
+            _PARSED_COLUMNS,
+            (
+                parsed.subject,
+                parsed.sender.email if parsed.sender else None,
+                db_time(parsed.sent_at),
+                parsed.body_text,
+                match.automated,
+                list(match.attachments),
+            ),
+            strict=True,
         )
+    )
+    if any(getattr(message, column) != value for column, value in values.items()):
+        # All six written, changed or not: the batch's messages share one column list, so one
+        # executemany UPDATE (only the changed ones would give each message its own statement).
+        for column, value in values.items():
+            setattr(message, column, value)
+            flag_modified(message, column)
+    rows = [
+        {
+            "message_pk": message.id,
+            "role": person.role,
+            "email": person.address.email,
+            "name": person.address.name,
+            "contact_id": person.contact.id if person.contact else None,
+            "account_id": person.account.id if person.account else None,
+        }
+        for person in match.participants
+    ]
+    if people is not None:
+        people.extend(rows)
+    else:
+        session.add_all(m.Participant(**row) for row in rows)
+
+
+def add_participants(session: Session, people: list[dict[str, Any]]) -> None:
+    """fill_parsed's participant rows of a batch in one executemany (in order: ids as one by one)."""
+    if people:
+        session.execute(insert(cast("Table", m.Participant.__table__)), people)
 
 
 def add_refs(session: Session, message: m.Message, refs: Iterable[str]) -> None:

@@ -19,7 +19,7 @@ for a column, a constraint) likewise, and the rest of the batch commits (refusal
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select
@@ -73,9 +73,9 @@ def drain(
     queue = take(0)
     if not queue:
         return done
-    pipeline.refresh_crm_if_changed()  # a CRM import since the last drain changes what mail matches
     with ThreadPoolExecutor(1, thread_name_prefix="mailsync-read") as ahead:
-        parsing = ahead.submit(_parse, pipeline, queue)
+        parsing = ahead.submit(_parse, pipeline, queue)  # first: the pool starts while the CRM loads
+        pipeline.refresh_crm_if_changed()  # a CRM import since the last drain changes what mail matches
         while queue and _still_draining(pipeline):
             parsed = parsing.result()
             following = take(queue[-1].id)  # still pending until this batch commits: skip past it
@@ -151,6 +151,7 @@ def _apply(
     claimed = mailstore.claim(session, (item.id for item in queue))
     outcomes: dict[int, str] = {}
     to_thread: list[tuple[int, m.Message, ParsedEmail, Match]] = []
+    people: list[dict[str, Any]] | None = None if careful else []  # careful: each message's own flush
     for index, (item, result) in enumerate(zip(queue, parsed, strict=True)):
         message = claimed.get(item.id)
         if message is None:
@@ -159,13 +160,14 @@ def _apply(
             outcomes[item.id] = "new"
             if forget.held(session, pipeline.settings, message, result):  # names a forgotten person
                 continue
-            match = _match(session, message, refused.get(index), result, crm)
+            match = _match(session, message, refused.get(index), result, crm, people=people)
             if match is None:
                 outcomes[item.id] = message.status if message.status == "quarantined" else "new"
             else:
                 assert not isinstance(result, ParseError)  # noqa: S101 - _match returned None for those
                 to_thread.append((index, message, result, match))
-    session.flush()  # participants and references of the whole batch, in a few INSERT rounds
+    mailstore.add_participants(session, people or [])  # the batch's participants: one executemany
+    session.flush()  # the references of the whole batch, in a few INSERT rounds
     last_of_thread: dict[int, int] = {}  # message id -> its index, for the threads touched
     to_assign: list[threads.ThreadInput] = []
     for index, message, result, match in to_thread:
@@ -198,6 +200,8 @@ def _match(
     refused: str | None,
     result: ParsedEmail | ParseError,
     crm: CrmSnapshot,
+    *,
+    people: list[dict[str, Any]] | None = None,
 ) -> Match | None:
     """Quarantine a claimed message, keep it as mailsync's own mail, or match it and write what it
     says (participants, references); the match when it is to be threaded."""
@@ -217,7 +221,7 @@ def _match(
         return None
     faults.point("during_match")
     match = match_message(result, crm, automated_reason(result))
-    mailstore.fill_parsed(session, message, result, match)
+    mailstore.fill_parsed(session, message, result, match, people=people)
     mailstore.add_refs(session, message, threading_rules.references(result, match.automated))
     return match
 

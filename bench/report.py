@@ -219,7 +219,7 @@ def machine() -> dict[str, str]:
     }
 
 
-def _md_table(header: tuple[str, ...], lines: list[list[str]]) -> str:
+def md_table(header: tuple[str, ...], lines: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines]
     return "\n".join(out)
@@ -232,8 +232,7 @@ def write_markdown(result: dict[str, Any], path: Path, chart: Path | None) -> No
     )
     command = f"make bench   # python -m bench.run --messages {result['messages']} --runs {result['runs']}"
     date = result.get("date") or f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    path.write_text(
-        f"""# Benchmarks
+    capture = f"""# Benchmarks
 
 Capture side by side (issue 14), {_title(result).removeprefix("capture: ")}. The machine is shared
 (other work ran beside the bench): the spread of each contestant's runs is in the first table.
@@ -248,11 +247,11 @@ Capture side by side (issue 14), {_title(result).removeprefix("capture: ")}. The
 {chart_line}
 ## Every contestant
 
-{_md_table(CONTESTANT_HEADER, contestant_lines(result))}
+{md_table(CONTESTANT_HEADER, contestant_lines(result))}
 
 ## Against the peers and the targets
 
-{_md_table(COMPARISON_HEADER, comparison_lines(result))}
+{md_table(COMPARISON_HEADER, comparison_lines(result))}
 
 How it is measured: `bench/capture_bench.py`. mailsync runs as its CLI in a subprocess on a fresh
 database and archive each time, so its figures include start-up and loading the CRM. A capture run
@@ -262,9 +261,8 @@ known accounts are appended one at a time and the database polled every 5 ms for
 the new-contact proposal; p50/p95 per run, median over runs. Peak memory is the sum of PSS over the
 process tree (`bench/peak_memory.py`), sampled every 0.2 s. Archive ratio: bytes of the archive
 directory after a SQLite sync over the bytes APPENDed.
-""",
-        encoding="utf-8",
-    )
+"""
+    put_sections(path, capture)
 
 
 def write_chart(result: dict[str, Any], path: Path) -> None:
@@ -452,7 +450,7 @@ hold is correct sharing: {checks}.
 - command: `make bench   # python -m bench.run --only scaleout --scaleout-mailboxes {result["mailboxes"]} \
 --scaleout-per-mailbox {result["per_mailbox"]} --scaleout-runs {result["runs"]}`
 
-{_md_table(SCALEOUT_HEADER, scaleout_lines(result))}
+{md_table(SCALEOUT_HEADER, scaleout_lines(result))}
 
 {where_the_time_goes(result)}
 
@@ -469,11 +467,30 @@ under fencing, but churn); lost: `lease_lost` events. "Other" is the machine's b
 daemons (with their parse workers), the run's PostgreSQL backends or Dovecot: the bench's own polling,
 PostgreSQL's background writers, and other work on the host.
 """
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = old.find("\n## Scale-out\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + section
-    else:
-        end = old.find("\n## ", start + 1)
-        new = old[: start + 1] + section + (old[end:] if end >= 0 else "")
-    path.write_text(new, encoding="utf-8")
+    put_sections(path, section)
+
+
+def _split(text: str) -> tuple[str, list[str]]:
+    """The text before the first "## " heading, and each "## " section (heading line included)."""
+    head, *sections = ("\n" + text).split("\n## ")
+    return head.removeprefix("\n"), ["## " + section for section in sections]
+
+
+def _heading(section: str) -> str:
+    return section.split("\n", 1)[0]
+
+
+def put_sections(path: Path, text: str) -> None:
+    """Write `text`'s "## " sections into `path`, each in place of the one with its heading (else at
+    the end), and its preamble, if any, in place of the file's; the other benches' sections are kept,
+    so that `--only X` refreshes X alone."""
+    head, sections = _split(path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n")
+    new_head, fresh = _split(text)
+    for section in fresh:
+        at = [i for i, old in enumerate(sections) if _heading(old) == _heading(section)]
+        if at:
+            sections[at[0]] = section
+        else:
+            sections.append(section)
+    parts = [(new_head if new_head.strip() else head).strip("\n"), *(s.strip("\n") for s in sections)]
+    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")

@@ -8,8 +8,9 @@
                         [--only capture|growth|match|model|memory|scaleout|rebuild]
 
 The capture bench (bench/capture_bench.py) runs first and writes BENCHMARKS.md and its chart unless
---markdown/--chart say elsewhere ("" for neither); the scale-out bench (bench/scaleout_bench.py) puts its
-section in the same file. Benchmarks report, they never gate: the exit
+--markdown/--chart say elsewhere ("" for neither); the scale-out and growth benches put their sections
+in the same file, and each bench replaces only its own sections, so `--only X` refreshes X and keeps
+the rest. Benchmarks report, they never gate: the exit
 status is 0 even when a target is missed (it is not when a contestant fails to capture everything).
 """
 
@@ -72,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.only in {None, "growth"}:
         console.print()
-        growth_bench.run(args.growth_total, args.growth_step, console, ROOT / "docs" / "bench" / "growth.png")
+        growth_bench.run(
+            args.growth_total,
+            args.growth_step,
+            console,
+            ROOT / "docs" / "bench" / "growth.png",
+            markdown=args.markdown or None,
+        )
     if args.only in {None, "match"}:
         console.print()
         match_bench.run(args.match_messages, args.repeat, console)

@@ -19,7 +19,6 @@ import structlog
 
 from mailsync.pipeline.capture import CursorAt
 from mailsync.pipeline.fetcher import fetch_batches
-from mailsync.pipeline.forgetting import purge_held
 from mailsync.pipeline.sync_state import Cursor, load_cursor, mark_gone, save_cursor
 from storage import mailstore
 from storage.leases import verify_lease
@@ -103,6 +102,9 @@ def sync_mailbox(
     # Not covered by the mailbox lease, which it may outlast: it moves no cursor, and `job:drain`
     # fences it (storage/leases.py). The daemon takes the lease again after the pass.
     processed = pipeline.drain(stop=stop)
+    # Imported here: a capture-only pass purges nothing (the forgetting code and its tombstones).
+    from mailsync.pipeline.forgetting import purge_held  # noqa: PLC0415
+
     purge_held(pipeline)  # mail of a forgotten person that came in again: deleted or redacted now
     for result in results:  # "new" counts the messages processed; those quarantined are counted apart
         for message_id in result.captured:

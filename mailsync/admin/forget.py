@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from config.settings import Settings
-    from storage.archive import Archive
+    from storage.archive import BlobStore
     from storage.repo import Repo
 
 log = structlog.get_logger()
@@ -89,7 +89,7 @@ class _Found:
 
 def forget(
     repo: Repo,
-    archive: Archive,
+    archive: BlobStore,
     settings: Settings,
     address: str,
     *,
@@ -153,7 +153,7 @@ def _refuse_insiders(session: Session, settings: Settings, address: str) -> None
 
 def _find(
     session: Session,
-    archive: Archive,
+    archive: BlobStore,
     address: str,
     probe: Redaction,
     progress: Callable[[int | None], None] | None,
@@ -204,7 +204,7 @@ def _find(
 
 
 def _scan(
-    archive: Archive,
+    archive: BlobStore,
     keys: list[str],
     probe: Redaction,
     found: _Found,
@@ -228,7 +228,7 @@ def _scan(
 
 def _preview(  # noqa: PLR0917 - one private call site
     repo: Repo,
-    archive: Archive,
+    archive: BlobStore,
     settings: Settings,
     found: _Found,
     redaction: Redaction,

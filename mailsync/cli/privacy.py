@@ -30,7 +30,7 @@ def forget(
     (a keyed hash, never the address) so that no import, sync or replay brings them back. Mail they
     alone wrote or received from outside is deleted; mail others were on is kept, redacted."""
     from mailsync.admin.forget import forget as forget_person
-    from storage.archive import Archive
+    from storage.archive import open_store
 
     state = state_of(ctx)
     settings = state.settings()
@@ -45,7 +45,7 @@ def forget(
 
         report = forget_person(
             state.repo(),
-            Archive(settings.archive_dir),
+            open_store(settings),
             settings,
             email,
             dry_run=dry_run,
@@ -80,7 +80,7 @@ def retention_apply(ctx: typer.Context, as_json: _JSON = False, dry_run: _DRY_RU
     """Delete mail older than the keep_years setting of the retention section (archive blobs included; CRM
     records stay)."""
     from mailsync.admin.retention import apply_retention
-    from storage.archive import Archive
+    from storage.archive import open_store
 
     state = state_of(ctx)
     settings = state.settings()
@@ -89,7 +89,7 @@ def retention_apply(ctx: typer.Context, as_json: _JSON = False, dry_run: _DRY_RU
         advance: Callable[[int], None] = lambda n: bar.advance(task, n)  # noqa: E731
         report = apply_retention(
             state.repo(),
-            Archive(settings.archive_dir),
+            open_store(settings),
             settings,
             dry_run=dry_run,
             actor=f"cli:{getpass.getuser()}",

@@ -49,7 +49,7 @@ def replay(  # noqa: PLR0917 - typer passes a command's options by name
     from mailsync.admin.replay import replay as run_replay
     from mailsync.mail.parse_worker import configured_pool
     from mailsync.pipeline.ingest import Pipeline
-    from storage.archive import Archive
+    from storage.archive import open_store
 
     if from_stage not in STAGES:
         raise ConfigError(
@@ -61,7 +61,7 @@ def replay(  # noqa: PLR0917 - typer passes a command's options by name
         settings.mailbox(mailbox)  # ConfigError naming the mailboxes when it is not one
     selection = Selection(mailbox, _date(since), from_stage)
     with configured_pool(settings) as parser, progress() as bar:
-        pipeline = Pipeline(settings, state.repo(), Archive(settings.archive_dir), parser)
+        pipeline = Pipeline(settings, state.repo(), open_store(settings), parser)
         report = run_replay(
             pipeline,
             selection,

@@ -21,7 +21,7 @@ from mailsync.mail.sources.files import FileSource
 from mailsync.pipeline.followups import flag_unanswered
 from mailsync.pipeline.importer import import_source
 from mailsync.pipeline.ingest import Pipeline
-from storage.archive import Archive
+from storage.archive import open_store
 from storage.repo import Repo
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def run_evaluation(set_dir: Path, order: Literal["slug", "date"] = "slug") -> Ev
             crm = import_crm(settings, repo, [set_dir / "crm"], {})
             ingest: Counter[str] = Counter()
             with ParseWorker(settings.limits) as parser:
-                pipeline = Pipeline(settings, repo, Archive(settings.archive_dir), parser)
+                pipeline = Pipeline(settings, repo, open_store(settings), parser)
                 pipeline.refresh_crm()
                 for f in files:
                     ingest += import_source(pipeline, FileSource(f.path, MAILBOX), labels.mailbox_owner)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.policy import compat32
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import html2text
 import mailparser
@@ -32,8 +32,6 @@ from storage.records import Address, Attachment, ParsedEmail
 if TYPE_CHECKING:
     from email.message import Message
 
-    from config.settings import ParseLimits
-
 _LEADING_BLANK = re.compile(rb"\A(?:[ \t]*\r?\n)+")
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]{2,}$")
@@ -43,6 +41,23 @@ _MAX_SUBJECT = 1000
 _MAX_REFS = 100
 _MAX_TOKEN = 64  # a digest token is 32 hex digits; more is not ours
 _BODY_TYPES = ("text/plain", "text/html")
+
+
+class Limits(Protocol):
+    """The limits parsing reads: config.settings.ParseLimits, or the plain tuple a parse worker gets."""
+
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def max_mime_depth(self) -> int: ...
+    @property
+    def max_parts(self) -> int: ...
+    @property
+    def max_header_lines(self) -> int: ...
+    @property
+    def max_header_bytes(self) -> int: ...
+    @property
+    def max_body_chars(self) -> int: ...
 
 
 class ParserFailure(NamedTuple):
@@ -71,7 +86,7 @@ class _Content:
     attachments: tuple[Attachment, ...]
 
 
-def check_envelope(raw: bytes, limits: ParseLimits) -> bytes:
+def check_envelope(raw: bytes, limits: Limits) -> bytes:
     """Cheap checks before any parser runs; raise ParseError naming the limit.
 
     Returns the bytes to parse: without whitespace-only lines before the headers, which some
@@ -96,13 +111,13 @@ def check_envelope(raw: bytes, limits: ParseLimits) -> bytes:
     return raw
 
 
-def parse_message(raw: bytes, *, fingerprint: str, archive_key: str, limits: ParseLimits) -> ParsedEmail:
+def parse_message(raw: bytes, *, fingerprint: str, archive_key: str, limits: Limits) -> ParsedEmail:
     """Parse one message; raise ParseError for anything over a limit, not mail, or unreadable."""
     return parse_with_fallback(raw, fingerprint=fingerprint, archive_key=archive_key, limits=limits)[0]
 
 
 def parse_with_fallback(
-    raw: bytes, *, fingerprint: str, archive_key: str, limits: ParseLimits
+    raw: bytes, *, fingerprint: str, archive_key: str, limits: Limits
 ) -> tuple[ParsedEmail, ParserFailure | None]:
     """parse_message, and how mail-parser failed when the standard library's parser stood in."""
     data = check_envelope(raw, limits)
@@ -176,7 +191,7 @@ def _decode_text(payload: bytes, charset: str | None) -> str:
     return text
 
 
-def _build(content: _Content, fingerprint: str, archive_key: str, limits: ParseLimits) -> ParsedEmail:
+def _build(content: _Content, fingerprint: str, archive_key: str, limits: Limits) -> ParsedEmail:
     message = content.message
     message_id = normalise_message_id(_header(message, "Message-ID"))
     body = "\n".join(content.plain).strip()
@@ -203,7 +218,7 @@ def _build(content: _Content, fingerprint: str, archive_key: str, limits: ParseL
     )
 
 
-def _check_tree(message: Message, limits: ParseLimits) -> None:
+def _check_tree(message: Message, limits: Limits) -> None:
     parts = 0
     stack: list[tuple[Message, int]] = [(message, 1)]
     while stack:

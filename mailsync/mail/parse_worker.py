@@ -14,6 +14,8 @@ wait for them and a pass with nothing to parse does not either.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -22,8 +24,6 @@ import resource
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
-
-import structlog
 
 from config.errors import ParseError
 
@@ -36,22 +36,53 @@ if TYPE_CHECKING:
     from mailsync.mail.parse import ParserFailure
     from storage.records import ParsedEmail
 
-log = structlog.get_logger()
 _STARTUP_TIMEOUT = 60.0
 _MEMORY_LIMIT = 2 * 1024**3  # address space of the worker; a bomb dies there, not in the daemon
+_TRIM_AFTER = 64 * 1024  # a message at least this large is followed by malloc_trim in the worker
 
 
-def _serve(conn: Connection, limits: ParseLimits) -> None:
+class WorkerLimits(NamedTuple):
+    """ParseLimits as a plain tuple for the worker: unpickling the settings model would import pydantic
+    (and the settings module) into every worker, ~10 MB each that parsing never uses."""
+
+    max_bytes: int
+    max_mime_depth: int
+    max_parts: int
+    max_header_lines: int
+    max_header_bytes: int
+    max_body_chars: int
+
+    @classmethod
+    def of(cls, limits: ParseLimits | WorkerLimits) -> WorkerLimits:
+        return cls(*(getattr(limits, name) for name in cls._fields))
+
+
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None elsewhere: gives the free pages of the heap back to the system.
+    After a large message a worker's heap kept the freed pages (mail-parser copies a message several
+    times), so each worker grew by tens of MB over a sync."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def _serve(conn: Connection, limits: WorkerLimits) -> None:
+    """The worker process: imports only the parse module and what it needs (this module is light:
+    no structlog, no settings), parses what it is sent, hands the freed heap of a large message back."""
     resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_LIMIT, _MEMORY_LIMIT))
     logging.disable(logging.WARNING)  # mail-parser warns about every defect of hostile mail
     from mailsync.mail.parse import parse_with_fallback  # noqa: PLC0415 - the parsers load here, not in the daemon
 
+    trim = _malloc_trim()
     conn.send(("ready", None))  # start-up (imports) must not count against a message's time limit
     while True:
         try:
             raw, fingerprint, archive_key = conn.recv()
         except EOFError:
             return
+        size = len(raw)
         try:
             result: tuple[str, Any] = (
                 "ok",
@@ -63,6 +94,9 @@ def _serve(conn: Connection, limits: ParseLimits) -> None:
             result = ("error", f"parser failed: {type(exc).__name__}: {str(exc)[:300]}")
         del raw
         conn.send(result)
+        del result
+        if trim is not None and size >= _TRIM_AFTER:
+            trim(0)  # the result's objects are gone too: return the free pages to the system
 
 
 class ParseWorker:
@@ -86,7 +120,7 @@ class ParseWorker:
     def _spawn(self) -> None:
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
-            target=_serve, args=(child, self.limits), name="mailsync-parse", daemon=True
+            target=_serve, args=(child, WorkerLimits.of(self.limits)), name="mailsync-parse", daemon=True
         )
         self._process.start()
         child.close()
@@ -128,7 +162,11 @@ class ParseWorker:
             result: tuple[ParsedEmail, ParserFailure | None] = value
             parsed, failure = result
             if failure is not None:
-                log.info("parsed_with_fallback", mail_parser_error=failure.error_class, detail=failure.detail)
+                import structlog  # noqa: PLC0415 - not at the top: the worker process imports this module
+
+                structlog.get_logger().info(
+                    "parsed_with_fallback", mail_parser_error=failure.error_class, detail=failure.detail
+                )
             return parsed
         raise ParseError(str(value))
 

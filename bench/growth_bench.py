@@ -27,7 +27,7 @@ from rich.table import Table
 from bench import mailsync_runs as ms
 from bench import report
 from bench.crm_db import build_crm_database
-from bench.mailgen import OWNER, generate
+from bench.mailgen import OWNER, write_eml
 
 TARGET = 0.10  # the last step's rate may be at most this much below the first's
 
@@ -55,10 +55,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="mailsync-growth-") as tmp:
         space = _workspace(Path(tmp) / "ws")
         for index in range(max(1, total // step)):
-            mail = Path(tmp) / f"step{index}"
-            mail.mkdir()
-            for n, raw in enumerate(generate(step, seed=500 + index)):
-                (mail / f"{n:06d}.eml").write_bytes(raw)
+            mail = write_eml(Path(tmp) / f"step{index}", step, seed=500 + index)
             before = space.count()
             seconds, _ = space.run("import", str(mail), "--mailbox", ms.MAILBOX)
             shutil.rmtree(mail)
@@ -76,7 +73,7 @@ def _verdict(curve: list[tuple[int, float]]) -> str:
     first, last = curve[0][1], curve[-1][1]
     met = last >= first * (1 - TARGET)
     return (
-        f"last step {last:.1f} msg/s vs first {first:.1f}: {last / first:.2f}× "
+        f"Last step {last:.1f} msg/s vs first {first:.1f}: {last / first:.2f}× "
         f"(target ≥ {1 - TARGET:.2f}×) {'✓' if met else '✗'}"
     )
 

@@ -290,6 +290,14 @@ def generate(count: int, seed: int = 14, corpora: Path = CORPORA) -> Iterator[by
         yield _message(mail, rng.choice(samples), i, message_id, parent=parent, rng=rng)
 
 
+def write_eml(directory: Path, count: int, seed: int = 14) -> Path:
+    """`generate(count, seed)` as numbered .eml files in `directory` (made if missing); returns it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, raw in enumerate(generate(count, seed)):
+        (directory / f"{i:07d}.eml").write_bytes(raw)
+    return directory
+
+
 def new_contact_mail(i: int, seed: int = 99) -> tuple[bytes, str]:
     """A message from a person the CRM does not know at an account it knows, to the mailbox's owner:
     mailsync proposes the new contact. Returns the bytes and the proposal's key."""
@@ -340,9 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         for shape, n, median, largest in profile_table(samples):
             print(f"{shape:12} {n:4} files  median {median:>9,} B  max {largest:>10,} B")
     if args.write:
-        args.write.mkdir(parents=True, exist_ok=True)
-        for i, raw in enumerate(generate(args.count, args.seed)):
-            (args.write / f"{i:06d}.eml").write_bytes(raw)
+        write_eml(args.write, args.count, args.seed)
     return 0
 
 

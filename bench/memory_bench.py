@@ -71,11 +71,9 @@ def build_database(directory: Path) -> Path:
 
 def write_mail(directory: Path, messages: int) -> None:
     """`messages` .eml files between the reps and the CRM's people (bench/mailgen.py: the corpora's mix)."""
-    from bench.mailgen import generate  # noqa: PLC0415 - the parent only
+    from bench.mailgen import write_eml  # noqa: PLC0415 - the parent only
 
-    directory.mkdir()
-    for i, raw in enumerate(generate(messages, seed=5)):
-        (directory / f"{i:06d}.eml").write_bytes(raw)
+    write_eml(directory, messages, seed=5)
 
 
 # -- the daemon (child) ----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import mailsync_runs as ms
-from bench.mailgen import OWNER, generate
+from bench.mailgen import OWNER, write_eml
 from bench.synth import REPS, Crm, build_crm
 
 if TYPE_CHECKING:
@@ -132,10 +132,7 @@ def prepare(directory: Path, messages: int, contacts: int, console: Console) -> 
     crm = write_crm_csv(build_crm(contacts=contacts, accounts=max(1, contacts // 5)), directory / "crm")
     seconds, _ = space.run("crm", "import", str(crm))
     console.print(f"  crm import ({contacts:,} contacts): {seconds:.1f} s", highlight=False)
-    mail = directory / "mail"
-    mail.mkdir()
-    for n, raw in enumerate(generate(messages)):
-        (mail / f"{n:07d}.eml").write_bytes(raw)
+    mail = write_eml(directory / "mail", messages)
     seconds, _ = space.run("import", str(mail), "--mailbox", ms.MAILBOX)
     console.print(
         f"  import of {messages:,} messages: {seconds:.1f} s ({messages / seconds:.1f} msg/s)",

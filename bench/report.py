@@ -292,6 +292,9 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     right.barh(labels, score, color=["#2ca02c" if s >= 1 else "#d62728" for s in score])
     right.axvline(1.0, color="black", linewidth=0.8)
     right.set_xscale("log")
+    ticks = [t for t in (0.05, 0.1, 0.25, 0.5, 1, 2, 5) if min(score) / 2 <= t <= max(score) * 2]
+    right.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
+    right.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())  # log-scale minor labels overlap
     right.invert_yaxis()
     right.tick_params(axis="y", labelsize=7)
     right.set_xlabel("attainment (≥ 1 meets the target)")

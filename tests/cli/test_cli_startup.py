@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import DEMO, ROOT, write_config
+from tests.conftest import DEMO, write_config
+from tests.support.probe import probe
 
-PROBE = """
-import json, sys
-from mailsync.cli import main
-code = main(sys.argv[1:])
-heavy = ("spacy", "sqlalchemy", "mailsync.pipeline", "mailsync.mail.parse_worker", "jinja2")
-print(json.dumps({"code": code, "loaded": sorted(m for m in heavy if m in sys.modules)}))
-"""
+HEAVY = ("spacy", "sqlalchemy", "mailsync.pipeline", "mailsync.mail.parse_worker", "jinja2")
 
 
 def loaded_by(*argv: str) -> tuple[int, list[str]]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *argv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["code"], result["loaded"]
+    result = probe(*argv)
+    return result["code"], [name for name in HEAVY if name in result["modules"]]
 
 
 def test_help_loads_neither_spacy_nor_sqlalchemy_nor_the_pipeline():

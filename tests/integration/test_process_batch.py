@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import select
 
-from bench.mailgen import generate
+from bench.mailgen import write_eml
 from config.settings import load_settings
 from mailsync.admin.crm_import import import_crm
 from mailsync.mail.sources.files import FileSource
@@ -72,10 +72,7 @@ def _run(base: Path, mail: Path, parse_worker, database_url: str | None) -> tupl
 def test_batched_processing_equals_one_message_at_a_time(
     tmp_path, parse_worker, monkeypatch, db_url, request
 ):
-    mail = tmp_path / "mail"
-    mail.mkdir()
-    for i, data in enumerate(generate(240, seed=3)):
-        (mail / f"{i:06d}.eml").write_bytes(data)
+    mail = write_eml(tmp_path / "mail", 240, seed=3)
     batched = _run(tmp_path / "batched", mail, parse_worker, db_url)
     monkeypatch.setattr(threading_store, "assign_threads", _one_at_a_time)
     monkeypatch.setattr(followups, "_matches", followups.MatchCache(size=0))

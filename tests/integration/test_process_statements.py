@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, select
 
-from bench.mailgen import generate
+from bench.mailgen import write_eml
 from mailsync.admin.crm_import import import_crm
 from mailsync.mail.sources.files import FileSource
 from mailsync.pipeline.importer import import_source
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_batch_of_parsed_messages_is_one_update(tmp_path, settings, repo, pipeline):
-    mail = tmp_path / "mail"
-    mail.mkdir()
-    for i, data in enumerate(generate(60, seed=11)):
-        (mail / f"{i:06d}.eml").write_bytes(data)
+    mail = write_eml(tmp_path / "mail", 60, seed=11)
     import_crm(settings, repo, [DEMO / "crm"], {})
     pipeline.refresh_crm()
     updates: list[int] = []  # rows per UPDATE of what parsing fills in

@@ -6,31 +6,22 @@ benchmarks' business, not a test's."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import subprocess
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import ROOT, write_config
+from tests.conftest import write_config
 from tests.support.config import PASSWORD_ENV, imap_mailbox
 from tests.support.mail import plain_mail
+from tests.support.probe import probe
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.support.dovecot import DovecotServer
 
-PROBE = """
-import gc, json, sys
-from mailsync.cli import main
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules), "frozen": gc.get_freeze_count(),
-                  "collecting": gc.isenabled()}))
-"""
 NOT_FOR_A_NOTHING_NEW_PASS = (
     "spacy",
     "mailparser",  # the parsers load in the parse workers only
@@ -42,22 +33,6 @@ NOT_FOR_A_NOTHING_NEW_PASS = (
     "mailsync.cli.replay",
     "mailsync.cli.proposals",
 )
-
-
-def probe(*argv: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """`mailsync ARGV` in a fresh interpreter: its exit code, the modules it loaded, the number of
-    objects frozen out of the cycle collector, and whether the collector is on at the end."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *argv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-        env=env,
-    )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def loaded_by(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:

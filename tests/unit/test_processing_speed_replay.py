@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, select
 
-from bench.mailgen import generate
+from bench.mailgen import write_eml
 from mailsync.admin.crm_import import import_crm
 from mailsync.admin.replay import Selection, replay
 from mailsync.mail.sources.files import FileSource
@@ -38,10 +38,7 @@ def _state(repo):
 def test_replay_rewrites_no_unchanged_text_and_inserts_participants_per_batch(
     tmp_path, settings, repo, pipeline
 ):
-    mail = tmp_path / "mail"
-    mail.mkdir()
-    for i, data in enumerate(generate(40, seed=5)):
-        (mail / f"{i:06d}.eml").write_bytes(data)
+    mail = write_eml(tmp_path / "mail", 40, seed=5)
     import_crm(settings, repo, [DEMO / "crm"], {})
     pipeline.refresh_crm()
     import_source(pipeline, FileSource(mail, "bench"), OWNER)

@@ -99,39 +99,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-webhook_app = typer.Typer(
-    cls=_lazy({"deliver": "webhook:deliver", "status": "webhook:status", "retry": "webhook:retry"}),
-    help="The outbound webhook: activity and decisions POSTed, signed, to another CRM.",
-    no_args_is_help=True,
-)
-crm_app = typer.Typer(
-    cls=_lazy({"import": "crm:crm_import"}),
-    help="CRM data: accounts, contacts, opportunities and reps.",
-    no_args_is_help=True,
-)
-retention_app = typer.Typer(
-    cls=_lazy({"apply": "privacy:retention_apply"}),
-    help="Retention: delete mail older than the keep_years setting (retention section), archive included.",
-    no_args_is_help=True,
-)
-rep_app = typer.Typer(
-    cls=_lazy(_REP_COMMANDS),
-    help="Reps: pause and resume their digest; deactivate one who left, activate again.",
-    no_args_is_help=True,
-)
-db_app = typer.Typer(
-    cls=_lazy({"upgrade": "setup:db_upgrade"}),
-    help="Database schema (Alembic migrations).",
-    no_args_is_help=True,
-)
-config_app = typer.Typer(
-    cls=_lazy({"check": "setup:config_check"}),
-    help="The configuration file and environment.",
-    no_args_is_help=True,
-)
-for _name, _group in (("webhook", webhook_app), ("crm", crm_app), ("retention", retention_app),
-                      ("rep", rep_app), ("db", db_app), ("config", config_app)):  # fmt: skip
-    app.add_typer(_group, name=_name)
+# The sub-groups: name -> (their commands, help), in the order `--help` lists them.
+_GROUPS = {
+    "webhook": (
+        {"deliver": "webhook:deliver", "status": "webhook:status", "retry": "webhook:retry"},
+        "The outbound webhook: activity and decisions POSTed, signed, to another CRM.",
+    ),
+    "crm": ({"import": "crm:crm_import"}, "CRM data: accounts, contacts, opportunities and reps."),
+    "retention": (
+        {"apply": "privacy:retention_apply"},
+        "Retention: delete mail older than the keep_years setting (retention section), archive included.",
+    ),
+    "rep": (_REP_COMMANDS, "Reps: pause and resume their digest; deactivate one who left, activate again."),
+    "db": ({"upgrade": "setup:db_upgrade"}, "Database schema (Alembic migrations)."),
+    "config": ({"check": "setup:config_check"}, "The configuration file and environment."),
+}
+for _name, (_commands, _help) in _GROUPS.items():
+    app.add_typer(typer.Typer(cls=_lazy(_commands), help=_help, no_args_is_help=True), name=_name)
 
 _UNWRAPPED_WIDTH = 10_000  # off a terminal: wide enough that no table is squeezed, no line broken
 # A one-shot command's summary says what happened; its log shows only what went wrong (-v: everything).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,18 @@ def test_the_worker_module_imports_neither_structlog_nor_pydantic() -> None:
     code = (
         "import sys, mailsync.mail.parse_worker\n"
         "print(sorted(m for m in ('structlog', 'pydantic', 'config.settings') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_console_script_loads_no_command_line_until_it_runs() -> None:
+    """Spawning a worker imports the parent's main script again: for the `mailsync` console script that
+    is its entry point's module, which must not bring typer, rich or the settings into every worker."""
+    (script,) = entry_points(group="console_scripts", name="mailsync")
+    code = (
+        f"import sys, {script.module}\n"
+        "print(sorted(m for m in ('typer', 'rich', 'config.settings', 'mailsync.cli') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"

@@ -456,6 +456,25 @@ def _evidence_time(evidence: dict[str, Any]) -> datetime | None:
     return db_time(when)
 
 
+def open_outcomes(session: Session, thread_ids: Iterable[int]) -> dict[tuple[int, int], datetime]:
+    """(thread, deal) -> the earliest evidence of the thread's open won/lost stage change for the deal,
+    as opportunity_context reads it for the deal's other threads."""
+    found: dict[tuple[int, int], datetime] = {}
+    rows = session.execute(
+        select(_suggestion.thread_id, _suggestion.opportunity_id, _suggestion.evidence).where(
+            _suggestion.thread_id.in_(sorted(set(thread_ids))),
+            _suggestion.kind == "stage_change",
+            _suggestion.status == "open",
+            _suggestion.payload["to_stage"].as_string().in_(sorted(OUTCOMES)),
+        )
+    )
+    for thread_id, deal, evidence in rows:
+        for when in filter(None, map(_evidence_time, evidence or ())):
+            key = (thread_id, deal)
+            found[key] = min(when, found.get(key, when))
+    return found
+
+
 def threads_begun_since(session: Session, accounts: Iterable[int], since: datetime) -> set[int]:
     """Threads with a participant at one of `accounts` that began after `since` (naive UTC)."""
     return {

@@ -243,6 +243,9 @@ def _propose_touched(
     settings = thresholds(pipeline.settings.matching)
     changed = 0
     settled: dict[int, datetime] = {}  # deal -> when the batch's mail won or lost it
+    # What the touched threads had already proposed: an outcome proposed again with no earlier evidence
+    # changes no other thread's reading (their own proposals read it), so it sends none back to propose.
+    before = mailstore.open_outcomes(session, owner_of)
     stored = mailstore.threads_messages(session, owner_of)  # every touched thread's messages at once
     for thread in session.scalars(
         select(m.Thread).where(m.Thread.id.in_(list(owner_of))).order_by(m.Thread.id)
@@ -253,7 +256,9 @@ def _propose_touched(
             proposals = propose(view, crm, settings)
             changed += mailstore.sync_suggestions(session, thread.id, proposals)
             for deal, when in filter(None, map(_settled, proposals)):
-                settled[deal] = min(when, settled.get(deal, when))
+                earlier = before.get((thread.id, deal))
+                if earlier is None or when < earlier:
+                    settled[deal] = min(when, settled.get(deal, when))
     if settled:
         changed += _propose_again(pipeline, session, settled, but=set(owner_of))
     return changed

@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from mailsync.admin.crm_import import import_crm
+from mailsync.pipeline import process
 from mailsync.pipeline.followups import flag_unanswered
+from nlp.propose import propose
 from storage import mailstore
 from storage import models as m
 from storage.records import Proposal, ProposalKind, Provenance, RawMessage
@@ -170,3 +172,35 @@ def test_a_request_after_the_customer_signed_their_deal_is_the_next_deal_in_eith
     assert len(won) == 1
     assert "link_thread" not in on_depot  # not the deal Acme already signed
     assert "new_opportunity" in on_depot
+
+
+def test_an_outcome_proposed_again_sends_no_thread_back_to_propose(crm, repo, pipeline, monkeypatch):
+    """Only a new outcome (or earlier evidence of it) changes how the account's later threads read; a
+    reply on the signed deal's thread proposes the same won stage change and nothing else again (a
+    backfill's every batch re-read every later thread of the account, a cost that grew with the mail)."""
+    for raw in (
+        mail(1, CUSTOMER, REP, "Could you confirm the FleetSense rollout terms?", day=0),
+        mail(
+            2, CUSTOMER, REP, "We signed the order, PO attached.", day=5, reply_to=1, attachment="PO-77.pdf"
+        ),
+        mail(
+            3, CUSTOMER, REP, "Could you send us a quote for 12 temperature sensors?", day=9, subject="Depot"
+        ),
+    ):
+        pipeline.ingest(raw, REP)
+    proposed: list[str] = []
+
+    def recording(view, *args, **kwargs):
+        proposed.append(view.key)
+        return propose(view, *args, **kwargs)
+
+    monkeypatch.setattr(process, "propose", recording)
+    pipeline.ingest(mail(4, CUSTOMER, REP, "Thanks, see you at the kick-off.", day=12, reply_to=2), REP)
+    with repo.session() as session:
+        keys = dict(session.execute(select(m.Message.message_id, m.Thread.key).join(m.Thread)).all())
+        won = session.scalars(
+            select(m.Suggestion).where(m.Suggestion.kind == "stage_change", m.Suggestion.status == "open")
+        ).all()
+    assert proposed == [keys["m4@test.example"]]  # the signed deal's thread, and not the Depot thread
+    assert keys["m4@test.example"] == keys["m1@test.example"]
+    assert [w.payload["to_stage"] for w in won] == ["closed_won"]

@@ -22,6 +22,7 @@ MAILSYNC_RANK = {
     "service": 4,
     "evaluation": 5,
     "cli": 6,
+    "__main__": 7,  # the console script's entry: it only hands over to cli
 }
 
 

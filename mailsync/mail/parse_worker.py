@@ -15,7 +15,6 @@ wait for them and a pass with nothing to parse does not either.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -60,11 +59,11 @@ class WorkerLimits(NamedTuple):
 def _malloc_trim() -> Any:
     """glibc's malloc_trim, or None elsewhere: gives the free pages of the heap back to the system.
     After a large message a worker's heap kept the freed pages (mail-parser copies a message several
-    times), so each worker grew by tens of MB over a sync."""
-    name = ctypes.util.find_library("c")
+    times), so each worker grew by tens of MB over a sync. From the C library the process has loaded
+    (CDLL(None)): find_library would run ldconfig in every worker that starts."""
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
         return None
 
 

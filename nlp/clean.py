@@ -59,6 +59,7 @@ _MAX_HEADERS = 12  # lines of one header block looked at: hostile mail may carry
 _LOOKAHEAD = 20  # lines looked through for the quote an attribution introduces
 _QUOTED = re.compile(r"^>(?!=)")  # "> text", ">> text", ">"; not a line that begins with ">="
 _DELIMITER = re.compile(r"^--\s*$")  # the signature delimiter "-- " (RFC 3676), as clients send it
+_ANY_DELIMITER = re.compile(r"^--[^\S\n]*$", re.MULTILINE)  # the same, as a line of a text split at "\n"
 _SIGNATURE_LINES = 8  # a signature is a few lines; more is a footer or history
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-ZÄÖÜÁÉÍÓÚÑ0-9¿¡])|\n\s*\n|\n(?=\s*[-*•]\s)")
 
@@ -97,16 +98,15 @@ def reply_text(body: str) -> str:
 def signature_lines(body: str) -> tuple[str, ...]:
     """The sender's own signature after a `-- ` delimiter (name, title, company, phone), up to its
     first blank or quoted line; empty when the sender used none. Quoted signatures are someone else's."""
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    start = None
-    for i, raw in enumerate(lines):
-        if _DELIMITER.match(raw):
-            start = i
-            break
-        if _SEPARATOR.match(raw.strip()) or _header_block(lines, i):
+    text = body.replace("\r\n", "\n").replace("\r", "\n")
+    first = _ANY_DELIMITER.search(text)  # the first line _DELIMITER matches
+    if first is None:
+        return ()  # most mail: no delimiter, no signature (whatever history it holds)
+    lines = text.split("\n")
+    start = text.count("\n", 0, first.start())
+    for i in range(start):
+        if _SEPARATOR.match(lines[i].strip()) or _header_block(lines, i):
             return ()  # unquoted history first: a delimiter after it is someone else's
-    if start is None:
-        return ()
     found: list[str] = []
     for raw in lines[start + 1 : start + 1 + _SIGNATURE_LINES]:
         line = raw.strip()

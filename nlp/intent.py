@@ -39,6 +39,7 @@ LABELS = ("neutral", "intent", "won", "lost")
 _READ = ("won", "lost", "intent")  # what a sentence can be read as; neutral is the absence of the rest
 CALIBRATION = "calibration.json"  # the thresholds `make train` chose, beside the model
 _CACHE = 8192  # texts; a thread's messages are classified again on every arrival
+_FOUND = 2048  # find()'s answers kept, by text: a thread's messages are read again per arrival
 
 
 _MAX_CHARS = 5000  # the start of a long mail says what it is about
@@ -77,6 +78,7 @@ class IntentModel:
         self._textcat = cast("TrainablePipe", self.nlp.get_pipe("textcat"))
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Verdict] = OrderedDict()
+        self._found: dict[str, tuple[list[str], list[Verdict]]] = {}  # find()'s sentences and verdicts
 
     def classify(self, text: str) -> Verdict:
         return self.classify_many([text])[0]
@@ -85,6 +87,7 @@ class IntentModel:
         """Drop the cached verdicts (a benchmark times cold reading)."""
         with self._lock:
             self._cache.clear()
+            self._found.clear()
 
     def classify_many(self, texts: Sequence[str]) -> list[Verdict]:
         seen = [prepared(text) for text in texts]
@@ -105,9 +108,20 @@ class IntentModel:
         """The strongest sentence of `text` whose probability of won, lost or intent reaches that class's
         calibrated threshold (likeliest class or not), as (class, sentence); outcomes before intent;
         None if none does."""
+        with self._lock:
+            known = self._found.get(text)
+        if known is None:  # a thread's earlier messages are read again on every arrival: split them once
+            split = sentences(text[:_MAX_CHARS])
+            known = (split, self.classify_many(split))
+            with self._lock:
+                if len(self._found) >= _FOUND:
+                    self._found.clear()
+                self._found[text] = known
+        return self._strongest(*known)  # with the thresholds as they are now
+
+    def _strongest(self, split: list[str], verdicts: list[Verdict]) -> tuple[str, str] | None:
         best: tuple[int, float, str, str] | None = None
-        split = sentences(text[:_MAX_CHARS])
-        for sentence, verdict in zip(split, self.classify_many(split), strict=True):
+        for sentence, verdict in zip(split, verdicts, strict=True):
             for label in _READ:
                 probability = verdict.scores[label]
                 if probability < self.thresholds.get(label, 1.01):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -14,6 +15,7 @@ _AMOUNT = re.compile(
         |(?P<num2>{_NUMBER})(?P<scale2>{_SCALE})\s?(?P<cur2>[€£$]|{_CODE})(?![A-Za-z]))""",
     re.VERBOSE,
 )
+_CACHE = 4096  # texts; a thread's messages are read again on every arrival
 _THOUSANDS = 3  # digits after a lone separator that make it a thousands separator
 _MULTIPLIER = {
     "k": 1_000,
@@ -44,6 +46,11 @@ def _number(text: str) -> Decimal | None:
 
 def find_amounts(text: str) -> list[tuple[Decimal, str, str]]:
     """Every (amount, ISO currency, matched text) in `text`, in order."""
+    return list(_find_amounts(text))
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _find_amounts(text: str) -> tuple[tuple[Decimal, str, str], ...]:
     found = []
     for hit in _AMOUNT.finditer(text):
         currency = hit.group("cur1") or hit.group("cur2") or ""
@@ -60,4 +67,9 @@ def find_amounts(text: str) -> list[tuple[Decimal, str, str]]:
                 hit.group(0).strip(),
             )
         )
-    return found
+    return tuple(found)
+
+
+def forget() -> None:
+    """Drop the readings kept by text (a benchmark times cold reading: nlp/signals.py forget)."""
+    _find_amounts.cache_clear()

@@ -16,6 +16,7 @@ is missing) and is called once per CRM snapshot; `index_for` returns the index o
 from __future__ import annotations
 
 import hashlib
+import importlib
 import re
 import threading
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import spacy
+from spacy.lang import lex_attrs
 from spacy.matcher import PhraseMatcher
 
 from nlp.pipeline import NO_ENTITIES, Entities, entities_of, load_pipeline, recognises_entities
@@ -64,11 +66,22 @@ class PhraseIndex:
                 self.phrases_of[opp.id] = frozenset(phrase.lower() for phrase in self._phrases(opp))
         known = frozenset().union(*self.phrases_of.values())
         self._phrase_of: dict[int, str] = {}
+        patterns = []
         for phrase in sorted(known):
             self._phrase_of[self.nlp.vocab.strings.add(f"phrase:{phrase}")] = phrase
-            self.matcher.add(f"phrase:{phrase}", [self.nlp.make_doc(phrase)])
+            patterns.append(self.nlp.make_doc(phrase))
+            self.matcher.add(f"phrase:{phrase}", [patterns[-1]])
         # Names that are not a new account: the CRM's accounts, and its opportunity and product phrases.
         self._known_orgs = {a.name.lower() for a in self.crm.accounts.values()} | known
+        self._keys = _Keys.of(self.nlp, patterns)
+        # Tokens never span a line break, and a match spans one only through a token that holds one: a
+        # pattern's (none has) or a special case's of the tokeniser (a blank one's: none but "\n" itself).
+        rules = getattr(self.nlp.tokenizer, "rules", None)
+        self._line_local = (
+            isinstance(rules, dict)
+            and all(rule == "\n" or "\n" not in rule for rule in rules)
+            and not any("\n" in token.text for pattern in patterns for token in pattern)
+        )
 
     def _phrases(self, opp: OpportunityRef) -> set[str]:
         account = self.crm.accounts.get(opp.account_id)
@@ -85,18 +98,34 @@ class PhraseIndex:
         name is `phrases_of[opp_id] & mentions`. Cached: a thread's messages are read again on every
         arrival, and tokenising is the cost of this stage."""
         text = text[:_MAX_TEXT]
+        reading = self._reading(text)
+        if reading is None:
+            return frozenset()  # no phrase's key is in the text: no phrase can match, nothing to tokenise
         key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()  # not the text
         with self._cache_lock:
             found = self._mentions.get(key)
             if found is not None:
                 self._mentions.move_to_end(key)
                 return found
-        found = frozenset(self._phrase_of[label] for label, _, _ in self.matcher(self.nlp.make_doc(text)))
+        doc = self.nlp.make_doc(reading)
+        found = frozenset(self._phrase_of[label] for label, _, _ in self.matcher(doc))
         with self._cache_lock:
             self._mentions[key] = found
             if len(self._mentions) > _MENTION_CACHE:
                 self._mentions.popitem(last=False)
         return found
+
+    def _reading(self, text: str) -> str | None:
+        """What of `text` is tokenised: None when it holds no phrase's key; else, where a match lies within
+        one line, the lines that hold a key (the matcher finds the same phrases in them as in the text)."""
+        if self._keys is None:
+            return text
+        keys = self._keys.found_in(text)
+        if not keys:
+            return None
+        if not self._line_local or "\n" not in text:
+            return text
+        return "\n".join(line for line in text.split("\n") if any(key in _folded(line) for key in keys))
 
     def forget(self) -> None:
         """Drop the cached readings (a benchmark times cold reading)."""
@@ -138,6 +167,59 @@ class PhraseIndex:
     def new_account_names(self, text: str) -> tuple[str, ...]:
         """Organisations named in `text` that are neither CRM accounts nor opportunity or product phrases."""
         return tuple(org for org in self.entities(text).orgs if org.lower() not in self._known_orgs)
+
+
+_GRAM = 4  # characters of a key word that index it when there are many
+_FEW_KEYS = 32  # up to this many key words are looked for one by one
+
+
+def _folded(text: str) -> str:
+    """Lower-cased as spaCy's LOWER attribute is, but the same for a string and any part of it: str.lower()
+    maps every character on its own except capital sigma (final or not by context), so sigma is one letter."""
+    return text.lower().replace("ς", "σ")
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """A cheap test that rules a text out before it is tokenised: one token of each phrase (its longest),
+    folded. A PhraseMatcher on LOWER matches a phrase only where the text has a token whose text, lower-cased,
+    is each of the phrase's tokens; a token is a piece of the text, so the text folded contains the key."""
+
+    few: tuple[str, ...]  # looked for one by one: all keys when there are few, else the short ones
+    by_gram: dict[str, tuple[str, ...]]  # the other keys by their first _GRAM characters
+
+    @classmethod
+    def of(cls, nlp: spacy.language.Language, patterns: list[spacy.tokens.Doc]) -> _Keys | None:
+        """None (tokenise every text) when the pipeline lower-cases tokens other than by str.lower()."""
+        getters = getattr(nlp.vocab, "lex_attr_getters", {})  # Cython attributes: no type stubs
+        if getters.get(importlib.import_module("spacy.attrs").LOWER) is not lex_attrs.lower:
+            return None
+        keys = set()
+        for pattern in patterns:
+            tokens = [token.lower_ for token in pattern]
+            if not tokens:
+                return None
+            keys.add(_folded(max(tokens, key=len)))
+        ordered = sorted(keys)
+        if len(ordered) <= _FEW_KEYS:
+            return cls(tuple(ordered), {})
+        by_gram: dict[str, list[str]] = {}
+        for key in ordered:
+            if len(key) >= _GRAM:
+                by_gram.setdefault(key[:_GRAM], []).append(key)
+        few = tuple(key for key in ordered if len(key) < _GRAM)
+        return cls(few, {gram: tuple(found) for gram, found in by_gram.items()})
+
+    def found_in(self, text: str) -> list[str]:
+        """The keys in `text` (none: no phrase is)."""
+        folded = _folded(text)
+        found = [key for key in self.few if key in folded]
+        if self.by_gram:
+            grams = {folded[i : i + _GRAM] for i in range(len(folded) - _GRAM + 1)}
+            found += [
+                key for gram in grams & self.by_gram.keys() for key in self.by_gram[gram] if key in folded
+            ]
+        return found
 
 
 _lock = threading.Lock()

@@ -7,7 +7,8 @@ a probe that does not match rules its pattern out; one that matches sends the ca
 case-insensitive search of each sentence. Sentences are joined with NUL, neither a word nor a space
 character, so no pattern reads across it and whatever matches in a sentence matches in the joined text.
 Letters that `re` case-folds beyond str.lower() (long s, dotless i, Greek and Cyrillic variants) make
-every probe answer yes.
+every probe answer yes. nlp/signals.py asks sentence by sentence instead (`probes`, UNUSUAL_CASE),
+caching the answer per sentence: greetings and closings come back in every mail.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _unusual_case() -> re.Pattern[str]:
     return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(chars)) + "]")
 
 
-_UNUSUAL_CASE = _unusual_case()
+UNUSUAL_CASE = _unusual_case()
 
 
 class Probes:
@@ -49,6 +50,6 @@ class Probes:
         """Per pattern: False when it matches none of `sentences`; True when it may."""
         joined = _JOIN.join(sentences)
         lowered = joined.lower()
-        if len(lowered) != len(joined) or _UNUSUAL_CASE.search(lowered):
+        if len(lowered) != len(joined) or UNUSUAL_CASE.search(lowered):
             return [True] * len(self.probes)
         return [probe.search(lowered) is not None for probe in self.probes]

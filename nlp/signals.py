@@ -12,8 +12,9 @@ import functools
 import re
 from dataclasses import dataclass
 
+from nlp import money, support
 from nlp.clean import sentences
-from nlp.probes import Probes
+from nlp.probes import UNUSUAL_CASE, Probes
 
 
 def _words(*patterns: str) -> re.Pattern[str]:
@@ -381,6 +382,7 @@ def imagined(sentence: str, start: int | None = None) -> bool:
 
 _FOUND_CACHE = 4096  # texts; a thread re-reads its earlier messages on every arrival
 _PROBES = Probes([pattern for _, pattern in _KINDS])
+_SENTENCE_CACHE = 16384  # sentences: greetings, closings and signature lines come back in every mail
 
 
 def find_signals(text: str) -> list[Hit]:
@@ -390,22 +392,27 @@ def find_signals(text: str) -> list[Hit]:
 
 def forget() -> None:
     """Drop the cached readings (a benchmark times cold reading)."""
-    _find_signals.cache_clear()
-    says_another_deal.cache_clear()
+    for cached in (_find_signals, _kinds_of, says_another_deal):
+        cached.cache_clear()
+    money.forget()
+    support.forget()
 
 
-def _present(split: list[str]) -> list[tuple[str, re.Pattern[str]]]:
-    """The kinds whose patterns can match one of the sentences (a superset; most mail: none)."""
-    return [kind for kind, can in zip(_KINDS, _PROBES.can_match(split), strict=True) if can]
+@functools.lru_cache(maxsize=_SENTENCE_CACHE)
+def _kinds_of(sentence: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """The kinds whose case-sensitive probe matches the sentence lower-cased, a superset of those whose
+    pattern matches it (nlp/probes.py); every kind where lower-casing is not that simple."""
+    low = sentence.lower()
+    if len(low) != len(sentence) or UNUSUAL_CASE.search(low):
+        return _KINDS
+    return tuple(kind for kind, probe in zip(_KINDS, _PROBES.probes, strict=True) if probe.search(low))
 
 
 @functools.lru_cache(maxsize=_FOUND_CACHE)
 def _find_signals(text: str) -> tuple[Hit, ...]:
-    split = sentences(text)
-    present = _present(split)  # most mail: none, or intent alone
     hits = []
-    for sentence in split if present else ():
-        for kind, pattern in present:
+    for sentence in sentences(text):
+        for kind, pattern in _kinds_of(sentence):  # most sentences: none, or intent alone
             found = pattern.search(sentence)
             if found is None or (kind in _OUTCOMES and imagined(sentence, found.start())):
                 continue

@@ -10,6 +10,7 @@ negotiation talks about "Ersatzteile", "Störungen" and "garantie" too, as terms
 
 from __future__ import annotations
 
+import functools
 import re
 
 from nlp.clean import sentences
@@ -115,16 +116,22 @@ INVOICE = _words(
 )
 FAMILIES = (("fault", FAULT), ("repair", REPAIR), ("warranty", WARRANTY), ("invoice", INVOICE))
 MIN_SENTENCES = 2  # one phrase can be a contract's term; two sentences about it are an incident
+_CACHE = 4096  # texts; a thread's subject and messages are read again on every arrival
 
 
 def support_sentences(text: str) -> list[tuple[str, str]]:
     """(family, sentence) for every sentence of `text` that talks support; a sentence counts once."""
+    return list(_support_sentences(text))
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _support_sentences(text: str) -> tuple[tuple[str, str], ...]:
     found = []
     for sentence in sentences(text):
         family = next((name for name, pattern in FAMILIES if pattern.search(sentence)), None)
         if family is not None:
             found.append((family, sentence[:400]))
-    return found
+    return tuple(found)
 
 
 def is_support(texts: list[str]) -> bool:
@@ -132,3 +139,8 @@ def is_support(texts: list[str]) -> bool:
     installed, claim a warranty or query an invoice: at least MIN_SENTENCES distinct sentences."""
     seen = {sentence for text in texts for _, sentence in support_sentences(text)}
     return len(seen) >= MIN_SENTENCES
+
+
+def forget() -> None:
+    """Drop the readings kept by text (a benchmark times cold reading: nlp/signals.py forget)."""
+    _support_sentences.cache_clear()

@@ -205,7 +205,7 @@ def _build(  # noqa: PLR0917 - rebuild()'s arguments, passed on
 ) -> None:
     archive = open_store(settings)
     journal = Journal.of(settings)
-    rebuilder = Rebuilder(Pipeline(settings, target, archive, parser), report)
+    rebuilder = Rebuilder(Pipeline(settings, target, archive, parser, one_shot=True), report)
     cursors: dict[tuple[str, str], Cursor] = {}
     copies: list[CopySeen] = []
     total = journal.line_count() if on_copies else 0

@@ -31,7 +31,7 @@ def _pipeline(state: State) -> Iterator[Pipeline]:
 
     settings = state.settings()
     with configured_pool(settings) as parser:
-        yield Pipeline(settings, state.repo(), open_store(settings), parser)
+        yield Pipeline(settings, state.repo(), open_store(settings), parser, one_shot=True)
 
 
 @contextmanager

@@ -61,7 +61,7 @@ def replay(  # noqa: PLR0917 - typer passes a command's options by name
         settings.mailbox(mailbox)  # ConfigError naming the mailboxes when it is not one
     selection = Selection(mailbox, _date(since), from_stage)
     with configured_pool(settings) as parser, progress() as bar:
-        pipeline = Pipeline(settings, state.repo(), open_store(settings), parser)
+        pipeline = Pipeline(settings, state.repo(), open_store(settings), parser, one_shot=True)
         report = run_replay(
             pipeline,
             selection,

@@ -209,45 +209,44 @@ def chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
         yield values[start : start + size]
 
 
+# Reading a thread's messages, the status is checked in Python, not in SQL: given `thread_id IN (...) AND
+# status = 'parsed'`, SQLite's planner (without statistics) took the status index, nearly every row, and
+# scanned the whole table per chunk of threads; each batch got slower as the database grew (issue 14's
+# growth curve: 8 of 45 s of a 5,000-message import at 55k messages). A thread's other rows are few.
+_PARSED = "parsed"
+
+
 def thread_messages(session: Session, thread_id: int) -> list[tuple[m.Message, list[m.Participant]]]:
     """The parsed messages of a thread, oldest first, each with its participants."""
-    messages = list(
-        session.scalars(
-            select(m.Message)
-            .where(m.Message.thread_id == thread_id, m.Message.status == "parsed")
-            .order_by(m.Message.sent_at, m.Message.id)
-        )
-    )
-    people: dict[int, list[m.Participant]] = {msg.id: [] for msg in messages}
-    for person in session.scalars(
-        select(m.Participant).where(m.Participant.message_pk.in_(people)).order_by(m.Participant.id)
-    ):
-        people[person.message_pk].append(person)
-    return [(msg, people[msg.id]) for msg in messages]
+    return threads_messages(session, [thread_id])[thread_id]
 
 
 def threads_messages(
     session: Session, thread_ids: Iterable[int]
 ) -> dict[int, list[tuple[m.Message, list[m.Participant]]]]:
-    """thread_messages for several threads in two queries: thread id -> its parsed messages, oldest
-    first (in the database's order of sent_at, as thread_messages), each with its participants."""
+    """Thread id -> its parsed messages, oldest first (in the database's order of sent_at), each with its
+    participants: two queries per chunk of threads, by the thread and participant indexes."""
     wanted = sorted(set(thread_ids))
     found: dict[int, list[tuple[m.Message, list[m.Participant]]]] = {t: [] for t in wanted}
     people: dict[int, list[m.Participant]] = {}
     for chunk in chunks(wanted):
-        in_threads = and_(m.Message.thread_id.in_(chunk), m.Message.status == "parsed")
-        for msg in session.scalars(
-            select(m.Message).where(in_threads).order_by(m.Message.thread_id, m.Message.sent_at, m.Message.id)
-        ):
+        parsed = [
+            msg
+            for msg in session.scalars(
+                select(m.Message)
+                .where(m.Message.thread_id.in_(chunk))
+                .order_by(m.Message.thread_id, m.Message.sent_at, m.Message.id)
+            )
+            if msg.status == _PARSED
+        ]
+        for msg in parsed:
             people[msg.id] = []
             found[msg.thread_id or 0].append((msg, people[msg.id]))
-        for person in session.scalars(
-            select(m.Participant)
-            .join(m.Message, m.Message.id == m.Participant.message_pk)
-            .where(in_threads)
-            .order_by(m.Participant.id)
-        ):
-            people[person.message_pk].append(person)
+        for ids in chunks([msg.id for msg in parsed]):
+            for person in session.scalars(
+                select(m.Participant).where(m.Participant.message_pk.in_(ids)).order_by(m.Participant.id)
+            ):
+                people[person.message_pk].append(person)
     return found
 
 
@@ -496,13 +495,15 @@ def thread_owners(session: Session, thread_ids: Iterable[int]) -> dict[int, str]
     if not ids:
         return {}
     rows = session.execute(
-        select(m.Message.thread_id, m.Mailbox.owner)
+        select(m.Message.thread_id, m.Mailbox.owner, m.Message.status)
         .join(m.Provenance, m.Provenance.message_pk == m.Message.id)
         .join(m.Mailbox, m.Mailbox.name == m.Provenance.mailbox)
-        .where(m.Message.thread_id.in_(ids), m.Message.status == "parsed")
+        .where(m.Message.thread_id.in_(ids))  # the status in Python: see _PARSED
         .order_by(m.Message.sent_at, m.Message.id, m.Provenance.id)
     )
-    return {thread_id: owner for thread_id, owner in rows if thread_id is not None}
+    return {
+        thread_id: owner for thread_id, owner, status in rows if thread_id is not None and status == _PARSED
+    }
 
 
 def quiet_threads(session: Session, before: datetime, since: datetime) -> list[tuple[m.Thread, str, str]]:

@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 UPGRADE_LOCK = 0x6D61696C73796E63  # "mailsync": the advisory lock key `db upgrade` holds on PostgreSQL
-_MESSAGE_STAT = "SELECT stat FROM sqlite_stat1 WHERE tbl = 'message'"
-STATISTICS_FROM = 1_000  # messages before SQLite's planner is given statistics; again at each doubling
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -188,27 +186,6 @@ class Repo:
                 f"database schema is at {current or 'nothing'}, this mailsync needs {head}",
                 fix="run `mailsync db upgrade` (with the same --config)",
             )
-
-    def refresh_statistics(self) -> bool:
-        """SQLite: ANALYZE (sampled) when the message table has doubled since the statistics were taken;
-        True when it ran. Without statistics SQLite's planner takes `status = 'parsed'` for selective and
-        reads a thread's messages through the status index, a scan of the whole table, so every batch
-        got slower as the database grew (issue 14's growth curve: 8 s of a 45 s import at 55k messages
-        went to that one query). PostgreSQL's autovacuum keeps its own statistics."""
-        if self.engine.dialect.name != "sqlite":
-            return False
-        with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT max(id) FROM message")).scalar() or 0
-            if rows < STATISTICS_FROM:
-                return False
-            analysed = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'")).first()
-            stat = analysed and conn.execute(text(_MESSAGE_STAT)).scalar()
-            if stat and rows < 2 * int(str(stat).split()[0]):  # "rows, then rows per key of each column"
-                return False
-            conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # a sample: milliseconds at any size
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
-        return True
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -81,7 +81,6 @@ def drain(
             following = take(queue[-1].id)  # still pending until this batch commits: skip past it
             if following:
                 parsing = ahead.submit(_parse, pipeline, following)
-            pipeline.repo.refresh_statistics()  # a backfill doubles the tables many times in one drain
             done.update(_process_batch(pipeline, queue, parsed))
             queue = following
     return done

@@ -12,26 +12,10 @@ from mailsync.mail.parse import parse_message
 from nlp import clean, intent, money, signals, support
 from nlp.clean import _DELIMITER, _SEPARATOR, _SIGNATURE_LINES, reply_text, sentences, signature_lines
 from nlp.intent import MODEL_DIR, IntentModel
-from nlp.signals import _KINDS, _OUTCOMES, _find_signals, imagined
+from nlp.signals import _KINDS
+from tests.support.signal_reading import exact, fast
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _every_sentence(text: str) -> tuple[tuple[str, str], ...]:
-    """Every kind's pattern on every sentence: what find_signals must find."""
-    hits = []
-    for sentence in sentences(text):
-        for kind, pattern in _KINDS:
-            found = pattern.search(sentence)
-            if found is None or (kind in _OUTCOMES and imagined(sentence, found.start())):
-                continue
-            hits.append((kind, sentence[:400]))
-    return tuple(hits)
-
-
-def _found(text: str) -> tuple[tuple[str, str], ...]:
-    _find_signals.cache_clear()
-    return tuple((h.kind, h.sentence) for h in _find_signals(text))
 
 
 def test_signals_on_the_dev_corpus_are_what_every_sentence_search_finds():
@@ -41,20 +25,20 @@ def test_signals_on_the_dev_corpus_are_what_every_sentence_search_finds():
     for path in files:
         parsed = parse_message(path.read_bytes(), fingerprint="f", archive_key="k", limits=ParseLimits())
         text = reply_text(parsed.body_text)
-        assert _found(text) == _every_sentence(text), path.name
-        with_hits += bool(_found(text))
+        assert fast(text) == exact(text), path.name
+        with_hits += bool(fast(text))
     assert with_hits > 300
 
 
-def test_letters_re_folds_beyond_lower_case_search_every_sentence():
+def test_letters_re_folds_beyond_lower_case_searchexact():
     # A long s (U+017F) is "s" to a case-insensitive search but stays itself lower-cased, and the Kelvin
     # sign is "k" both ways: no probe may rule a sentence out where such letters are.
     for text in (
         "Hello. We ſigned the contract. Thanks.",
         "Hi. The budget was \u212aept. The \u212aPI was cut.",
     ):
-        assert _found(text) == _every_sentence(text)
-    assert ("won", "We ſigned the contract.") in _found("Hello. We ſigned the contract. Thanks.")
+        assert fast(text) == exact(text)
+    assert ("won", "We ſigned the contract.") in fast("Hello. We ſigned the contract. Thanks.")
 
 
 class _Counted:
@@ -72,10 +56,10 @@ def test_a_sentence_its_kinds_probe_rules_out_is_not_searched(monkeypatch):
     signals.forget()
     try:
         text = "Hello Ana. The weather is fine. Could you send us a price list? Thanks a lot. See you soon."
-        assert _found(text) == _every_sentence(text)
+        assert fast(text) == exact(text)
         assert set(searched) == {"Could you send us a price list?"}
         searched.clear()
-        _found(text + " Best regards, Ana")  # its sentences were probed once: only the exact search again
+        fast(text + " Best regards, Ana")  # its sentences were probed once: only the exact search again
         assert searched == ["Could you send us a price list?"] * len(searched)
     finally:
         signals.forget()  # no counting pattern stays in the caches
@@ -117,7 +101,7 @@ BODIES = [
 ]
 
 
-def test_signature_lines_are_what_reading_every_line_found():
+def test_signature_lines_are_what_reading_every_linefast():
     for body in BODIES:
         assert signature_lines(body) == _old_signature_lines(body), body
 

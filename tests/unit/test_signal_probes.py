@@ -10,26 +10,11 @@ import pytest
 
 from config.settings import ParseLimits
 from mailsync.mail.parse import parse_message
-from nlp.clean import reply_text, sentences
-from nlp.signals import _KINDS, _OUTCOMES, _PROBES, _find_signals, imagined
+from nlp.clean import reply_text
+from nlp.signals import _KINDS, _PROBES
+from tests.support.signal_reading import exact, fast
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def exact(text: str) -> tuple[tuple[str, str], ...]:
-    hits = []
-    for sentence in sentences(text):
-        for kind, pattern in _KINDS:
-            found = pattern.search(sentence)
-            if found is None or (kind in _OUTCOMES and imagined(sentence, found.start())):
-                continue
-            hits.append((kind, sentence[:400]))
-    return tuple(hits)
-
-
-def fast(text: str) -> tuple[tuple[str, str], ...]:
-    _find_signals.cache_clear()
-    return tuple((h.kind, h.sentence) for h in _find_signals(text))
 
 
 def corpus_texts() -> list[str]:

@@ -474,6 +474,20 @@ def open_outcomes(session: Session, thread_ids: Iterable[int]) -> dict[tuple[int
     return found
 
 
+def earliest_outcomes(session: Session, deals: Iterable[int], *, but: set[int]) -> dict[int, datetime]:
+    """Deal -> the earliest evidence of an open won/lost stage change for it on a thread not in `but`: the
+    date from which opportunity_context already tells the deal's other threads it is settled."""
+    found: dict[int, datetime] = {}
+    for on_thread, deal, kind, status, _mode, to_stage, evidence in session.execute(
+        _DEAL_SUGGESTIONS, {"ids": sorted(set(deals))}
+    ):
+        if on_thread in but or kind != "stage_change" or status != "open" or to_stage not in OUTCOMES:
+            continue
+        for when in filter(None, map(_evidence_time, evidence or ())):
+            found[deal] = min(when, found.get(deal, when))
+    return found
+
+
 def threads_begun_since(session: Session, accounts: Iterable[int], since: datetime) -> set[int]:
     """Threads with a participant at one of `accounts` that began after `since` (naive UTC)."""
     return {

@@ -259,7 +259,9 @@ def _propose_touched(
                 earlier = before.get((thread.id, deal))
                 if earlier is None or when < earlier:
                     settled[deal] = min(when, settled.get(deal, when))
-    if settled:
+    if settled:  # a deal already settled earlier on another thread: its later threads pass it over already
+        known = mailstore.earliest_outcomes(session, settled, but=set(owner_of))
+        settled = {deal: when for deal, when in settled.items() if deal not in known or when < known[deal]}
         changed += _propose_again(pipeline, session, settled, but=set(owner_of))
     return changed
 

@@ -204,3 +204,49 @@ def test_an_outcome_proposed_again_sends_no_thread_back_to_propose(crm, repo, pi
     assert proposed == [keys["m4@test.example"]]  # the signed deal's thread, and not the Depot thread
     assert keys["m4@test.example"] == keys["m1@test.example"]
     assert [w.payload["to_stage"] for w in won] == ["closed_won"]
+
+
+def test_a_deal_settled_again_later_on_another_thread_sends_no_thread_back_to_propose(
+    crm, repo, pipeline, monkeypatch
+):
+    """The account's later threads already pass over a deal from its earliest open won/lost evidence on
+    another thread; a second thread that says the same deal was won, later, changes none of them."""
+    for raw in (
+        mail(1, CUSTOMER, REP, "Could you confirm the FleetSense rollout terms?", day=0),
+        mail(
+            2, CUSTOMER, REP, "We signed the order, PO attached.", day=5, reply_to=1, attachment="PO-77.pdf"
+        ),
+        mail(
+            3, CUSTOMER, REP, "Could you send us a quote for 12 temperature sensors?", day=20, subject="Depot"
+        ),
+    ):
+        pipeline.ingest(raw, REP)
+    proposed: list[str] = []
+
+    def recording(view, *args, **kwargs):
+        proposed.append(view.key)
+        return propose(view, *args, **kwargs)
+
+    monkeypatch.setattr(process, "propose", recording)
+    again = mail(
+        4,
+        CUSTOMER,
+        REP,
+        "We signed the FleetSense rollout order, PO attached.",
+        day=12,
+        subject="Purchase order",
+        attachment="PO-78.pdf",
+    )
+    pipeline.ingest(again, REP)
+    with repo.session() as session:
+        keys = dict(session.execute(select(m.Message.message_id, m.Thread.key).join(m.Thread)).all())
+        won = session.scalars(
+            select(m.Suggestion.thread_id).where(
+                m.Suggestion.kind == "stage_change",
+                m.Suggestion.status == "open",
+                m.Suggestion.payload["to_stage"].as_string() == "closed_won",
+            )
+        ).all()
+    assert len(set(won)) == 2  # the second thread settles the deal too
+    assert len(set(keys.values())) == 3
+    assert proposed == [keys["m4@test.example"]]  # not the Depot thread, begun after both

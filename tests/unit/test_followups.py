@@ -174,17 +174,21 @@ def test_a_request_after_the_customer_signed_their_deal_is_the_next_deal_in_eith
     assert "new_opportunity" in on_depot
 
 
-def test_an_outcome_proposed_again_sends_no_thread_back_to_propose(crm, repo, pipeline, monkeypatch):
-    """Only a new outcome (or earlier evidence of it) changes how the account's later threads read; a
-    reply on the signed deal's thread proposes the same won stage change and nothing else again (a
-    backfill's every batch re-read every later thread of the account, a cost that grew with the mail)."""
+def _signed_then_recorded(pipeline, monkeypatch, *, depot_day: int) -> list[str]:
+    """Acme signs the FleetSense rollout on its thread (day 5) and asks for a new quote on a Depot thread;
+    then the keys of the threads proposed for are recorded, in order."""
     for raw in (
         mail(1, CUSTOMER, REP, "Could you confirm the FleetSense rollout terms?", day=0),
         mail(
             2, CUSTOMER, REP, "We signed the order, PO attached.", day=5, reply_to=1, attachment="PO-77.pdf"
         ),
         mail(
-            3, CUSTOMER, REP, "Could you send us a quote for 12 temperature sensors?", day=9, subject="Depot"
+            3,
+            CUSTOMER,
+            REP,
+            "Could you send us a quote for 12 temperature sensors?",
+            day=depot_day,
+            subject="Depot",
         ),
     ):
         pipeline.ingest(raw, REP)
@@ -195,6 +199,14 @@ def test_an_outcome_proposed_again_sends_no_thread_back_to_propose(crm, repo, pi
         return propose(view, *args, **kwargs)
 
     monkeypatch.setattr(process, "propose", recording)
+    return proposed
+
+
+def test_an_outcome_proposed_again_sends_no_thread_back_to_propose(crm, repo, pipeline, monkeypatch):
+    """Only a new outcome (or earlier evidence of it) changes how the account's later threads read; a
+    reply on the signed deal's thread proposes the same won stage change and nothing else again (a
+    backfill's every batch re-read every later thread of the account, a cost that grew with the mail)."""
+    proposed = _signed_then_recorded(pipeline, monkeypatch, depot_day=9)
     pipeline.ingest(mail(4, CUSTOMER, REP, "Thanks, see you at the kick-off.", day=12, reply_to=2), REP)
     with repo.session() as session:
         keys = dict(session.execute(select(m.Message.message_id, m.Thread.key).join(m.Thread)).all())
@@ -211,23 +223,7 @@ def test_a_deal_settled_again_later_on_another_thread_sends_no_thread_back_to_pr
 ):
     """The account's later threads already pass over a deal from its earliest open won/lost evidence on
     another thread; a second thread that says the same deal was won, later, changes none of them."""
-    for raw in (
-        mail(1, CUSTOMER, REP, "Could you confirm the FleetSense rollout terms?", day=0),
-        mail(
-            2, CUSTOMER, REP, "We signed the order, PO attached.", day=5, reply_to=1, attachment="PO-77.pdf"
-        ),
-        mail(
-            3, CUSTOMER, REP, "Could you send us a quote for 12 temperature sensors?", day=20, subject="Depot"
-        ),
-    ):
-        pipeline.ingest(raw, REP)
-    proposed: list[str] = []
-
-    def recording(view, *args, **kwargs):
-        proposed.append(view.key)
-        return propose(view, *args, **kwargs)
-
-    monkeypatch.setattr(process, "propose", recording)
+    proposed = _signed_then_recorded(pipeline, monkeypatch, depot_day=20)
     again = mail(
         4,
         CUSTOMER,

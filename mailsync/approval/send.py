@@ -19,13 +19,26 @@ rep who misses a digest misses every proposal in it until the next one, and nobo
 duplicate is visible and harmless (the same numbers and links name the same proposals, and one
 approved from either copy shows as decided from the other), and mail clients that deduplicate by
 Message-ID (Gmail) show it once. Marking `sent` before SMTP would instead lose the digest silently on
-the same kill. Two processes finding the same `sending` row at once may both resend it (same bytes).
+the same kill.
+
+One sender at a time per rep, across processes (the daemon's digest job, `mailsync digest --send` beside
+it, several daemons): all of the above runs under the lease `digest:<kind>:<rep>` (storage/leases.py),
+taken before the row is looked at and given back once it is `sent` (or the send failed). The row alone
+cannot tell a digest a dead process left `sending` from one another process is sending right now, so
+without the lease two processes finding the same `sending` row would both resend it. A process that
+finds the lease held reports `in_progress` and sends nothing. A lease row with an expiry, not a lock on
+the `digest_send` row: it is held across SMTP, outside any transaction, and works the same on SQLite. A
+sender killed on this host frees it at once (its pid is gone), one on another host when it expires
+(SEND_LEASE). Per rep, not per period: the lease table keeps one row per rep. The unique (rep, kind,
+period) row stays the last guard: a sender whose lease ran out (paused past it) that finds another's
+row committed first reports `in_progress` too.
 """
 
 from __future__ import annotations
 
 import email.utils
 import secrets
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -36,7 +49,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from config.errors import CaptureError, ConfigError, DecisionError, DeliveryError
+from config.errors import CaptureError, ConfigError, DecisionError, DeliveryError, StorageError
 from mailsync import faults
 from mailsync.approval.digest import Digest, build_digest
 from mailsync.approval.manager import leads, manager_report, render_manager_digest, with_links
@@ -44,6 +57,7 @@ from mailsync.approval.outbox import Outbox
 from mailsync.approval.smtp import POLICY, send
 from mailsync.mail.display import safe_line
 from storage import models as m
+from storage.leases import holder_id, release, take
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -56,6 +70,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 KIND = "rep"
 MANAGER = "manager"  # one per team lead a period: mailsync/approval/manager.py
+LEASE = "digest:"  # + kind:rep: who sends that rep's digest now (see the module doc)
+# Seconds a sender holds a rep's lease: far longer than a send (each SMTP step is bounded by [smtp]
+# timeout), so no other process resends a digest still being sent; a sender that died on another host
+# holds it that long.
+SEND_LEASE = 300.0
 UNKNOWN_REP_FIX = "check the address, or add the rep to reps.csv and run `mailsync crm import`"
 
 
@@ -155,10 +174,11 @@ def message_id(smtp: SmtpSettings, token: str) -> str:
 class DigestSender:
     """Sends rep digests, each (rep, period) at most once: the daemon's digest job and `digest --send`."""
 
-    def __init__(self, settings: Settings, repo: Repo, links: LinkSigner) -> None:
+    def __init__(self, settings: Settings, repo: Repo, links: LinkSigner, holder: str | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.links = links
+        self.holder = holder or holder_id()  # this sender's name on the reps' leases
         self.outbox = Outbox(settings.archive_dir / "outbox")
         self._done: set[tuple[str, str, str]] = set()  # (kind, rep, period) sent, or found with nothing new
         self._failing: dict[str, str] = {}  # rep -> the error logged when their sending began to fail
@@ -208,7 +228,7 @@ class DigestSender:
 
     def _send(self, rep: Recipient, period: str, now: datetime, kind: str = KIND) -> Outcome:
         try:
-            outcome = replace(self._deliver(rep, period, now, kind), kind=kind)
+            outcome = replace(self._leased(rep, period, now, kind), kind=kind)
         except CaptureError as exc:
             return replace(self._failed(rep.email, period, exc), kind=kind)
         if outcome.status == "sent" or outcome.reason in {"already_sent", "nothing_new"}:
@@ -216,6 +236,23 @@ class DigestSender:
         if self._failing.pop(rep.email, None) is not None:
             log.info("digest_send_recovered", rep=rep.email, period=period)
         return outcome
+
+    def _leased(self, rep: Recipient, period: str, now: datetime, kind: str) -> Outcome:
+        """_deliver while holding the rep's lease; `in_progress` while another sender holds it."""
+        name = f"{LEASE}{kind}:{rep.email}"
+        with self.repo.session() as session:
+            lease = take(session, name, self.holder, max(SEND_LEASE, 10 * self.settings.smtp.timeout))
+            other = None if lease else session.scalar(select(m.Lease.holder).where(m.Lease.name == name))
+        if lease is None:
+            log.info(
+                "digest_skipped", rep=rep.email, kind=kind, period=period, reason="in_progress", holder=other
+            )
+            return Outcome(rep.email, period, "skipped", "in_progress")
+        try:
+            return self._deliver(rep, period, now, kind)
+        finally:
+            with suppress(StorageError), self.repo.session() as session:  # else it expires by itself
+                release(session, name, self.holder)
 
     def _deliver(self, rep: Recipient, period: str, now: datetime, kind: str) -> Outcome:
         with self.repo.session() as session:
@@ -236,7 +273,7 @@ class DigestSender:
             try:
                 with self.repo.session() as session:
                     session.add(_sending(token, rep.email, period, message, items, kind=kind))
-            except IntegrityError:  # another process (the daemon, a CLI run) claimed this period first
+            except IntegrityError:  # a sender whose lease ran out claimed this period first (module doc)
                 return Outcome(rep.email, period, "skipped", "in_progress")
             self.outbox.put(token, message)
         else:

@@ -316,8 +316,9 @@ class Daemon:
 
     def digest_job(self) -> None:
         """Every minute: send the rep and manager digests that are due (failures are logged by the sender),
-        in the one process holding the digest job's lease: a `sending` row is what a dead process left,
-        so a second sender running at once would resend every digest the first is still sending."""
+        in the one process holding the digest job's lease, so that one process walks the reps. Each
+        rep's send also holds that rep's lease (approval/send.py): that is what keeps a `digest --send`
+        beside the daemon, or a daemon whose job lease ran out, from resending a digest being sent."""
         if self.digests is None:
             return
         try:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from config.errors import StorageError
-from storage.private import private_file
+from storage.appending import appending, write_all
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -57,10 +57,9 @@ class EventLog:
         line = json.dumps(asdict(event), sort_keys=True)
         path = self.directory / f"events-{now:%Y-%m}.jsonl"
         try:
-            with private_file(path).open("a", encoding="utf-8") as out:
-                out.write(line + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+            with appending(path) as fd:  # under the lock a rewrite (`mailsync forget`) also takes
+                write_all(fd, (line + "\n").encode("utf-8"))
+                os.fsync(fd)
         except OSError as exc:
             raise StorageError(
                 f"cannot append to event log {path}: {exc.strerror}",

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from config.errors import ArchiveError
-from storage.private import fsync_path, private_file
+from storage.appending import appending, write_all
+from storage.private import fsync_path
 from storage.records import Provenance
 
 if TYPE_CHECKING:
@@ -99,17 +100,11 @@ class Journal:
         data = ("\n".join(lines) + "\n").encode("ascii")  # json escapes everything else
         try:
             new = not path.exists()
-            with _LOCK:
-                fd = os.open(private_file(path), os.O_RDWR | os.O_APPEND)
-                try:
-                    size = os.fstat(fd).st_size
-                    if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash
-                        data = b"\n" + data
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                finally:
-                    os.close(fd)
+            with _LOCK, appending(path) as fd:  # under the lock a rewrite (`mailsync forget`) also takes
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash
+                    data = b"\n" + data
+                write_all(fd, data)
             if new:
                 fsync_path(self.directory)  # the new month file's name
         except OSError as exc:

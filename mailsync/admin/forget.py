@@ -359,7 +359,6 @@ def _rewrite_events(repo: Repo, events: EventLog, redaction: Redaction, report: 
         changed: dict[str, str] = {}
 
         def transform(text: str, changed: dict[str, str] = changed) -> str:
-            changed.clear()  # a retry starts again from the file as it is then
             return _redact_events(text, redaction, changed)
 
         if rewrite_file(path, transform):

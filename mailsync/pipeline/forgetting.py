@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import delete, func, select
 
-from config.errors import ArchiveError, StorageError
+from config.errors import ArchiveError
 from mailsync.mail.identity import identify
 from storage import forget as tombstones
 from storage import models as m
+from storage.appending import locked, read_all
 from storage.eventlog import EventLog
 from storage.journal import Journal
+from storage.private import fsync_path
 
 # Every sync pass calls purge_held, which almost always finds nothing held: the redaction and matching
 # modules load when there is something to treat, not at the start of every `mailsync sync --once`.
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
     from storage.archive import BlobStore
 
 log = structlog.get_logger()
-REWRITE_TRIES = 20
 
 
 @dataclass
@@ -339,10 +340,12 @@ def _journal_line(line: str, result: Treated, redaction: Redaction | None) -> st
 
 def rewrite_file(path: Path, transform: Callable[[str], str]) -> bool:
     """Replace `path` by `transform(its text)` atomically and durably (temp file, fsync, rename, fsync
-    the directory); False when nothing changed. An append that lands meanwhile (the daemon's journal
-    or event log) is noticed before the rename and the rewrite starts again from the new text."""
-    for _ in range(REWRITE_TRIES):
-        before = path.read_bytes()
+    the directory); False when nothing changed. The daemons append to these files (the event log, the
+    provenance journal) all the while: the file's append lock (storage/appending.py) is held from the
+    read to the directory's fsync, so an append waits for the new file instead of landing in the old
+    one after the read (and being lost with it), and lands in a file whose name is durable."""
+    with locked(path) as original:
+        before = read_all(original)
         text = before.decode("utf-8", "surrogateescape")
         fresh = transform(text)
         if fresh == text:
@@ -353,19 +356,9 @@ def rewrite_file(path: Path, transform: Callable[[str], str]) -> bool:
                 out.write(fresh.encode("utf-8", "surrogateescape"))
                 out.flush()
                 os.fsync(out.fileno())
-            Path(name).chmod(path.stat().st_mode & 0o777)
-            if path.read_bytes() != before:
-                continue  # appended to meanwhile: again, from what is there now
+            Path(name).chmod(os.fstat(original).st_mode & 0o777)
             Path(name).replace(path)
         finally:
             Path(name).unlink(missing_ok=True)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        return True
-    raise StorageError(
-        f"{path} kept changing while it was rewritten",
-        fix="stop `mailsync run` for a moment and run the command again",
-    )
+        fsync_path(path.parent)
+    return True

@@ -1,5 +1,5 @@
 """`mailsync rep deactivate|activate` and `mailsync reassign` as an admin meets them: main(argv), real
-SQLite, the demo's CRM files (no mail, so no matcher to load)."""
+SQLite and PostgreSQL, the demo's CRM files (no mail, so no matcher to load)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from tests.conftest import DEMO, write_config
 
 DANA, SAM = "dana@northwind.example", "sam@northwind.example"
 
+pytestmark = pytest.mark.both_dbs
+
 
 @pytest.fixture
-def config(tmp_path, capsys):
-    path = write_config(tmp_path)
+def config(tmp_path, capsys, db_url):
+    path = write_config(tmp_path, database_url=db_url)
     crm = tmp_path / "crm"
     shutil.copytree(DEMO / "crm", crm, ignore=shutil.ignore_patterns("bad"))
     # A CRM value is outside text too: an account name with a terminal escape and a line break.

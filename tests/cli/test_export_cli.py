@@ -1,4 +1,5 @@
-"""`mailsync export` as an admin meets it: in process through main(argv), real files, real SQLite."""
+"""`mailsync export` as an admin meets it: in process through main(argv), real files, real SQLite; the
+exports themselves on PostgreSQL too."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from tests.conftest import DEMO, write_config
 
 
 @pytest.fixture
-def config(tmp_path, capsys):
-    path = write_config(tmp_path)
+def config(tmp_path, capsys, db_url):
+    path = write_config(tmp_path, database_url=db_url)
     assert main(["-c", str(path), "db", "upgrade"]) == 0
     assert main(["-c", str(path), "crm", "import", str(DEMO / "crm")]) == 0
     capsys.readouterr()
@@ -27,6 +28,7 @@ def run(capsys, config, *argv):
     return code, captured.out, [e for e in captured.err.splitlines() if not e.startswith("{")]
 
 
+@pytest.mark.both_dbs
 def test_json_summary_names_every_file_and_its_rows(tmp_path, capsys, config):
     code, out, err = run(capsys, config, "export", "--out", tmp_path / "x", "--format", "both", "--json")
     assert code == 0, err
@@ -40,6 +42,7 @@ def test_json_summary_names_every_file_and_its_rows(tmp_path, capsys, config):
     assert err == []  # no progress bar off a terminal
 
 
+@pytest.mark.both_dbs
 def test_the_table_summary_and_importing_the_export_back(tmp_path, capsys, config):
     code, out, _ = run(capsys, config, "export", "--out", tmp_path / "x", "--only", "accounts, reps")
     assert code == 0
@@ -51,6 +54,7 @@ def test_the_table_summary_and_importing_the_export_back(tmp_path, capsys, confi
     assert out.splitlines()[-1] == "nothing changed: these rows were imported before"
 
 
+@pytest.mark.both_dbs
 def test_progress_is_shown_on_a_terminal(tmp_path, capsys, config, monkeypatch):
     monkeypatch.setattr(stderr_console, "_force_terminal", True)
     monkeypatch.setattr(stderr_console, "_width", 100)  # whatever the terminal running the tests is

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from tests.conftest import shared_pg_url
+from tests.support.demo import imported_demo
 from tests.support.dovecot import DovecotServer, missing_requirement
 
 _HERE = Path(__file__).resolve().parent
@@ -95,3 +97,16 @@ def imap_user(dovecot: DovecotServer, request: pytest.FixtureRequest) -> ImapUse
     user = ImapUser(f"u{next(_user_numbers)}-{stem}", secrets.token_hex(8))
     dovecot.add_user(user.name, user.password)
     return user
+
+
+@pytest.fixture(scope="module")
+def demo_var(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo imported once per module into SQLite: the `var/` directory each test copies."""
+    return imported_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def demo_pg(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, str]:
+    """The demo imported once per module into PostgreSQL: (its var/ without the database, the URL)."""
+    url = shared_pg_url(request)
+    return imported_demo(tmp_path_factory.mktemp("demo-pg"), url), url

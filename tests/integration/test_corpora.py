@@ -1,4 +1,5 @@
-"""Real mail nobody on the team wrote: every file archived, then parsed or quarantined; threads hold."""
+"""Real mail nobody on the team wrote: every file archived, then parsed or quarantined; threads hold.
+On SQLite and on PostgreSQL (some of the real messages hold NUL bytes, which PostgreSQL text cannot)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from mailsync.pipeline.importer import import_source
 from storage import models as m
 
 OWNER = "dana@northwind.example"
+
+pytestmark = pytest.mark.both_dbs
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
 """Crash safety: a real `mailsync sync --once` process SIGKILLed at every point, against a real Dovecot.
 
-Each test runs the CLI in a process of its own on a fresh IMAP user and a fresh SQLite database, kills
-it (with a fault point from mailsync/faults.py, or from outside at a random moment), runs it again
-until it finishes, and checks the invariant: every message exactly once, every blob the database
-knows is in the archive, no blob the database does not know, the cursor at the folder's last UID.
+Each test runs the CLI in a process of its own on a fresh IMAP user and a fresh database, kills it
+(with a fault point from mailsync/faults.py, or from outside at a random moment), runs it again until
+it finishes, and checks the invariant: every message exactly once, every blob the database knows is
+in the archive, no blob the database does not know, the cursor at the folder's last UID. Every fault
+point is tried on SQLite, and those at the edges of the two transactions (capture's, processing's) on
+PostgreSQL too; the random kills (slow) run on SQLite.
 
 The processes are forks of one that has imported mailsync already (tests/support/forkserver.py):
 each is still a separate `mailsync` process killed by a real SIGKILL, but a restart costs a fork
@@ -54,6 +56,13 @@ POINTS = [
     ("after_commit", 1),
 ]
 CAPTURE_POINTS = {"after_fetch", "after_archive", "before_cursor"}
+# On PostgreSQL too: killed inside capture's transaction, inside processing's, and just after its commit
+# (each point costs a few seconds a database; the others differ from these only in what is in memory).
+POSTGRESQL_POINTS = {"before_cursor", "before_commit", "after_commit"}
+# (db_backend, point, N): the db_backend fixture (tests/conftest.py) by hand, as both_dbs would for all.
+KILLS_AT = [("sqlite", point, nth) for point, nth in POINTS] + [
+    ("postgresql", point, nth) for point, nth in POINTS if point in POSTGRESQL_POINTS
+]
 
 
 def mail(tag: str, i: int) -> bytes:
@@ -65,11 +74,14 @@ def mail(tag: str, i: int) -> bytes:
 class Setup:
     """A config for one IMAP user, and the ways to run the CLI on it and inspect what it left."""
 
-    def __init__(self, tmp_path: Path, server, user, forks: ForkServer) -> None:
+    def __init__(
+        self, tmp_path: Path, server, user, forks: ForkServer, database_url: str | None = None
+    ) -> None:
         self.tmp_path = tmp_path
         self.user = user
         self.forks = forks
-        self.config = write_config(tmp_path, imap_mailbox(server, user.name, password_env=PASSWORD_ENV))
+        mailbox = imap_mailbox(server, user.name, password_env=PASSWORD_ENV)
+        self.config = write_config(tmp_path, mailbox, database_url=database_url)
         settings = load_settings(self.config)
         self.database_url = settings.database_url
         self.archive = Archive(settings.archive_dir)
@@ -186,13 +198,18 @@ def forks():
 
 
 @pytest.fixture
-def crash_setup(tmp_path, dovecot, imap_user, forks):
-    setup = Setup(tmp_path, dovecot, imap_user, forks)
+def crash_setup(tmp_path, dovecot, imap_user, forks, db_url):
+    setup = Setup(tmp_path, dovecot, imap_user, forks, db_url)
     setup.upgrade()
     return setup
 
 
-@pytest.mark.parametrize(("point", "nth"), POINTS, ids=[p for p, _ in POINTS])
+@pytest.mark.parametrize(
+    ("db_backend", "point", "nth"),
+    KILLS_AT,
+    ids=[f"{db}-{p}" for db, p, _ in KILLS_AT],
+    indirect=["db_backend"],
+)
 def test_sigkill_at_a_fault_point_loses_and_duplicates_nothing(point, nth, crash_setup, dovecot, imap_user):
     raws = [mail(point, i) for i in range(30)]
     uids = dovecot.append_many(imap_user.name, "INBOX", raws)

@@ -1,4 +1,8 @@
-"""`mailsync run` against a real Dovecot: IDLE wake-up, health, SIGTERM, a failing mailbox."""
+"""`mailsync run` against a real Dovecot: IDLE wake-up, health, SIGTERM, a failing mailbox.
+
+Capture with health, the service's start and SIGTERM, and a reconnect after an outage run on SQLite and
+on PostgreSQL (both_dbs); the rest, about IMAP timing and backoff, on SQLite.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,14 @@ from storage.archive import Archive
 from storage.repo import Repo
 from tests.conftest import write_config
 from tests.support.config import PASSWORD_ENV, imap_config, imap_mailbox
+from tests.support.database import use_database
 from tests.support.mail import plain_mail as mail
+
+
+@pytest.fixture(autouse=True)
+def _database(monkeypatch, db_url):
+    """The daemon's config, and `mailsync` run as a service, on the test's database."""
+    use_database(monkeypatch, db_url)
 
 
 def wait_for(predicate, timeout, step=0.05):
@@ -72,6 +83,7 @@ def get(url):
         return exc.code, exc.read().decode()
 
 
+@pytest.mark.both_dbs
 def test_idle_captures_new_mail_within_seconds_and_health_is_ok(
     tmp_path, dovecot, imap_user, monkeypatch, repo, pipeline
 ):
@@ -167,6 +179,7 @@ def test_health_is_503_when_the_database_is_unreachable(
     assert json.loads(body)["status"] == "unhealthy"
 
 
+@pytest.mark.both_dbs
 def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monkeypatch):
     config = daemon_config(tmp_path, dovecot, imap_user, monkeypatch)
     dovecot.append(imap_user.name, "INBOX", mail("service"))
@@ -203,6 +216,7 @@ def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monke
     assert imap_user.password not in "".join(lines) + rest
 
 
+@pytest.mark.both_dbs
 def test_daemon_reconnects_with_backoff_after_the_server_goes_away(
     tmp_path, dovecot_factory, monkeypatch, repo, pipeline
 ):

@@ -4,7 +4,7 @@ The mail is ours: a new contact at a customer (Acme) and a buyer at a new domain
 names and bodies full of HTML injection, bidi overrides, zero-width and control characters. `mailsync
 import` turns them into proposals whose summaries and evidence quote that text; `mailsync digest` renders
 it. The HTML part may hold only the template's own tags and attributes; the text part is not escaped;
-neither holds a control or invisible character.
+neither holds a control or invisible character. On SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import pytest
 
 from mailsync.cli import main
 from tests.conftest import DEMO, ROOT, write_config
+
+pytestmark = pytest.mark.both_dbs
 
 TEMPLATE = ROOT / "mailsync" / "approval" / "templates" / "digest.html.j2"
 INJECTIONS = (
@@ -85,7 +87,7 @@ class Markup(HTMLParser):
 
 
 @pytest.fixture
-def digest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+def digest(tmp_path: Path, capsys: pytest.CaptureFixture[str], db_url: str | None) -> tuple[str, str]:
     inbox = tmp_path / "hostile"
     inbox.mkdir()
     (inbox / "contact.eml").write_bytes(
@@ -94,7 +96,7 @@ def digest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, str
     (inbox / "buyer.eml").write_bytes(
         hostile_mail(2, "buyer@evilcorp.example", "Tue, 03 Mar 2026 10:00:00 +0000")
     )
-    config = str(write_config(tmp_path))
+    config = str(write_config(tmp_path, database_url=db_url))
     for argv in (
         ["db", "upgrade"],
         ["crm", "import", str(DEMO / "crm")],

@@ -8,7 +8,8 @@ button is at least 44 px high, and every proposal's question is in the page's te
 
 Chromium comes from scripts/install-system-deps.sh. Without it the test is skipped with the reason
 printed, except under CI=true, where it fails. With MAILSYNC_DIGEST_SCREENSHOTS=DIR the two
-screenshots are kept as DIR/digest-375.png and DIR/digest-1280.png.
+screenshots are kept as DIR/digest-375.png and DIR/digest-1280.png. The demo is imported into SQLite
+and into PostgreSQL, and the digest built from each.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import pytest
 from mailsync.approval.digest import build_digest
 from storage import models as m
 from storage.overview import RepLine
+from tests.conftest import shared_pg_url
 from tests.support.chromium import Browser, chromium_binary, decode_png
+from tests.support.database import use_database
 from tests.support.demo import import_demo
 
 DANA = RepLine("dana@northwind.example", "Dana Whitfield")
@@ -37,6 +40,8 @@ LONG_ADDRESS = (
 )
 UNBROKEN = "https://portal.osprey-linen.example/quotes/" + "Q" * 160
 WIDTHS = (375, 1280)
+
+pytestmark = pytest.mark.both_dbs
 
 
 class Links:
@@ -58,9 +63,11 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def digest_page(tmp_path_factory):
+def digest_page(tmp_path_factory, db_backend, request):
     """The demo's digest for Dana, with one proposal whose address and quote cannot wrap at a space."""
-    repo = import_demo(tmp_path_factory.mktemp("demo"))
+    with pytest.MonkeyPatch.context() as patch:  # module scope: the monkeypatch fixture is per test
+        use_database(patch, shared_pg_url(request) if db_backend == "postgresql" else None)
+        repo = import_demo(tmp_path_factory.mktemp(f"demo-{db_backend}"))
     with repo.session() as session:
         session.add(
             m.Suggestion(
@@ -75,6 +82,7 @@ def digest_page(tmp_path_factory):
             session, DANA, now=datetime(2026, 6, 1, 7, 30, tzinfo=ZoneInfo("America/New_York")), links=Links(),
             token="ab" * 16, locale="en_US", max_items=25,
         )  # fmt: skip
+    repo.dispose()
     page = tmp_path_factory.mktemp("digest") / "digest.html"
     page.write_text(digest.html, encoding="utf-8")
     asks = dict(

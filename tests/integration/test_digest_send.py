@@ -12,7 +12,6 @@ import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import select, update
@@ -31,38 +30,13 @@ from storage import models as m
 from storage.archive import Archive
 from storage.eventlog import EventLog
 from storage.repo import Repo
-from tests.conftest import DEMO, pg_copy_url, shared_pg_url, write_config
+from tests.conftest import DEMO, pg_copy_url, write_config
 from tests.integration.test_digest_escaping import hostile_mail
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 KEY_ENV = "TEST_DIGEST_LINK_KEY"
 DANA, SAM, MIA = "dana@northwind.example", "sam@northwind.example", "mia@northwind.example"
 HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Mailsync-Digest",
            "List-Unsubscribe", "List-Unsubscribe-Post")  # fmt: skip
-
-
-def imported_demo(base: Path, database_url: str | None = None) -> Path:
-    """The demo through the real pipeline into `base`: the `var/` directory each test copies (with the
-    database unless it is `database_url`)."""
-    config = str(write_config(base, database_url=database_url))
-    for argv in (["db", "upgrade"], ["crm", "import", str(DEMO / "crm")],
-                 ["import", str(DEMO / "Maildir"), "--mailbox", "dana"]):  # fmt: skip
-        assert main(["-c", config, *argv]) == 0
-    return base / "var"
-
-
-@pytest.fixture(scope="module")
-def demo_var(tmp_path_factory):
-    return imported_demo(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture(scope="module")
-def demo_pg(tmp_path_factory, request):
-    """The demo imported into PostgreSQL once: (its var/ without the database, the database's URL)."""
-    url = shared_pg_url(request)
-    return imported_demo(tmp_path_factory.mktemp("demo-pg"), url), url
 
 
 class Setup:

@@ -3,7 +3,8 @@ process, SIGKILLed at the `after_smtp` fault point, then run again, against a re
 
 The side this errs on (mailsync/approval/send.py): the rep may get the digest twice, never zero times,
 and both copies carry one Message-ID (and the same bytes: numbers, links), so a reply or a click on
-either means the same thing and mail clients that deduplicate by Message-ID show one.
+either means the same thing and mail clients that deduplicate by Message-ID show one. On SQLite and on
+PostgreSQL (a copy of the demo imported into it once).
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ from sqlalchemy import select
 
 from mailsync.faults import ENV as FAULT_ENV
 from storage import models as m
-from tests.integration.test_digest_send import DANA, KEY_ENV, Setup, imported_demo
+from tests.conftest import pg_copy_url
+from tests.integration.test_digest_send import DANA, KEY_ENV, Setup
 from tests.support.forkserver import ForkServer
 
 RUN_TIMEOUT = 120.0
 
 
-@pytest.fixture(scope="module")
-def demo_var(tmp_path_factory):
-    return imported_demo(tmp_path_factory.mktemp("demo"))
+@pytest.fixture
+def setup(tmp_path, smtp_server, monkeypatch, db_backend, request):
+    """A copy of the demo (on PostgreSQL, of its database) with [smtp] on the test's aiosmtpd."""
+    if db_backend == "postgresql":
+        var, url = request.getfixturevalue("demo_pg")
+        setup = Setup(tmp_path, smtp_server, var, monkeypatch, pg_copy_url(request, url))
+    else:
+        setup = Setup(tmp_path, smtp_server, request.getfixturevalue("demo_var"), monkeypatch)
+    yield setup
+    setup.repo.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +51,20 @@ def run(forks, setup, log, fault=None) -> int:
     return forks.run(argv, env=env, cwd=setup.config.parent, log=log, timeout=RUN_TIMEOUT)
 
 
+@pytest.mark.both_dbs
 def test_sigkill_after_smtp_sends_again_with_the_same_message_id_and_then_never(
-    tmp_path, smtp_server, demo_var, monkeypatch, forks
+    tmp_path, smtp_server, setup, forks
 ):
-    setup = Setup(tmp_path, smtp_server, demo_var, monkeypatch)
     log = tmp_path / "digest.log"
-    try:
-        code = run(forks, setup, log, fault="after_smtp")
-        assert code == -signal.SIGKILL, log.read_text(errors="replace")
-        [first] = smtp_server.messages  # the relay has it ...
-        [row] = setup.rows()
-        assert row.status == "sending"  # ... the database does not know
-        assert setup.outbox() == [f"{row.token}.eml"]
+    code = run(forks, setup, log, fault="after_smtp")
+    assert code == -signal.SIGKILL, log.read_text(errors="replace")
+    [first] = smtp_server.messages  # the relay has it ...
+    [row] = setup.rows()
+    assert row.status == "sending"  # ... the database does not know
+    assert setup.outbox() == [f"{row.token}.eml"]
 
-        for _ in range(2):  # the restart sends it again; after that, never again this period
-            assert run(forks, setup, log) == 0, log.read_text(errors="replace")
-    finally:
-        setup.repo.dispose()
+    for _ in range(2):  # the restart sends it again; after that, never again this period
+        assert run(forks, setup, log) == 0, log.read_text(errors="replace")
     received = smtp_server.messages
     assert len(received) == 2
     assert {got.message["Message-ID"] for got in received} == {row.message_id}

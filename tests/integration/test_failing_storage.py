@@ -1,9 +1,9 @@
 """Failing storage under a running daemon: the archive's disk fills up, the database is locked.
 
-Real faults, not fakes: the archive lives on a 1 MB tmpfs that the mail outgrows, and another
-connection holds SQLite's write lock past the busy timeout. In both cases the daemon logs the
-fault once, keeps the cursor behind what is committed, retries with backoff, and captures
-everything exactly once when the fault clears (tmpfs remounted bigger, lock released).
+Real faults, not fakes: the archive lives on a 1 MB tmpfs that the mail outgrows (on SQLite and on
+PostgreSQL), and another connection holds SQLite's write lock past the busy timeout. In both cases
+the daemon logs the fault once, keeps the cursor behind what is committed, retries with backoff, and
+captures everything exactly once when the fault clears (tmpfs remounted bigger, lock released).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
 from tests.integration.test_daemon import daemon_config, wait_for
+from tests.support.database import use_database
 from tests.support.mail import plain_mail as mail
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("debug_logging")]
@@ -78,12 +79,15 @@ def _events(logs: list[dict], name: str, level: str | None = None) -> list[dict]
     return [e for e in logs if e["event"] == name and (level is None or e["log_level"] == level)]
 
 
+@pytest.mark.both_dbs
 def test_archive_disk_full_pauses_capture_and_recovers_when_space_returns(
-    tmp_path, dovecot, imap_user, monkeypatch, parse_worker, small_disk
+    tmp_path, dovecot, imap_user, monkeypatch, parse_worker, small_disk, db_url, request
 ):
+    use_database(monkeypatch, db_url)
     config = daemon_config(tmp_path, dovecot, imap_user, monkeypatch)
     settings = load_settings(config).model_copy(update={"archive_dir": small_disk})
     repo = Repo(settings.database_url)
+    request.addfinalizer(repo.dispose)  # also when an assertion fails: no connection left to the next test
     repo.upgrade()
     uids = dovecot.append_many(imap_user.name, "INBOX", [_bulky(n) for n in range(10)])
     archive = Archive(settings.archive_dir)
@@ -113,7 +117,6 @@ def test_archive_disk_full_pauses_capture_and_recovers_when_space_returns(
         archive.get(sha)
     assert _events(logs, "mailbox_recovered"), [(e["event"], e["log_level"]) for e in logs]
     assert not list(settings.archive_dir.rglob(".tmp-*")), "a partial blob was left behind"
-    repo.dispose()
 
 
 def test_locked_database_pauses_capture_and_recovers_when_released(

@@ -2,8 +2,8 @@
 
 Each message must end up archived (its blob readable) and either parsed or quarantined with a reason;
 an import never reports "failed". The parse worker's limits and timeout do the work; these tests
-only prove the whole path holds. The 50 MB header line and the 150 MB message are in
-test_large_mail.py (streamed, with peak memory measured).
+only prove the whole path holds, on SQLite and on PostgreSQL. The 50 MB header line and the 150 MB
+message are in test_large_mail.py (streamed, with peak memory measured).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from config.settings import load_settings
@@ -24,6 +25,9 @@ from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
 from tests.support.config import imap_config
+from tests.support.database import use_database
+
+pytestmark = pytest.mark.both_dbs
 
 HEAD = b"From: Rachel Kim <rachel@acme.example>\r\nTo: dana@northwind.example\r\nDate: Mon, 3 Jun 2024 10:00:00 +0000\r\n"
 
@@ -207,8 +211,9 @@ def test_hostile_files_are_archived_and_parsed_or_quarantined(tmp_path, pipeline
 
 
 def test_hostile_mail_synced_from_dovecot_is_archived_and_parsed_or_quarantined(
-    tmp_path, dovecot, imap_user, monkeypatch, parse_worker
+    tmp_path, dovecot, imap_user, monkeypatch, parse_worker, db_url
 ):
+    use_database(monkeypatch, db_url)
     config = imap_config(
         tmp_path, dovecot, imap_user.name, imap_user.password, monkeypatch, folders=["INBOX"]
     )

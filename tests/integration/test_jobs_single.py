@@ -38,8 +38,8 @@ from storage import models as m
 from storage.eventlog import EventLog
 from storage.models import db_time
 from storage.repo import Repo
-from tests.conftest import ROOT, pg_copy_url, shared_pg_url, write_config
-from tests.integration.test_digest_send import DANA, KEY_ENV, MIA, SAM, Setup, imported_demo
+from tests.conftest import ROOT, pg_copy_url, write_config
+from tests.integration.test_digest_send import DANA, KEY_ENV, MIA, SAM, Setup
 from tests.support.forkserver import ForkServer
 from tests.support.smtp import HOST, SmtpServer, _Handler
 
@@ -103,17 +103,6 @@ class HeldSmtp(SmtpServer):
 
     def open(self) -> None:
         self._held.gate.set()
-
-
-@pytest.fixture(scope="module")
-def demo_var(tmp_path_factory):
-    return imported_demo(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture(scope="module")
-def demo_pg(tmp_path_factory, request):
-    url = shared_pg_url(request)
-    return imported_demo(tmp_path_factory.mktemp("demo-pg"), url), url
 
 
 @pytest.fixture(scope="module")

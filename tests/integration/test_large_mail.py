@@ -3,7 +3,8 @@
 The CLI runs in a subprocess so its peak RSS can be read with wait4(); over IMAP the message is
 fetched in partial pieces into a spool file, archived while streaming and quarantined by the size
 limit before any parser sees it. The archive is compared with the bytes Dovecot serves (it turns LF
-into CRLF), read back the same way in pieces.
+into CRLF), read back the same way in pieces. The file import and the long header line run on SQLite
+and on PostgreSQL; the 150 MB sync (its database part is the file import's) on SQLite.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from storage.archive import Archive
 from storage.repo import Repo
 from tests.conftest import write_config
 from tests.support.config import imap_config
+from tests.support.database import use_database
 
 pytestmark = pytest.mark.slow
 
@@ -170,8 +172,9 @@ def test_150mb_message_synced_over_imap_is_streamed_archived_and_quarantined(
     assert len(_only_message(config)[1]) == 1
 
 
-def test_150mb_file_import_streams_from_the_file(tmp_path, huge_mail):
-    config = write_config(tmp_path, "")
+@pytest.mark.both_dbs
+def test_150mb_file_import_streams_from_the_file(tmp_path, huge_mail, db_url):
+    config = write_config(tmp_path, "", database_url=db_url)
     mail_dir = tmp_path / "export"
     mail_dir.mkdir()
     (mail_dir / "huge.eml").symlink_to(huge_mail)
@@ -193,9 +196,11 @@ def test_150mb_file_import_streams_from_the_file(tmp_path, huge_mail):
     assert message.blob_sha256 == digest.hexdigest()
 
 
+@pytest.mark.both_dbs
 def test_50mb_header_line_within_the_size_limit_is_parsed_or_quarantined_without_hanging(
-    tmp_path, dovecot, imap_user, monkeypatch
+    tmp_path, dovecot, imap_user, monkeypatch, db_url
 ):
+    use_database(monkeypatch, db_url)
     user, password = imap_user
     mail = tmp_path / "long-header.eml"
     write_long_header_line(mail, 50)

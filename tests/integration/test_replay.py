@@ -2,7 +2,8 @@
 
 The demo is imported and decided on (a link approved, a new opportunity approved, a contact rejected);
 replaying it once and twice gives the same threads, links, proposals and decisions, and a replay
-SIGKILLed in the middle of its processing, run again, ends in the same database.
+SIGKILLed in the middle of its processing, run again, ends in the same database. On SQLite and on
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import pytest
 from sqlalchemy import func, select
 
 from mailsync.faults import ENV as FAULT_ENV
 from storage import models as m
+from tests.support.database import use_database
 from tests.support.mail import plain_mail
 from tests.support.snapshot import cli, decided_demo, snapshot
 
@@ -36,6 +39,14 @@ DERIVED = (
     "opportunities",
 )
 RUN_TIMEOUT = 300
+
+pytestmark = pytest.mark.both_dbs
+
+
+@pytest.fixture(autouse=True)
+def _database(monkeypatch, db_url):
+    """The demo's config, the CLI and the SIGKILLed replay process on the test's database."""
+    use_database(monkeypatch, db_url)
 
 
 def replay_json(config: Path, capsys, *argv: str) -> dict:

@@ -2,7 +2,8 @@
 the daemon's poll of that mailbox, applied, and confirmed through a real SMTP server (aiosmtpd).
 
 The proposals are real: the demo CRM and Maildir imported through the pipeline. The digest they answer
-is a digest_send row (sending it is tested in test_digest_send*.py).
+is a digest_send row (sending it is tested in test_digest_send*.py). The tests that apply a reply or
+capture one run on SQLite and on PostgreSQL (both_dbs); those a reply is refused in, on SQLite.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ LINK_KEY_ENV = "TEST_LINK_KEY"
 
 
 @pytest.fixture
-def config_file(tmp_path, dovecot, imap_user, smtp_server, monkeypatch):
+def config_file(tmp_path, dovecot, imap_user, smtp_server, monkeypatch, db_url):
     """The tests' usual config, plus the digest's own mailbox on Dovecot as [digest] reply_mailbox and
     [smtp] pointing at the aiosmtpd server."""
     monkeypatch.setenv(PASSWORD_ENV, imap_user.password)
@@ -64,7 +65,7 @@ def config_file(tmp_path, dovecot, imap_user, smtp_server, monkeypatch):
         reply_mailbox = "{REPLY_MAILBOX}"
         """
     )
-    return write_config(tmp_path, mailbox + smtp_server.smtp_toml() + extra)
+    return write_config(tmp_path, mailbox + smtp_server.smtp_toml() + extra, database_url=db_url)
 
 
 @pytest.fixture
@@ -141,6 +142,7 @@ def decisions(repo):
         ).all()
 
 
+@pytest.mark.both_dbs
 def test_reply_approves_and_the_confirmation_lists_the_line_not_understood(
     settings, repo, pipeline, proposals, dovecot, imap_user, smtp_server
 ):
@@ -171,6 +173,7 @@ def test_reply_approves_and_the_confirmation_lists_the_line_not_understood(
         assert (kept.status, kept.thread_id) == ("digest", None)  # archived, never customer mail
 
 
+@pytest.mark.both_dbs
 def test_a_reply_is_handled_once_even_by_a_restarted_daemon(
     settings, repo, pipeline, proposals, dovecot, imap_user, smtp_server
 ):
@@ -239,6 +242,7 @@ def test_machine_mail_in_the_reply_mailbox_is_never_answered(
     assert [e["reason"] for e in logs if e["event"] == "reply_ignored"] == [reason]
 
 
+@pytest.mark.both_dbs
 def test_a_reply_to_an_old_digest_acts_on_what_is_still_open_and_names_what_was_decided(
     settings, repo, pipeline, proposals, dovecot, imap_user, smtp_server
 ):
@@ -259,6 +263,7 @@ def test_a_reply_to_an_old_digest_acts_on_what_is_still_open_and_names_what_was_
     assert "Already decided, nothing changed:\n  1. " in text
 
 
+@pytest.mark.both_dbs
 def test_a_reps_own_mailbox_holding_a_digest_and_a_reply_captures_neither_as_customer_mail(
     repo, pipeline, proposals
 ):

@@ -99,14 +99,15 @@ def test_retention_deletes_old_mail_with_its_blobs(imported):
     assert again.messages_deleted == 0
 
 
-def test_retention_command(tmp_path, capsys):
-    config = write_config(tmp_path)
+@pytest.mark.both_dbs
+def test_retention_command(tmp_path, capsys, db_url):
+    config = write_config(tmp_path, database_url=db_url)
     assert run(capsys, "-c", config, "db", "upgrade")[0] == 0
     code, _, err = run(capsys, "-c", config, "retention", "apply")
     assert code == 2
     assert "keep_years" in err
     assert "fix:" in err
-    config = write_config(tmp_path, "\n[retention]\nkeep_years = 100\n")
+    config = write_config(tmp_path, "\n[retention]\nkeep_years = 100\n", database_url=db_url)
     code, out, err = run(capsys, "-c", config, "retention", "apply", "--dry-run", "--json")
     assert code == 0, err
     result = json.loads(out)

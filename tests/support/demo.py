@@ -29,3 +29,13 @@ def import_demo(directory: Path, *extra_mail: Path) -> Repo:
         if code != 0:
             raise AssertionError(f"mailsync {' '.join(argv)} exited {code}")
     return Repo(load_settings(config).database_url)
+
+
+def imported_demo(base: Path, database_url: str | None = None) -> Path:
+    """The demo through the real pipeline into `base`: the `var/` directory each test copies (with the
+    database unless it is `database_url`)."""
+    config = str(write_config(base, database_url=database_url))
+    for argv in (["db", "upgrade"], ["crm", "import", str(DEMO / "crm")],
+                 ["import", str(DEMO / "Maildir"), "--mailbox", "dana"]):  # fmt: skip
+        assert main(["-c", config, *argv]) == 0
+    return base / "var"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import StorageError
 from storage.appending import appending, write_all
+from storage.private import fsync_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -57,9 +58,12 @@ class EventLog:
         line = json.dumps(asdict(event), sort_keys=True)
         path = self.directory / f"events-{now:%Y-%m}.jsonl"
         try:
+            new = not path.exists()
             with appending(path) as fd:  # under the lock a rewrite (`mailsync forget`) also takes
                 write_all(fd, (line + "\n").encode("utf-8"))
                 os.fsync(fd)
+            if new:
+                fsync_path(self.directory)  # the new month file's name, or a crash could take the file
         except OSError as exc:
             raise StorageError(
                 f"cannot append to event log {path}: {exc.strerror}",

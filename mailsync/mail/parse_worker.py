@@ -7,9 +7,12 @@ Logging is off in the worker, so it sends back whether the fallback parser stood
 daemon side logs it.
 
 `ParsePool` runs several workers so that a batch is parsed on every core, each message still in one
-killable worker: a message that hangs costs its own worker a restart, never its neighbours. Workers
-are spawned by `warm()` in the background (imports take about a second), so the first message does not
-wait for them and a pass with nothing to parse does not either.
+killable worker: a message that hangs costs its own worker a restart, never its neighbours. Each
+worker is sent a few messages ahead of the one it parses (`parse_stream`), so it does not idle while
+this process, busy matching, gets round to taking a result and sending the next: replay of 10,000
+messages, parse wall time 32 -> 24 s. Workers are spawned by `warm()` in the background (imports take
+about a second), so the first message does not wait for them and a pass with nothing to parse does
+not either.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import os
 import queue
 import resource
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from config.errors import ParseError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
@@ -38,6 +42,12 @@ if TYPE_CHECKING:
 _STARTUP_TIMEOUT = 60.0
 _MEMORY_LIMIT = 2 * 1024**3  # address space of the worker; a bomb dies there, not in the daemon
 _TRIM_AFTER = 64 * 1024  # a message at least this large is followed by malloc_trim in the worker
+# A batch is sent ahead of the message being parsed, so that the worker never waits for this process
+# to take its result and send the next one (a thread waiting for the GIL while matching holds it). At
+# most this many messages, and this many bytes of them unread: below a pipe's 64 KiB, so a send ahead
+# never blocks, and the worker can never be stuck sending a result while this process is stuck sending.
+_AHEAD = 8
+_AHEAD_BYTES = 32 * 1024
 
 
 class WorkerLimits(NamedTuple):
@@ -150,6 +160,15 @@ class ParseWorker:
         conn = self._conn or self._start()
         try:
             conn.send((raw, fingerprint, archive_key))
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            self.close()
+            raise ParseError("parser process died (memory limit or crash)") from exc
+        return self._receive(conn)
+
+    def _receive(self, conn: Connection) -> ParsedEmail:
+        """The result of the oldest message sent; ParseError for it, the worker killed when it timed out
+        or died (messages sent after it are then lost with the worker: the caller sends them again)."""
+        try:
             if not conn.poll(self.timeout):
                 self.close()
                 raise ParseError(f"parser timed out after {self.timeout:g} s")
@@ -171,7 +190,45 @@ class ParseWorker:
 
     def parse_many(self, jobs: Sequence[ParseJob]) -> list[ParsedEmail | ParseError]:
         """Each job parsed in turn; a ParseError is returned in the job's place, not raised."""
-        return [_outcome(self, job) for job in jobs]
+        results = dict(self.parse_stream(_Taker(enumerate(jobs))))
+        return [results[index] for index in range(len(jobs))]
+
+    def parse_stream(self, jobs: _Taker) -> Iterator[tuple[int, ParsedEmail | ParseError]]:
+        """(index, outcome) for each job taken from `jobs`, in order, with up to _AHEAD of them sent
+        ahead of the one being parsed. A message that times out or kills the worker is blamed alone:
+        those sent after it go again to the replacement."""
+        with self._lock:
+            sent: deque[tuple[int, ParseJob]] = deque()  # in the worker's pipe, oldest first
+            again: deque[tuple[int, ParseJob]] = deque()  # sent to a worker that was killed since
+            while True:
+                while len(sent) < _AHEAD and (item := again.popleft() if again else jobs.take()):
+                    ahead = sum(len(job.raw) for _, job in list(sent)[1:]) + len(item[1].raw)
+                    if sent and ahead > _AHEAD_BYTES:
+                        again.appendleft(item)
+                        break
+                    try:
+                        conn = self._conn or self._start()
+                        conn.send(tuple(item[1]))
+                    except ParseError as exc:  # no worker would start: this message fails, the next tries
+                        yield item[0], exc
+                        continue
+                    except (BrokenPipeError, ConnectionResetError):
+                        again.appendleft(item)
+                        if sent:
+                            break  # the worker died on a message sent earlier: _receive finds out which
+                        self.close()  # it died after its last result: the next one starts afresh
+                        continue
+                    sent.append(item)
+                if not sent:
+                    return
+                index, _ = sent.popleft()
+                try:
+                    yield index, self._receive(self._conn or self._start())  # _conn: it was sent
+                except ParseError as exc:
+                    if self._conn is None:  # killed: what followed it never reached a parser
+                        again.extendleft(reversed(sent))
+                        sent.clear()
+                    yield index, exc
 
     def close(self) -> None:
         if self._starting is not None:
@@ -199,11 +256,16 @@ class ParseJob(NamedTuple):
     archive_key: str
 
 
-def _outcome(worker: ParseWorker, job: ParseJob) -> ParsedEmail | ParseError:
-    try:
-        return worker.parse(job.raw, fingerprint=job.fingerprint, archive_key=job.archive_key)
-    except ParseError as exc:
-        return exc
+class _Taker:
+    """Jobs that several workers' threads take from, one at a time, each with its index."""
+
+    def __init__(self, jobs: Iterator[tuple[int, ParseJob]]) -> None:
+        self._jobs = jobs
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[int, ParseJob] | None:
+        with self._lock:
+            return next(self._jobs, None)
 
 
 def default_size() -> int:
@@ -251,16 +313,17 @@ class ParsePool:
             self._free.put(worker)
 
     def parse_many(self, jobs: Sequence[ParseJob]) -> list[ParsedEmail | ParseError]:
-        """Every job parsed, in parallel over the workers; results in the jobs' order, a ParseError
-        in the place of a message that failed."""
-        return list(self._threads.map(self._one, jobs))
+        """Every job parsed, in parallel over the workers (each takes the next job when it has room
+        for one); results in the jobs' order, a ParseError in the place of a message that failed."""
+        results: dict[int, ParsedEmail | ParseError] = {}
+        shared = _Taker(enumerate(jobs))
 
-    def _one(self, job: ParseJob) -> ParsedEmail | ParseError:
-        worker = self._free.get()
-        try:
-            return _outcome(worker, job)
-        finally:
-            self._free.put(worker)
+        def run(worker: ParseWorker) -> None:
+            results.update(worker.parse_stream(shared))
+
+        for done in [self._threads.submit(run, worker) for worker in self.workers]:
+            done.result()
+        return [results[index] for index in range(len(jobs))]
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)

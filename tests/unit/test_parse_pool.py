@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+
+import pytest
 
 from config.errors import ParseError
 from config.settings import ParseLimits
@@ -47,3 +51,46 @@ def test_warm_starts_every_worker_without_waiting_for_it():
         started = [p for p in multiprocessing.active_children() if p.pid not in before]
         assert len([p for p in started if p.name == "mailsync-parse"]) == 2
         assert pool.parse(b"From: a@x.example\n\nhi\n", fingerprint="f", archive_key="k").fingerprint == "f"
+
+
+def test_a_hanging_message_among_those_sent_ahead_is_killed_alone():
+    # One worker, so that the messages after the slow one wait in its pipe when it is killed: they go
+    # again to the replacement, each parsed once, in its place.
+    with ParsePool(LIMITS, size=1) as pool:
+        pool.parse_many([job("warm")])
+        pool.timeout = 0.05
+        names = ["a", "b", "c", "slow", "d", "e", "f", "g", "h"]
+        results = pool.parse_many([ParseJob(SLOW, "slow", "k") if n == "slow" else job(n) for n in names])
+        pool.timeout = 30
+    assert "timed out" in str(results[3])
+    assert [r.subject for r in results if not isinstance(r, ParseError)] == [n for n in names if n != "slow"]
+
+
+@pytest.mark.timeout(60)
+def test_results_larger_than_a_pipe_come_back_while_messages_wait_ahead():
+    # Each body parses to ~200 KB of text, more than a pipe holds: the worker must be able to send it
+    # while this process still has messages to send (a send ahead that blocked would never return).
+    big = "word " * 40_000
+    jobs = [
+        ParseJob(f"From: a@x.example\nSubject: {n}\n\n{big}\n".encode(), str(n), "k")
+        if n % 3 == 0
+        else job(str(n))
+        for n in range(12)
+    ]
+    with ParsePool(LIMITS, size=1) as pool:
+        results = pool.parse_many(jobs)
+    assert [r.subject for r in results] == [str(n) for n in range(12)]
+    assert all(len(r.body_text) > 150_000 for r in results[::3])
+
+
+def test_a_worker_killed_between_batches_costs_no_message():
+    # Killed from outside while idle (the kernel's OOM killer, an admin): the next batch finds its pipe
+    # broken on the first send and goes to a new worker, no message blamed for a death it did not cause.
+    with ParsePool(LIMITS, size=1) as pool:
+        pool.parse_many([job("first")])
+        process = pool.workers[0]._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(10)
+        results = pool.parse_many([job("b"), job("c"), job("d")])
+    assert [r.subject if not isinstance(r, ParseError) else str(r) for r in results] == ["b", "c", "d"]

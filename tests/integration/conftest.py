@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import shared_pg_url
 from tests.support.demo import imported_demo
 from tests.support.dovecot import DovecotServer, missing_requirement
+from tests.support.forkserver import ForkServer
 
 _HERE = Path(__file__).resolve().parent
 
@@ -110,3 +111,10 @@ def demo_pg(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     """The demo imported once per module into PostgreSQL: (its var/ without the database, the URL)."""
     url = shared_pg_url(request)
     return imported_demo(tmp_path_factory.mktemp("demo-pg"), url), url
+
+
+@pytest.fixture(scope="module")
+def forks() -> Iterator[ForkServer]:
+    """A fork server that imported mailsync once: the module's processes start in milliseconds."""
+    with ForkServer() as server:
+        yield server

@@ -31,13 +31,12 @@ from storage.archive import Archive
 from storage.repo import Repo
 from tests.conftest import write_config
 from tests.support.config import imap_mailbox
-from tests.support.forkserver import ForkServer
 from tests.support.mail import plain_mail
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.support.forkserver import ForkedProcess
+    from tests.support.forkserver import ForkedProcess, ForkServer
 
 RUN_TIMEOUT = 120.0
 PASSWORD_ENV = "TEST_CRASH_IMAP_PW"
@@ -189,12 +188,6 @@ def _message_ids(raws: list[bytes]) -> set[str]:
         line = next(x for x in raw.decode().splitlines() if x.startswith("Message-ID:"))
         out.add(line.split(":", 1)[1].strip().strip("<>"))
     return out
-
-
-@pytest.fixture(scope="module")
-def forks():
-    with ForkServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -75,14 +75,18 @@ class Setup:
         return [got for got in self.server.messages if got.rcpt_tos == (rep,)]
 
 
-@pytest.fixture
-def setup(tmp_path, smtp_server, monkeypatch, db_backend, request):
-    """A copy of the demo: on PostgreSQL (tests marked both_dbs) a copy of the database imported once."""
+def demo_setup(request, tmp_path, server, monkeypatch, db_backend) -> Setup:
+    """A copy of the demo with [smtp] on `server`: on PostgreSQL (tests marked both_dbs) a copy of the
+    database imported once per module (the `demo_pg` fixture), else of its SQLite `var/`."""
     if db_backend == "postgresql":
         var, url = request.getfixturevalue("demo_pg")
-        setup = Setup(tmp_path, smtp_server, var, monkeypatch, pg_copy_url(request, url))
-    else:
-        setup = Setup(tmp_path, smtp_server, request.getfixturevalue("demo_var"), monkeypatch)
+        return Setup(tmp_path, server, var, monkeypatch, pg_copy_url(request, url))
+    return Setup(tmp_path, server, request.getfixturevalue("demo_var"), monkeypatch)
+
+
+@pytest.fixture
+def setup(tmp_path, smtp_server, monkeypatch, db_backend, request):
+    setup = demo_setup(request, tmp_path, smtp_server, monkeypatch, db_backend)
     yield setup
     setup.repo.dispose()
 

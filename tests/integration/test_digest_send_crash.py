@@ -17,29 +17,16 @@ from sqlalchemy import select
 
 from mailsync.faults import ENV as FAULT_ENV
 from storage import models as m
-from tests.conftest import pg_copy_url
-from tests.integration.test_digest_send import DANA, KEY_ENV, Setup
-from tests.support.forkserver import ForkServer
+from tests.integration.test_digest_send import DANA, KEY_ENV, demo_setup
 
 RUN_TIMEOUT = 120.0
 
 
 @pytest.fixture
 def setup(tmp_path, smtp_server, monkeypatch, db_backend, request):
-    """A copy of the demo (on PostgreSQL, of its database) with [smtp] on the test's aiosmtpd."""
-    if db_backend == "postgresql":
-        var, url = request.getfixturevalue("demo_pg")
-        setup = Setup(tmp_path, smtp_server, var, monkeypatch, pg_copy_url(request, url))
-    else:
-        setup = Setup(tmp_path, smtp_server, request.getfixturevalue("demo_var"), monkeypatch)
+    setup = demo_setup(request, tmp_path, smtp_server, monkeypatch, db_backend)
     yield setup
     setup.repo.dispose()
-
-
-@pytest.fixture(scope="module")
-def forks():
-    with ForkServer() as server:
-        yield server
 
 
 def run(forks, setup, log, fault=None) -> int:

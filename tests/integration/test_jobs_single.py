@@ -39,8 +39,7 @@ from storage.eventlog import EventLog
 from storage.models import db_time
 from storage.repo import Repo
 from tests.conftest import ROOT, pg_copy_url, write_config
-from tests.integration.test_digest_send import DANA, KEY_ENV, MIA, SAM, Setup
-from tests.support.forkserver import ForkServer
+from tests.integration.test_digest_send import DANA, KEY_ENV, MIA, SAM, Setup, demo_setup
 from tests.support.smtp import HOST, SmtpServer, _Handler
 
 if TYPE_CHECKING:
@@ -105,12 +104,6 @@ class HeldSmtp(SmtpServer):
         self._held.gate.set()
 
 
-@pytest.fixture(scope="module")
-def forks():
-    with ForkServer() as server:
-        yield server
-
-
 @pytest.fixture
 def held_smtp():
     with HeldSmtp() as server:
@@ -120,11 +113,7 @@ def held_smtp():
 @pytest.fixture
 def setup(tmp_path, held_smtp, monkeypatch, db_backend, request):
     """A copy of the demo on the test's database, every rep due all day (send_at 00:00)."""
-    if db_backend == "postgresql":
-        var, url = request.getfixturevalue("demo_pg")
-        setup = Setup(tmp_path, held_smtp, var, monkeypatch, pg_copy_url(request, url))
-    else:
-        setup = Setup(tmp_path, held_smtp, request.getfixturevalue("demo_var"), monkeypatch)
+    setup = demo_setup(request, tmp_path, held_smtp, monkeypatch, db_backend)
     setup.config.write_text(setup.config.read_text().replace('send_at = "07:30"', 'send_at = "00:00"'))
     setup.settings = load_settings(setup.config)
     yield setup

@@ -1,13 +1,19 @@
-"""Parse: raw bytes -> ParsedEmail with mail-parser, under explicit limits. Pure; see parse_worker.py.
+"""Parse: raw bytes -> ParsedEmail as mail-parser reads them, under explicit limits. Pure (parse_worker.py).
 
 Limits are checked cheaply before the parser sees the bytes (size, header lines, "is this mail at
 all"), then on the parsed tree (MIME depth, part count). A message over a limit is a ParseError: the
 pipeline quarantines it, it stays in the archive.
 
-mail-parser crashes on some real mail (AttributeError on a nested multipart that reuses its parent's
-boundary, HeaderParseError on a broken encoded-word in a display name). Then the standard library's
-parser reads the message instead, under the same limits; only when both fail is it a ParseError, whose
-reason says how each failed.
+Ordinary mail is read by the standard library's parser with mail-parser's rules (`_read_ordinary`:
+the tree mail-parser builds, its choice of bodies and attachments, none of its Received, address and
+date analysis, which cost most of its time; tests/unit/test_parse_fast_path.py holds the two equal).
+mail-parser itself reads what those rules leave out (an epilogue it recovers, a name it makes up, a
+multipart it flattens, non-ASCII MIME headers, an encoded-word in an address header it would crash
+on) and mail the standard library's parser raises on. When mail-parser crashes (AttributeError on a
+nested multipart that reuses its parent's boundary, HeaderParseError on a broken encoded-word in a
+display name), the standard library's plainer reading (`_read_with_stdlib`) stands in, under the same
+limits. Only when both parsers fail is it a ParseError, whose reason says how each failed, in the
+order they were tried.
 """
 
 from __future__ import annotations
@@ -15,15 +21,16 @@ from __future__ import annotations
 import email
 import email.utils
 import re
+from base64 import b64encode
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.errors import MessageError
-from email.header import decode_header, make_header
+from email.errors import HeaderParseError, MessageError, StartBoundaryNotFoundDefect
+from email.header import Header, decode_header, make_header
 from email.policy import compat32
 from typing import TYPE_CHECKING, NamedTuple, Protocol
+from unicodedata import normalize
 
 import html2text
-import mailparser
 
 from config.errors import ParseError
 from mailsync.mail.identity import normalise_message_id, split_message
@@ -41,6 +48,9 @@ _MAX_SUBJECT = 1000
 _MAX_REFS = 100
 _MAX_TOKEN = 64  # a digest token is 32 hex digits; more is not ours
 _BODY_TYPES = ("text/plain", "text/html")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")  # mail-parser's, in its address parser
+_ADDRESS_HEADERS = ("Bcc", "Cc", "Delivered-To", "From", "Reply-To", "To")  # the ones mail-parser parses
+_MIME_HEADERS = {"content-type", "content-disposition", "content-id", "content-transfer-encoding"}
 
 
 class Limits(Protocol):
@@ -119,22 +129,34 @@ def parse_message(raw: bytes, *, fingerprint: str, archive_key: str, limits: Lim
 def parse_with_fallback(
     raw: bytes, *, fingerprint: str, archive_key: str, limits: Limits
 ) -> tuple[ParsedEmail, ParserFailure | None]:
-    """parse_message, and how mail-parser failed when the standard library's parser stood in."""
+    """parse_message, and how the first parser failed when another one stood in."""
     data = check_envelope(raw, limits)
+    message: Message | None = None
+    content: _Content | None = None
     failure: ParserFailure | None = None
     try:
-        content = _read_with_mailparser(data)
+        message = email.message_from_bytes(data, policy=compat32)  # the tree mail-parser builds too
+        content = _read_ordinary(message)
     except Exception as exc:  # noqa: BLE001 - hostile mail makes a parser raise anything
-        failure = ParserFailure.of("mail-parser", exc)
+        failure = ParserFailure.of("stdlib email parser", exc)
+    if content is None:
         try:
-            content = _read_with_stdlib(data)
-        except Exception as second:
-            raise ParseError(f"{failure}; {ParserFailure.of('stdlib email parser', second)}") from second
+            content = _read_with_mailparser(data)
+        except Exception as exc:
+            second = ParserFailure.of("mail-parser", exc)
+            if message is None:
+                raise ParseError(f"{failure}; {second}") from exc
+            try:
+                content, failure = _read_with_stdlib(message), second
+            except Exception as third:
+                raise ParseError(f"{second}; {ParserFailure.of('stdlib email parser', third)}") from third
     _check_tree(content.message, limits)
     return _build(content, fingerprint, archive_key, limits), failure
 
 
 def _read_with_mailparser(data: bytes) -> _Content:
+    import mailparser  # noqa: PLC0415 - most mail never needs it: a worker loads it on first use
+
     parsed = mailparser.parse_from_bytes(data)
     return _Content(
         message=parsed.message,
@@ -152,10 +174,141 @@ def _read_with_mailparser(data: bytes) -> _Content:
     )
 
 
-def _read_with_stdlib(data: bytes) -> _Content:
+def _read_ordinary(message: Message) -> _Content | None:
+    """What mail-parser 4.8.0's MailParser.parse() keeps of `message`; None where it does more."""
+    if _broken_address_word(message):
+        return None  # mail-parser raises HeaderParseError on it: let it, and _read_with_stdlib stand in
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    attached: set[int] = set()  # parts of an attached container: named inline text is no body there
+    for part in message.walk():
+        if _beyond_ordinary(part):
+            return None
+        inside = id(part) in attached
+        if part.is_multipart():
+            container = part.get_content_disposition()
+            if inside or container not in {None, "inline"} or (container != "inline" and part.get_filename()):
+                attached.update(id(child) for child in part.get_payload())
+            continue
+        disposition = part.get_content_disposition() or ""
+        subtype = part.get_content_subtype()
+        filename = _attachment_name(part, disposition, subtype)
+        if filename is None:
+            return None  # mail-parser names it at random
+        if filename:
+            size = _attached_size(part)
+            attachments.append(
+                Attachment(filename=filename[:300], content_type=part.get_content_type(), size=size)
+            )
+        inline_body = not inside and disposition == "inline" and part.get_content_type() in _BODY_TYPES
+        if (
+            (not filename or inline_body)
+            and subtype in {"plain", "html"}
+            and (text := _body_text(part, part.get_content_charset("utf-8")))
+        ):
+            (html if subtype == "html" else plain).append(text)
+    subjects = [_decoded_part(v) for v in message.get_all("Subject", [])]
+    return _Content(
+        message=message,
+        subject=subjects[0] if len(subjects) == 1 else str(subjects or ""),  # a list's repr, as mail-parser
+        plain=plain,
+        html=html,
+        attachments=tuple(attachments),
+    )
+
+
+def _beyond_ordinary(part: Message) -> bool:
+    """A part mail-parser reads in ways _read_ordinary does not follow."""
+    return (
+        any(isinstance(d, StartBoundaryNotFoundDefect) for d in part.defects)  # it recovers the epilogue
+        or any(not v.isascii() for k, v in part.raw_items() if k.lower() in _MIME_HEADERS)  # a UTF-8 view
+        or (part.is_multipart() and part.get_content_disposition() == "attachment")  # flattened to one
+    )
+
+
+def _attachment_name(part: Message, disposition: str, subtype: str) -> str | None:
+    """The name mail-parser gives an attachment, "" for a body; None when it makes one up at random."""
+    if filename := _decoded_part(part.get_filename()):
+        return filename
+    if (content_id := str(part.get("Content-ID") or "")) and subtype not in {"html", "plain"}:
+        return content_id
+    return None if subtype in "rtf" or disposition == "attachment" else ""  # its `in ("rtf")`: a substring
+
+
+def _broken_address_word(message: Message) -> bool:
+    """An encoded-word in an address header that mail-parser's address parser would raise on."""
+    for name in _ADDRESS_HEADERS:
+        for value in message.get_all(name, []):
+            for word in _ENCODED_WORD.finditer(str(value)):
+                try:
+                    decode_header(word.group())
+                except HeaderParseError:
+                    return True
+    return False
+
+
+def _decoded_part(value: str | Header | None) -> str:
+    """mail-parser's decode_header_part: encoded-words decoded, undecodable bytes dropped."""
+    if not value:
+        return ""
+    try:
+        decoded = "".join(_text(data, charset or "utf-8") for data, charset in decode_header(value))
+    except (HeaderParseError, UnicodeError):
+        decoded = str(value)
+    try:
+        decoded.encode("utf-8")
+    except UnicodeEncodeError:
+        return str(value).encode("utf-8", "backslashreplace").decode("utf-8").strip()
+    return decoded.strip()
+
+
+def _text(data: bytes | str, charset: str) -> str:
+    """mail-parser's ported_string: NFC, as it returns all text it decodes."""
+    if isinstance(data, str):
+        return normalize("NFC", data)
+    try:
+        text = data.decode(charset)
+    except (LookupError, UnicodeError):
+        text = data.decode("utf-8", "ignore")
+    return normalize("NFC", text)
+
+
+def _attached_size(part: Message) -> int:
+    """The length of the attachment as mail-parser keeps it: base64 text, as sent or re-encoded."""
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64":
+        try:
+            return len(part.get_payload())
+        except (LookupError, UnicodeError):  # a charset that refuses to decode: the bytes re-encoded
+            pass
+    payload = part.get_payload(decode=True)
+    return len(b64encode(payload)) if isinstance(payload, bytes) else 0
+
+
+def _body_text(part: Message, charset: str) -> str:
+    """mail-parser's body text: 7/8-bit ASCII as it is, else the declared charset, else UTF-8."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes) or not payload:
+        return ""
+    if (
+        str(part.get("Content-Transfer-Encoding", "")).strip().lower() in {"", "7bit", "8bit"}
+        and payload.isascii()
+    ):
+        return payload.decode("ascii")
+    try:
+        text = payload.decode(charset)
+        text.encode("utf-8")  # some codecs can yield lone surrogates
+    except (LookupError, UnicodeError):
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = payload.decode("utf-8", "replace")
+    return normalize("NFC", text)
+
+
+def _read_with_stdlib(message: Message) -> _Content:
     # compat32 keeps header values as the raw strings the helpers below expect (policy.default parses
     # them lazily, and its header parser raises on hostile mail in ways compat32 never reaches).
-    message = email.message_from_bytes(data, policy=compat32)
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []

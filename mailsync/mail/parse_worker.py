@@ -183,7 +183,10 @@ class ParseWorker:
                 import structlog  # noqa: PLC0415 - not at the top: the worker process imports this module
 
                 structlog.get_logger().info(
-                    "parsed_with_fallback", mail_parser_error=failure.error_class, detail=failure.detail
+                    "parsed_with_fallback",
+                    failed_parser=failure.parser,
+                    parser_error=failure.error_class,
+                    detail=failure.detail,
                 )
             return parsed
         raise ParseError(str(value))

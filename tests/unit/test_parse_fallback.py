@@ -2,6 +2,7 @@
 
 Over IMAP, some mail arrives with the `From ` line of the mbox it was appended from; mail-parser 4.8.0
 raises on some real mail, and then the standard library's parser reads it (mailsync/mail/parse.py).
+Ordinary mail never reaches mail-parser (tests/unit/test_parse_fast_path.py); the mail here does.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def test_the_worker_logs_that_the_fallback_parsed(parse_worker):
         parsed = parse_worker.parse(BROKEN_NAME, fingerprint="f", archive_key="k")
     assert parsed.subject == "Angebot für 40 Lizenzen"
     events = [e for e in logs if e["event"] == "parsed_with_fallback"]
-    assert [e["mail_parser_error"] for e in events] == ["HeaderParseError"]
+    assert [(e["failed_parser"], e["parser_error"]) for e in events] == [("mail-parser", "HeaderParseError")]
     assert events[0]["detail"] == "Base64 decoding error"
 
 
@@ -166,8 +167,11 @@ def test_mail_both_parsers_fail_on_is_quarantined_with_both_reasons(pipeline):
     result = pipeline.ingest(raw, "dana@northwind.example")
     assert result.outcome == "quarantined"
     assert result.reason is not None
-    assert result.reason.startswith("mail-parser failed: MailParserRecursionError: ")
-    assert "; stdlib email parser failed: RecursionError: maximum recursion depth exceeded" in result.reason
+    # In the order they were tried: the standard library's parser first, as for all mail.
+    assert result.reason.startswith(
+        "stdlib email parser failed: RecursionError: maximum recursion depth exceeded"
+    )
+    assert "; mail-parser failed: MailParserRecursionError: " in result.reason
 
 
 # -- the whole corpus ------------------------------------------------------------------------------

@@ -488,19 +488,20 @@ def earliest_outcomes(session: Session, deals: Iterable[int], *, but: set[int]) 
     return found
 
 
-def threads_begun_since(session: Session, accounts: Iterable[int], since: datetime) -> set[int]:
-    """Threads with a participant at one of `accounts` that began after `since` (naive UTC)."""
-    return {
-        thread_id
-        for thread_id in session.scalars(
-            select(m.Message.thread_id)
-            .join(m.Participant, m.Participant.message_pk == m.Message.id)
-            .join(m.Thread, m.Thread.id == m.Message.thread_id)
-            .where(m.Participant.account_id.in_(sorted(set(accounts))), m.Thread.first_at > since)
-            .distinct()
-        )
-        if thread_id is not None
-    }
+def threads_begun_since(
+    session: Session, accounts: Iterable[int], since: datetime, until: datetime | None = None
+) -> set[int]:
+    """Threads with a participant at one of `accounts` that began after `since` (and not after `until`,
+    if given; naive UTC)."""
+    query = (
+        select(m.Message.thread_id)
+        .join(m.Participant, m.Participant.message_pk == m.Message.id)
+        .join(m.Thread, m.Thread.id == m.Message.thread_id)
+        .where(m.Participant.account_id.in_(sorted(set(accounts))), m.Thread.first_at > since)
+    )
+    if until is not None:
+        query = query.where(m.Thread.first_at <= until)
+    return {thread_id for thread_id in session.scalars(query.distinct()) if thread_id is not None}
 
 
 def thread_owners(session: Session, thread_ids: Iterable[int]) -> dict[int, str]:

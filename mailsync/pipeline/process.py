@@ -261,8 +261,11 @@ def _propose_touched(
                     settled[deal] = min(when, settled.get(deal, when))
     if settled:  # a deal already settled earlier on another thread: its later threads pass it over already
         known = mailstore.earliest_outcomes(session, settled, but=set(owner_of))
-        settled = {deal: when for deal, when in settled.items() if deal not in known or when < known[deal]}
-        changed += _propose_again(pipeline, session, settled, but=set(owner_of))
+        spans = {deal: (when, known.get(deal)) for deal, when in settled.items()}
+        spans = {
+            deal: (when, until) for deal, (when, until) in spans.items() if until is None or when < until
+        }
+        changed += _propose_again(pipeline, session, spans, but=set(owner_of))
     return changed
 
 
@@ -277,17 +280,25 @@ def _settled(proposal: Proposal) -> tuple[int, datetime] | None:
 
 
 def _propose_again(
-    pipeline: Pipeline, session: Session, settled: dict[int, datetime], *, but: set[int]
+    pipeline: Pipeline,
+    session: Session,
+    settled: dict[int, tuple[datetime, datetime | None]],
+    *,
+    but: set[int],
 ) -> int:
     """Proposals again for the threads at the account of a deal the batch's mail won or lost that began
     after that: such a thread is the next deal, not this one (nlp/link.py), whichever was read first (a
-    backfill reads mail in folder order, not date order)."""
+    backfill reads mail in folder order, not date order). `settled`: deal -> (the batch's date, the
+    earlier known one or None); a thread begun after the known date passed the deal over already, and
+    reads the same with the new one (nlp/link.py compares the dates only with its start), so it is not
+    read again: otherwise every new outcome re-read the account's whole later history, a cost that grew
+    with the database."""
     crm = pipeline.crm
     account_of = {o.id: o.account_id for deals in crm.open_opportunities.values() for o in deals}
     again: set[int] = set()
-    for deal, when in settled.items():
+    for deal, (when, until) in settled.items():
         if deal in account_of:
-            again |= mailstore.threads_begun_since(session, [account_of[deal]], when)
+            again |= mailstore.threads_begun_since(session, [account_of[deal]], when, until)
     owners = mailstore.thread_owners(session, again - but)
     if not owners:
         return 0

@@ -246,3 +246,29 @@ def test_a_deal_settled_again_later_on_another_thread_sends_no_thread_back_to_pr
     assert len(set(won)) == 2  # the second thread settles the deal too
     assert len(set(keys.values())) == 3
     assert proposed == [keys["m4@test.example"]]  # not the Depot thread, begun after both
+
+
+def test_an_earlier_outcome_sends_back_only_the_threads_begun_between_the_two_dates(
+    crm, repo, pipeline, monkeypatch
+):
+    """Acme signed on day 5 (known); a thread begun on day 20 passes the deal over already. A second
+    thread now shows the deal signed on day 2: the thread begun on day 3 reads differently (it began after
+    the deal was settled) and is proposed again; the one begun on day 20 reads the same and is not."""
+    proposed = _signed_then_recorded(pipeline, monkeypatch, depot_day=20)
+    between = mail(5, CUSTOMER, REP, "Could you send us a quote for 40 door sensors?", day=3, subject="Doors")
+    pipeline.ingest(between, REP)
+    del proposed[:]
+    earlier = mail(
+        4,
+        CUSTOMER,
+        REP,
+        "We signed the FleetSense rollout order, PO attached.",
+        day=2,
+        subject="Purchase order",
+        attachment="PO-78.pdf",
+    )
+    pipeline.ingest(earlier, REP)
+    with repo.session() as session:
+        keys = dict(session.execute(select(m.Message.message_id, m.Thread.key).join(m.Thread)).all())
+    assert len(set(keys.values())) == 4
+    assert proposed == [keys["m4@test.example"], keys["m5@test.example"]]  # not m3's, begun on day 20

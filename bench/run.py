@@ -5,13 +5,14 @@
                         [--match-messages 5000] [--repeat 3] [--growth-total 100000] [--growth-step 10000]
                         [--scaleout-mailboxes 8] [--scaleout-per-mailbox 500] [--scaleout-runs 3]
                         [--rebuild-messages 3000] [--rebuild-contacts 50000] [--rebuild-sqlite-only]
+                        [--rebuild-runs 3]
                         [--only capture|growth|match|model|memory|scaleout|rebuild]
 
 The capture bench (bench/capture_bench.py) runs first and writes BENCHMARKS.md and its chart unless
---markdown/--chart say elsewhere ("" for neither); the scale-out and growth benches put their sections
-in the same file, and each bench replaces only its own sections, so `--only X` refreshes X and keeps
-the rest. Benchmarks report, they never gate: the exit
-status is 0 even when a target is missed (it is not when a contestant fails to capture everything).
+--markdown/--chart say elsewhere ("" for neither); the scale-out, growth and rebuild benches put their
+sections in the same file, and each bench replaces only its own sections, so `--only X` refreshes X and
+keeps the rest. Benchmarks report, they never gate: the exit status is 0 even when a target is missed
+(it is not when a contestant fails to capture everything).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             console,
             contacts=args.rebuild_contacts,
             postgres=not args.rebuild_sqlite_only,
+            runs=args.rebuild_runs,
+            markdown=args.markdown or None,
         )
     return 0
 

@@ -78,3 +78,26 @@ def test_bench_fills_every_row_peers_included(tmp_path):
     assert "notmuch new" in text
     assert "capture.png" in text
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_rebuild_bench_writes_its_section(tmp_path):
+    """`make bench`'s rebuild part in small: a rebuild into each database, its section in the report."""
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# Benchmarks\n\n## Growth\n\nkept\n", encoding="utf-8")
+    command = [sys.executable, "-m", "bench.run", "--only", "rebuild", "--rebuild-messages", "40"]
+    command += ["--rebuild-contacts", "500", "--rebuild-runs", "1", "--markdown", str(markdown)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "200"}
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+    text = markdown.read_text(encoding="utf-8")
+    assert "## Growth\n\nkept" in text  # another bench's section stays
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    for database in ("SQLite", "PostgreSQL"):  # PostgreSQL skipped would be "PostgreSQL (skipped)"
+        assert database in rows, text
+        cells = [cell.strip() for cell in rows[database].split("|")[1:-1]]
+        assert cells[1] == "40", cells  # every message rebuilt
+        assert float(cells[4]) > 0, cells
+        assert cells[6] in {"✓", "✗"}, cells

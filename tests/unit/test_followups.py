@@ -202,6 +202,19 @@ def _signed_then_recorded(pipeline, monkeypatch, *, depot_day: int) -> list[str]
     return proposed
 
 
+def _signed_again(*, day: int) -> bytes:
+    """A second thread (m4) saying the FleetSense rollout was signed, dated `day`."""
+    return mail(
+        4,
+        CUSTOMER,
+        REP,
+        "We signed the FleetSense rollout order, PO attached.",
+        day=day,
+        subject="Purchase order",
+        attachment="PO-78.pdf",
+    )
+
+
 def test_an_outcome_proposed_again_sends_no_thread_back_to_propose(crm, repo, pipeline, monkeypatch):
     """Only a new outcome (or earlier evidence of it) changes how the account's later threads read; a
     reply on the signed deal's thread proposes the same won stage change and nothing else again (a
@@ -224,16 +237,7 @@ def test_a_deal_settled_again_later_on_another_thread_sends_no_thread_back_to_pr
     """The account's later threads already pass over a deal from its earliest open won/lost evidence on
     another thread; a second thread that says the same deal was won, later, changes none of them."""
     proposed = _signed_then_recorded(pipeline, monkeypatch, depot_day=20)
-    again = mail(
-        4,
-        CUSTOMER,
-        REP,
-        "We signed the FleetSense rollout order, PO attached.",
-        day=12,
-        subject="Purchase order",
-        attachment="PO-78.pdf",
-    )
-    pipeline.ingest(again, REP)
+    pipeline.ingest(_signed_again(day=12), REP)
     with repo.session() as session:
         keys = dict(session.execute(select(m.Message.message_id, m.Thread.key).join(m.Thread)).all())
         won = session.scalars(
@@ -258,16 +262,7 @@ def test_an_earlier_outcome_sends_back_only_the_threads_begun_between_the_two_da
     between = mail(5, CUSTOMER, REP, "Could you send us a quote for 40 door sensors?", day=3, subject="Doors")
     pipeline.ingest(between, REP)
     del proposed[:]
-    earlier = mail(
-        4,
-        CUSTOMER,
-        REP,
-        "We signed the FleetSense rollout order, PO attached.",
-        day=2,
-        subject="Purchase order",
-        attachment="PO-78.pdf",
-    )
-    pipeline.ingest(earlier, REP)
+    pipeline.ingest(_signed_again(day=2), REP)
     with repo.session() as session:
         keys = dict(session.execute(select(m.Message.message_id, m.Thread.key).join(m.Thread)).all())
     assert len(set(keys.values())) == 4

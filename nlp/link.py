@@ -87,7 +87,7 @@ def candidates(
     lowered = text.lower()
     amounts = [(value, currency) for m in human for value, currency, _ in find_amounts(m.text)]
     people = {p.address.email for m in human for p in m.external if p.role == "from"}
-    start = next((m.sent_at for m in human if m.sent_at is not None), None)
+    start = thread_start(human)
     another: bool | None = None  # read when a candidate's fate depends on it (the search is not free)
     scored = []
     for opp in seen.values():
@@ -102,7 +102,7 @@ def candidates(
             "recency": _recency(start, (opened or {}).get(opp.id)),
         }
         if not (named or parts["amount"]):
-            if _settled_before(start, (settled or {}).get(opp.id)):
+            if settled_before(start, (settled or {}).get(opp.id)):
                 continue  # the customer signed or turned it down before this thread began
             if another is None:
                 another = any(map(says_another_deal, messages))
@@ -166,7 +166,13 @@ def _amount_fit(opp: OpportunityRef, amounts: Sequence[tuple[Decimal, str]]) -> 
     return best
 
 
-def _settled_before(start: datetime | None, settled: datetime | None) -> bool:
+def thread_start(human: Sequence[Match]) -> datetime | None:
+    """When the thread began, as candidates reads it: its first dated human message."""
+    return next((m.sent_at for m in human if m.sent_at is not None), None)
+
+
+def settled_before(start: datetime | None, settled: datetime | None) -> bool:
+    """A deal won or lost (`settled`) before the thread began: the thread passes it over."""
     return (
         start is not None
         and settled is not None

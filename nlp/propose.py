@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING
 from nlp.clean import sentences
 from nlp.company import closing_lines, company_name, domain_name
 from nlp.intent import IntentModel, model_text, shipped
-from nlp.link import CLEAR_MARGIN, Candidate, candidates, clear_winner, first_by_amount
+from nlp.link import (
+    CLEAR_MARGIN,
+    Candidate,
+    candidates,
+    clear_winner,
+    first_by_amount,
+    settled_before,
+    thread_start,
+)
 from nlp.match import match_participant
 from nlp.money import find_amounts
 from nlp.moved import moved_contacts
@@ -148,9 +156,14 @@ def _passed_over(thread: ThreadView, human: list[Match], model: IntentModel | No
     """The deals won or lost on other threads that this thread may pass over if it began later
     (nlp/link.py): none when it is service talk about what was bought, or states an outcome itself (a
     purchase order sent as a new mail is the signed deal's)."""
-    if not thread.settled or is_support([human[0].subject, *(m.text for m in human)]):
+    start = thread_start(human)
+    # Only a deal settled before the thread began is passed over (candidates): when there is none, the
+    # reading below (support talk, outcomes: a classifier pass) decides nothing. A backfill read out of
+    # date order meets many threads that began before the outcome another thread states.
+    before = {deal: when for deal, when in thread.settled.items() if settled_before(start, when)}
+    if not before or is_support([human[0].subject, *(m.text for m in human)]):
         return {}
-    return {} if outcome_hits(human, model) else thread.settled
+    return {} if outcome_hits(human, model) else before
 
 
 def _tie(plausible: list[Candidate]) -> list[Candidate]:

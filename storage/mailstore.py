@@ -459,15 +459,21 @@ def open_outcomes(session: Session, thread_ids: Iterable[int]) -> dict[tuple[int
     """(thread, deal) -> the earliest evidence of the thread's open won/lost stage change for the deal,
     as opportunity_context reads it for the deal's other threads."""
     found: dict[tuple[int, int], datetime] = {}
+    # Only the threads in SQL: given the kind and status too, SQLite's planner (no statistics) read every
+    # open stage change of the database by (kind, status), a cost that grew with it. A thread has few.
     rows = session.execute(
-        select(_suggestion.thread_id, _suggestion.opportunity_id, _suggestion.evidence).where(
-            _suggestion.thread_id.in_(sorted(set(thread_ids))),
-            _suggestion.kind == "stage_change",
-            _suggestion.status == "open",
-            _suggestion.payload["to_stage"].as_string().in_(sorted(OUTCOMES)),
-        )
+        select(
+            _suggestion.thread_id,
+            _suggestion.opportunity_id,
+            _suggestion.kind,
+            _suggestion.status,
+            _suggestion.payload["to_stage"].as_string(),
+            _suggestion.evidence,
+        ).where(_suggestion.thread_id.in_(sorted(set(thread_ids))))
     )
-    for thread_id, deal, evidence in rows:
+    for thread_id, deal, kind, status, to_stage, evidence in rows:
+        if kind != "stage_change" or status != "open" or to_stage not in OUTCOMES:
+            continue
         for when in filter(None, map(_evidence_time, evidence or ())):
             key = (thread_id, deal)
             found[key] = min(when, found.get(key, when))

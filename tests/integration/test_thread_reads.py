@@ -81,3 +81,54 @@ def test_thread_reads_go_by_the_thread_index_and_leave_unparsed_rows_out(repo):
     assert len(plans) == 5  # messages and participants twice, the owners once
     assert not [plan for plan in plans if "ix_message_status" in plan or "SCAN" in plan], plans
     assert sum("ix_message_thread_id" in plan for plan in plans) == 3, plans
+
+
+def test_the_open_outcomes_of_touched_threads_are_read_by_the_thread_index(repo):
+    """open_outcomes of a batch's threads: by the thread index, not every open stage change there is."""
+    _add_messages(repo)
+
+    def outcome(
+        i: int, *, kind: str = "stage_change", status: str = "open", stage: str = "closed_won", day: int = 0
+    ):
+        return {
+            "key": f"{kind}:<t{i}>:{status}:{stage}",
+            "kind": kind,
+            "status": status,
+            "summary": "s",
+            "payload": {"opportunity_id": 7, "to_stage": stage},
+            "confidence": 0.8,
+            "evidence": [
+                {"fingerprint": "f", "sent_at": f"2026-03-{day or 1 + i % 28:02d}T10:00:00", "quote": "q"}
+            ],
+            "thread_id": i,
+            "opportunity_id": 7,
+        }
+
+    rows = [outcome(i) for i in range(2, 2 + MESSAGES, 2) if i != 8]
+    # Earlier evidence that does not count: decided, another kind, not an outcome.
+    rows += [outcome(4, status="rejected", day=1), outcome(4, kind="link_thread", day=1)]
+    rows += [outcome(8, stage="negotiation", day=1)]
+    statements: list[tuple[str, object]] = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    with repo.session() as session:
+        session.execute(insert(m.Suggestion), rows)
+        session.flush()
+        event.listen(repo.engine, "before_cursor_execute", keep)
+        try:
+            found = mailstore.open_outcomes(session, [4, 6, 8])
+        finally:
+            event.remove(repo.engine, "before_cursor_execute", keep)
+    assert {key: when.isoformat() for key, when in found.items()} == {
+        (4, 7): "2026-03-05T10:00:00",
+        (6, 7): "2026-03-07T10:00:00",
+    }
+    with repo.engine.connect() as conn:
+        plans = [
+            " | ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+            for sql, params in statements
+        ]
+    assert len(plans) == 1
+    assert "ix_suggestion_thread_id_status" in plans[0], plans

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from nlp import propose as proposing
 from nlp.link import candidates
 from nlp.match import free_mail_domains, match_people
 from nlp.propose import ThreadView, Thresholds, propose
@@ -219,3 +220,27 @@ def test_no_lost_signal_on_a_thread_that_already_has_an_outcome():
             when=QUOTE + timedelta(days=4)),
     )  # fmt: skip
     assert stale([thread], QUOTE + timedelta(days=90)) == []
+
+
+# --- deals settled on other threads ----------------------------------------------------------------------
+
+
+def test_only_deals_settled_before_the_thread_began_are_read_for_and_passed_over(monkeypatch):
+    """A thread passes over a deal won or lost before it began; one settled later changes nothing, so the
+    thread is not read for support talk or outcomes on its account (a backfill meets many such)."""
+    read: list[str] = []
+    monkeypatch.setattr(proposing, "is_support", lambda texts: read.append(texts[0]) or False)
+    question = msg(
+        "paul@acme.example", "Could you quote 12 more sensors?", when=datetime(2026, 10, 1, tzinfo=UTC)
+    )
+    before, after = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+
+    later = ThreadView("k", "Question", None, (question,), REP, settled={BOILER.id: after})
+    assert proposing._passed_over(later, [question], None) == {}
+    assert read == []
+
+    both = ThreadView(
+        "k", "Question", None, (question,), REP, settled={BOILER.id: after, SUBSCRIPTION.id: before}
+    )
+    assert proposing._passed_over(both, [question], None) == {SUBSCRIPTION.id: before}
+    assert read == ["Question"]

@@ -141,7 +141,7 @@ def parse_pool(messages: Sequence[bytes], batch: int = 200) -> float:
     from mailsync.mail.parse_worker import ParseJob, ParsePool  # noqa: PLC0415
 
     jobs = [ParseJob(raw, key, key) for raw in messages for key in (hashlib.sha256(raw).hexdigest(),)]
-    with ParsePool(ParseLimits()) as pool:
+    with ParsePool(ParseLimits(), size=os.cpu_count()) as pool:
         pool.parse_many(jobs[: len(pool.workers)])  # warm: every worker spawned and importing done
         began = time.perf_counter()
         for start in range(0, len(jobs), batch):

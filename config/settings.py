@@ -162,8 +162,8 @@ class DaemonSettings(_Strict):
     # seconds a process's lease on a mailbox lasts unless renewed: how soon another process takes over
     # a killed one's mailboxes (several `mailsync run` on one PostgreSQL; storage/leases.py)
     lease_seconds: float = Field(default=60.0, ge=1.0)
-    # parse worker processes per mailsync process; unset: one per core, at most four. Pin it (e.g. 1)
-    # when several processes share a host, so that they do not each start one per core
+    # parse worker processes per mailsync process; unset: one per core but one, 1 to 4. Pin it (e.g. 1)
+    # when several processes share a host, so that they do not each start one per spare core
     parse_workers: int | None = Field(default=None, ge=1)
 
 

@@ -6,13 +6,14 @@ timeout, after which it is killed and replaced. The caller only ever sees a Pars
 Logging is off in the worker, so it sends back whether the fallback parser stood in, and the
 daemon side logs it.
 
-`ParsePool` runs several workers so that a batch is parsed on every core, each message still in one
-killable worker: a message that hangs costs its own worker a restart, never its neighbours. Each
-worker is sent a few messages ahead of the one it parses (`parse_stream`), so it does not idle while
-this process, busy matching, gets round to taking a result and sending the next: replay of 10,000
-messages, parse wall time 32 -> 24 s. Workers are spawned by `warm()` in the background (imports take
-about a second), so the first message does not wait for them and a pass with nothing to parse does
-not either.
+`ParsePool` runs several workers so that a batch is parsed on the cores matching leaves free (one on 2
+cores: with the standard library's fast path a message parses in ~0.6 ms against ~1.8 ms of matching,
+and a second worker only held its own memory), each message still in one killable worker: a message
+that hangs costs its own worker a restart, never its neighbours. Each worker is sent a few messages
+ahead of the one it parses (`parse_stream`), so it does not idle while this process, busy matching,
+gets round to taking a result and sending the next: replay of 10,000 messages, parse wall time 32 ->
+24 s. Workers are spawned by `warm()` in the background (imports take about a second), so the first
+message does not wait for them and a pass with nothing to parse does not either.
 """
 
 from __future__ import annotations
@@ -272,13 +273,16 @@ class _Taker:
 
 
 def default_size() -> int:
-    """One worker per core, at most four: parsing is CPU-bound and each worker holds ~60 MB."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """One worker per core that the command's own process leaves free, at least one, at most four.
+    Parsing is CPU-bound and runs a batch ahead of matching, which takes about twice as long per
+    message in the main process: one worker keeps it fed, and a worker more on a 2-core machine
+    only competes with it for a core and holds ~30 MB more."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 def configured_pool(settings: Settings) -> ParsePool:
-    """The pool a command parses with: `[daemon] parse_workers` workers, else one per core (at most
-    four). Several processes on one host each pin it, or each would start a worker per core."""
+    """The pool a command parses with: `[daemon] parse_workers` workers, else `default_size()`.
+    Several processes on one host each pin it, or each would start a worker per spare core."""
     return ParsePool(settings.limits, size=settings.daemon.parse_workers)
 
 

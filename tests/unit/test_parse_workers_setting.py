@@ -39,7 +39,7 @@ def test_the_setting_in_the_file_reaches_the_pool_the_commands_build(tmp_path: P
     assert _workers_of_the_command_pipeline(config) == 1
 
 
-def test_unset_it_is_one_worker_per_core_and_the_environment_overrides_the_file(
+def test_unset_it_is_the_default_size_and_the_environment_overrides_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unset = load_settings(write_config(tmp_path))
@@ -58,3 +58,13 @@ def test_zero_workers_is_refused_naming_the_key(tmp_path: Path) -> None:
 
 def test_the_example_config_documents_it() -> None:
     assert "# parse_workers = 1" in EXAMPLE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(None, 1), (1, 1), (2, 1), (3, 2), (4, 3), (16, 4)])
+def test_by_default_a_worker_per_core_the_main_process_leaves_free(
+    cores: int | None, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # matching in the main process is the slower stage: on 2 cores a second worker would only take
+    # turns with it for the CPU while holding its own memory
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert default_size() == workers

@@ -261,9 +261,10 @@ def _propose_touched(
                     settled[deal] = min(when, settled.get(deal, when))
     if settled:  # a deal already settled earlier on another thread: its later threads pass it over already
         known = mailstore.earliest_outcomes(session, settled, but=set(owner_of))
-        spans = {deal: (when, known.get(deal)) for deal, when in settled.items()}
         spans = {
-            deal: (when, until) for deal, (when, until) in spans.items() if until is None or when < until
+            deal: (when, known.get(deal))
+            for deal, when in settled.items()
+            if deal not in known or when < known[deal]
         }
         changed += _propose_again(pipeline, session, spans, but=set(owner_of))
     return changed

@@ -242,7 +242,8 @@ def _propose_touched(
     crm = pipeline.crm
     settings = thresholds(pipeline.settings.matching)
     changed = 0
-    settled: dict[int, datetime] = {}  # deal -> when the batch's mail won or lost it
+    settled: dict[int, tuple[datetime, int]] = {}  # deal -> when the batch's mail won or lost it, and where
+    position: dict[int, int] = {}  # touched thread -> its place in the loop below
     # What the touched threads had already proposed: an outcome proposed again with no earlier evidence
     # changes no other thread's reading (their own proposals read it), so it sends none back to propose.
     before = mailstore.open_outcomes(session, owner_of)
@@ -251,22 +252,26 @@ def _propose_touched(
         select(m.Thread).where(m.Thread.id.in_(list(owner_of))).order_by(m.Thread.id)
     ):
         index, owner = owner_of[thread.id]
+        position[thread.id] = len(position)
         with blame(session, index, careful=careful):
             view = thread_view(session, thread, owner, crm, stored[thread.id])
             proposals = propose(view, crm, settings)
             changed += mailstore.sync_suggestions(session, thread.id, proposals)
             for deal, when in filter(None, map(_settled, proposals)):
                 earlier = before.get((thread.id, deal))
-                if earlier is None or when < earlier:
-                    settled[deal] = min(when, settled.get(deal, when))
+                if (earlier is None or when < earlier) and (deal not in settled or when < settled[deal][0]):
+                    settled[deal] = (when, position[thread.id])
     if settled:  # a deal already settled earlier on another thread: its later threads pass it over already
         known = mailstore.earliest_outcomes(session, settled, but=set(owner_of))
         spans = {
             deal: (when, known.get(deal))
-            for deal, when in settled.items()
+            for deal, (when, _) in settled.items()
             if deal not in known or when < known[deal]
         }
-        changed += _propose_again(pipeline, session, spans, but=set(owner_of))
+        # Touched threads proposed after the one that settled a deal read it already; those proposed
+        # before it did not, and go back like any other thread of the account.
+        read = {deal: {t for t, at in position.items() if at >= settled[deal][1]} for deal in spans}
+        changed += _propose_again(pipeline, session, spans, read=read)
     return changed
 
 
@@ -285,7 +290,7 @@ def _propose_again(
     session: Session,
     settled: dict[int, tuple[datetime, datetime | None]],
     *,
-    but: set[int],
+    read: dict[int, set[int]],
 ) -> int:
     """Proposals again for the threads at the account of a deal the batch's mail won or lost that began
     after that: such a thread is the next deal, not this one (nlp/link.py), whichever was read first (a
@@ -293,14 +298,14 @@ def _propose_again(
     earlier known one or None); a thread begun after the known date passed the deal over already, and
     reads the same with the new one (nlp/link.py compares the dates only with its start), so it is not
     read again: otherwise every new outcome re-read the account's whole later history, a cost that grew
-    with the database."""
+    with the database. `read`: deal -> the batch's threads that read the new date already."""
     crm = pipeline.crm
     account_of = {o.id: o.account_id for deals in crm.open_opportunities.values() for o in deals}
     again: set[int] = set()
     for deal, (when, until) in settled.items():
         if deal in account_of:
-            again |= mailstore.threads_begun_since(session, [account_of[deal]], when, until)
-    owners = mailstore.thread_owners(session, again - but)
+            again |= mailstore.threads_begun_since(session, [account_of[deal]], when, until) - read[deal]
+    owners = mailstore.thread_owners(session, again)
     if not owners:
         return 0
     settings, changed = thresholds(pipeline.settings.matching), 0

@@ -9,17 +9,19 @@ queue of the processing stage.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select
 from sqlalchemy.orm import load_only
 from sqlalchemy.orm.attributes import flag_modified
 
 from storage import models as m
+from storage.deal_context import DEAL_SUGGESTIONS, OUTCOMES, evidence_time
 from storage.models import db_time, utcnow
+from storage.suggestion_rows import THREAD_KINDS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Collection, Iterable, Sequence
 
     from sqlalchemy import Table
     from sqlalchemy.orm import Session
@@ -216,19 +218,34 @@ def chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
 _PARSED = "parsed"
 
 
-def thread_messages(session: Session, thread_id: int) -> list[tuple[m.Message, list[m.Participant]]]:
+class StoredPerson(NamedTuple):
+    """A participant of a stored message, as re-matching it needs (read on the table: no ORM object)."""
+
+    role: str
+    name: str
+    email: str
+
+
+StoredThread = list[tuple[m.Message, list[StoredPerson]]]
+_participant = m.Participant.__table__.c
+_PEOPLE = (
+    select(_participant.message_pk, _participant.role, _participant.name, _participant.email)
+    .where(_participant.message_pk.in_(bindparam("ids", expanding=True)))
+    .order_by(_participant.id)
+)
+
+
+def thread_messages(session: Session, thread_id: int) -> StoredThread:
     """The parsed messages of a thread, oldest first, each with its participants."""
     return threads_messages(session, [thread_id])[thread_id]
 
 
-def threads_messages(
-    session: Session, thread_ids: Iterable[int]
-) -> dict[int, list[tuple[m.Message, list[m.Participant]]]]:
+def threads_messages(session: Session, thread_ids: Iterable[int]) -> dict[int, StoredThread]:
     """Thread id -> its parsed messages, oldest first (in the database's order of sent_at), each with its
     participants: two queries per chunk of threads, by the thread and participant indexes."""
     wanted = sorted(set(thread_ids))
-    found: dict[int, list[tuple[m.Message, list[m.Participant]]]] = {t: [] for t in wanted}
-    people: dict[int, list[m.Participant]] = {}
+    found: dict[int, StoredThread] = {t: [] for t in wanted}
+    people: dict[int, list[StoredPerson]] = {}
     for chunk in chunks(wanted):
         parsed = [
             msg
@@ -242,11 +259,9 @@ def threads_messages(
         for msg in parsed:
             people[msg.id] = []
             found[msg.thread_id or 0].append((msg, people[msg.id]))
-        for ids in chunks([msg.id for msg in parsed]):
-            for person in session.scalars(
-                select(m.Participant).where(m.Participant.message_pk.in_(ids)).order_by(m.Participant.id)
-            ):
-                people[person.message_pk].append(person)
+        for ids in chunks([msg.id for msg in parsed]):  # the ORM's select above flushed the session
+            for message_pk, role, name, email in session.execute(_PEOPLE, {"ids": list(ids)}):
+                people[message_pk].append(StoredPerson(role, name, email))
     return found
 
 
@@ -317,7 +332,6 @@ def open_suggestions(session: Session, rep: str) -> list[m.Suggestion]:
 
 # --- proposals over time: superseded suggestions, deal context, quiet threads -------------------------
 
-THREAD_KINDS = ("link_thread", "new_opportunity", "stage_change")
 
 # The reads made for every touched thread, built once: a statement built anew per call cost more than
 # the read itself (construction and cache key); the lists go in as expanding parameters. Those that
@@ -333,47 +347,29 @@ _SUGGESTIONS_TO_SYNC = select(m.Suggestion).where(
         ),
     )
 )
-_opportunity, _thread, _suggestion = m.Opportunity.__table__.c, m.Thread.__table__.c, m.Suggestion.__table__.c
-_message, _participant = m.Message.__table__.c, m.Participant.__table__.c
-_OPENED = select(_opportunity.id, _opportunity.created_at).where(
-    _opportunity.id.in_(bindparam("ids", expanding=True))
-)
-_DEAL_THREADS = select(_thread.id, _thread.opportunity_id).where(
-    _thread.opportunity_id.in_(bindparam("ids", expanding=True))
-)
-_DEAL_THREADS_BUT = _DEAL_THREADS.where(_thread.id != bindparam("thread_id"))
-_DEAL_SUGGESTIONS = select(
-    _suggestion.thread_id,
-    _suggestion.opportunity_id,
-    _suggestion.kind,
-    _suggestion.status,
-    _suggestion.payload["mode"].as_string(),
-    _suggestion.payload["to_stage"].as_string(),
-    _suggestion.evidence,
-).where(_suggestion.opportunity_id.in_(bindparam("ids", expanding=True)))
-OUTCOMES = frozenset({"closed_won", "closed_lost"})
-_DEAL_PEOPLE = (
-    select(_message.thread_id, _participant.email)
-    .join(m.Participant.__table__, _participant.message_pk == _message.id)
-    .where(
-        _message.thread_id.in_(bindparam("threads", expanding=True)),
-        _participant.contact_id.is_not(None),
-        _participant.role == "from",
-    )
-)
+_suggestion = m.Suggestion.__table__.c
 
 
 def sync_suggestions(
-    session: Session, thread_id: int, proposals: Iterable[Proposal], *, withdraw: bool = True
+    session: Session,
+    thread_id: int,
+    proposals: Iterable[Proposal],
+    *,
+    withdraw: bool = True,
+    batch: BatchSuggestions | None = None,
 ) -> int:
     """save_proposals, plus: a withdrawn suggestion proposed again is open again, and (with `withdraw`)
     an open link/new-opportunity/stage suggestion of this thread that the thread no longer supports is
-    withdrawn (a later message showed it was wrong, or a merge left a duplicate). Returns changes."""
+    withdrawn (a later message showed it was wrong, or a merge left a duplicate). Returns changes.
+    `batch`: the suggestions of the caller's batch of threads, read once for all (followups.ThreadViews)."""
     proposals = list(proposals)
     keys = {p.key for p in proposals}
     # One read for all three steps: the rows of the proposals' keys, and this thread's open ones (those
     # whose key is not proposed are what steps 1 and 2 leave alone, so they are read as they start).
-    rows = list(session.scalars(_SUGGESTIONS_TO_SYNC, {"keys": list(keys), "thread_id": thread_id}))
+    if batch is None:
+        rows = list(session.scalars(_SUGGESTIONS_TO_SYNC, {"keys": list(keys), "thread_id": thread_id}))
+    else:
+        rows = batch.read(thread_id, keys)
     by_key = {row.key: row for row in rows if row.key in keys}
     owners = {p.key: p.owner_rep for p in proposals}
     changed = 0
@@ -389,75 +385,22 @@ def sync_suggestions(
                 row.status = "withdrawn"
                 row.updated_at = utcnow()
                 changed += 1
+    if batch is not None:
+        batch.note(dict.fromkeys([*rows, *by_key.values()]))
     return changed
 
 
-class DealContext(NamedTuple):
-    """What the mail elsewhere says of a thread's candidate deals (see opportunity_context)."""
+class BatchSuggestions(Protocol):
+    """Suggestions read once for a batch of threads (storage/suggestion_rows.py), kept current."""
 
-    opened: dict[int, datetime]  # deal -> created_at in the CRM
-    history: dict[int, frozenset[str]]  # deal -> CRM contacts who wrote on its other threads
-    settled: dict[int, datetime]  # deal -> when another thread's customer won or lost it (not yet decided)
+    def read(self, thread_id: int, keys: Collection[str]) -> list[m.Suggestion]: ...
 
-
-def opportunity_context(
-    session: Session, opportunity_ids: Iterable[int], thread_id: int | None
-) -> DealContext:
-    """For candidate deals: when each was opened in the CRM, the CRM contacts who wrote on other
-    threads linked to it (by the thread's opportunity, an approved link, or an open automatic link),
-    and when another thread's mail won or lost it (an open won/lost stage change, dated by its evidence)."""
-    ids = sorted(set(opportunity_ids))
-    if not ids:
-        return DealContext({}, {}, {})
-    session.flush()  # the reads below are Core statements (see _OPENED): no autoflush of their own
-    opened = {
-        opp_id: created for opp_id, created in session.execute(_OPENED, {"ids": ids}) if created is not None
-    }
-    threads: dict[int, set[int]] = {}
-    deal_threads = (
-        session.execute(_DEAL_THREADS, {"ids": ids})
-        if thread_id is None
-        else session.execute(_DEAL_THREADS_BUT, {"ids": ids, "thread_id": thread_id})
-    )
-    for tid, opp_id in deal_threads:
-        if opp_id is not None:
-            threads.setdefault(tid, set()).add(opp_id)
-    outcomes: list[tuple[int, datetime]] = []
-    # Only the deal in SQL: SQLite (no statistics) would otherwise read by kind and status, every open
-    # link suggestion, once a thread has a few candidate deals.
-    for linked, deal, kind, status, mode, to_stage, evidence in session.execute(
-        _DEAL_SUGGESTIONS, {"ids": ids}
-    ):
-        if linked in {None, thread_id}:
-            continue
-        if kind == "link_thread" and (status == "approved" or (status == "open" and mode == "link")):
-            threads.setdefault(linked, set()).add(deal)
-        elif kind == "stage_change" and status == "open" and to_stage in OUTCOMES:
-            outcomes += [(deal, when) for when in map(_evidence_time, evidence or ()) if when is not None]
-    settled = dict(sorted(outcomes, reverse=True))  # each deal's earliest, assigned last
-    people: dict[int, set[str]] = {}
-    if threads:
-        for on_thread, email in session.execute(_DEAL_PEOPLE, {"threads": list(threads)}):
-            for opp_id in threads.get(on_thread, set()) if on_thread is not None else ():
-                people.setdefault(opp_id, set()).add(email)
-    return DealContext(opened, {k: frozenset(v) for k, v in people.items()}, settled)
-
-
-def _evidence_time(evidence: dict[str, Any]) -> datetime | None:
-    """The date of a stored evidence entry (naive UTC, as messages are stored), if it has one."""
-    stamp = evidence.get("sent_at") if isinstance(evidence, dict) else None
-    if not isinstance(stamp, str):
-        return None
-    try:
-        when = datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-    return db_time(when)
+    def note(self, rows: Iterable[m.Suggestion]) -> None: ...
 
 
 def open_outcomes(session: Session, thread_ids: Iterable[int]) -> dict[tuple[int, int], datetime]:
     """(thread, deal) -> the earliest evidence of the thread's open won/lost stage change for the deal,
-    as opportunity_context reads it for the deal's other threads."""
+    as deal_context.ContextReads reads it for the deal's other threads."""
     found: dict[tuple[int, int], datetime] = {}
     # Only the threads in SQL: given the kind and status too, SQLite's planner (no statistics) read every
     # open stage change of the database by (kind, status), a cost that grew with it. A thread has few.
@@ -474,7 +417,7 @@ def open_outcomes(session: Session, thread_ids: Iterable[int]) -> dict[tuple[int
     for thread_id, deal, kind, status, to_stage, evidence in rows:
         if kind != "stage_change" or status != "open" or to_stage not in OUTCOMES:
             continue
-        for when in filter(None, map(_evidence_time, evidence or ())):
+        for when in filter(None, map(evidence_time, evidence or ())):
             key = (thread_id, deal)
             found[key] = min(when, found.get(key, when))
     return found
@@ -482,14 +425,14 @@ def open_outcomes(session: Session, thread_ids: Iterable[int]) -> dict[tuple[int
 
 def earliest_outcomes(session: Session, deals: Iterable[int], *, but: set[int]) -> dict[int, datetime]:
     """Deal -> the earliest evidence of an open won/lost stage change for it on a thread not in `but`: the
-    date from which opportunity_context already tells the deal's other threads it is settled."""
+    date from which deal_context.ContextReads already tells the deal's other threads it is settled."""
     found: dict[int, datetime] = {}
-    for on_thread, deal, kind, status, _mode, to_stage, evidence in session.execute(
-        _DEAL_SUGGESTIONS, {"ids": sorted(set(deals))}
+    for _key, on_thread, deal, kind, status, _mode, to_stage, evidence in session.execute(
+        DEAL_SUGGESTIONS, {"ids": sorted(set(deals))}
     ):
         if on_thread in but or kind != "stage_change" or status != "open" or to_stage not in OUTCOMES:
             continue
-        for when in filter(None, map(_evidence_time, evidence or ())):
+        for when in filter(None, map(evidence_time, evidence or ())):
             found[deal] = min(when, found.get(deal, when))
     return found
 

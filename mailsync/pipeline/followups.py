@@ -1,9 +1,9 @@
 """Stored threads back through the propose stage: a thread as stored, and the daily no-reply job.
 
-`thread_view` re-matches a stored thread against the current CRM, with what the propose stage
-needs beyond the mail: when each candidate deal was opened, and who is on its other linked threads.
-The pipeline calls it for the thread of every new message; attachment names come from the
-`message.attachments` column the parse stage filled.
+`ThreadViews` re-matches stored threads against the current CRM, with what the propose stage needs
+beyond the mail: when each candidate deal was opened, and who is on its other linked threads. The
+pipeline makes the views of a batch's touched threads at once; `thread_view` is one thread's.
+Attachment names come from the `message.attachments` column the parse stage filled.
 
 `flag_unanswered` is the lost-by-silence rule (nlp/stale.py) run over the database at a given "now":
 the daemon runs it once a day; `mailsync digest` and the evaluation call `flag_unanswered`
@@ -17,21 +17,22 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
-
 from nlp.match import match_participant, match_people
 from nlp.propose import ThreadView, Thresholds
 from nlp.stale import lost_by_silence
 from storage import mailstore
-from storage.models import Suggestion, SuggestionContact
-from storage.records import Address, ProposalKind
+from storage.deal_context import ContextReads
+from storage.records import Address
+from storage.suggestion_rows import SuggestionRows
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping, Sequence
+
     from sqlalchemy.orm import Session
 
     from config.settings import MatchingSettings
-    from storage.models import Message, Thread
-    from storage.models import Participant as ParticipantRow
+    from storage.mailstore import StoredPerson, StoredThread
+    from storage.models import Message, Suggestion, Thread
     from storage.records import CrmSnapshot, Match
     from storage.repo import Repo
 
@@ -44,7 +45,7 @@ def thresholds(settings: MatchingSettings) -> Thresholds:
     )
 
 
-def stored_match(message: Message, people: list[ParticipantRow], crm: CrmSnapshot) -> Match:
+def stored_match(message: Message, people: list[StoredPerson], crm: CrmSnapshot) -> Match:
     """A stored message matched against the current CRM."""
     return match_people(
         fingerprint=message.fingerprint,
@@ -72,7 +73,7 @@ class MatchCache:
         self._entries: OrderedDict[int, tuple[tuple[Any, ...], Match]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def match(self, message: Message, people: list[ParticipantRow], crm: CrmSnapshot) -> Match:
+    def match(self, message: Message, people: list[StoredPerson], crm: CrmSnapshot) -> Match:
         made_of = (
             message.fingerprint,
             message.sent_at,
@@ -108,59 +109,88 @@ def thread_view(
     thread: Thread,
     owner: str,
     crm: CrmSnapshot,
-    stored: list[tuple[Message, list[ParticipantRow]]] | None = None,
+    stored: StoredThread | None = None,
 ) -> ThreadView:
     """The stored thread as the propose stage sees it, matched against the current CRM. `stored`: its
-    messages as mailstore.thread_messages gives them, when the caller read several threads at once."""
+    messages as mailstore.thread_messages gives them, when the caller read them already."""
     if stored is None:
         stored = mailstore.thread_messages(session, thread.id)
-    messages = tuple(_matches.match(msg, people, crm) for msg, people in stored)
-    ids = {o.id for msg in messages for a in msg.accounts for o in crm.open_opportunities.get(a.id, ())}
-    context = mailstore.opportunity_context(session, ids, thread.id)
-    return ThreadView(
-        key=thread.key,
-        subject=thread.subject,
-        linked_opportunity=thread.opportunity_id,
-        messages=messages,
-        owner=owner,
-        opened=context.opened,
-        history=context.history,
-        settled=context.settled,
-        proposed_elsewhere=_proposed_earlier(session, thread.id, messages),
-    )
+    return ThreadViews(session, [thread], crm, {thread.id: stored}).view(thread, owner)
 
 
-# Built once (read for every touched thread): building it per call cost more than the read. On the
-# tables (Core), which skips the ORM's per-statement work, autoflush included: the caller flushes.
-_contact, _suggestion = SuggestionContact.__table__.c, Suggestion.__table__.c
-_PROPOSED_TO = (
-    select(_contact.email, _suggestion.kind, _suggestion.status, _suggestion.thread_id)
-    .join(Suggestion.__table__, _suggestion.id == _contact.suggestion_id)
-    .where(_contact.email.in_(bindparam("emails", expanding=True)))
-)
+class ThreadViews:
+    """The views of several stored threads for one pass of the propose stage: each thread's messages
+    matched against the current CRM, and what the mail elsewhere says of them (when each candidate deal
+    was opened, who is on its other linked threads, which senders an older thread proposed as a new
+    deal) read once for all (storage/deal_context.py). Pass `saw` to sync_suggestions between views:
+    a view made later reads what the earlier threads' proposals wrote, as a read per thread did."""
+
+    def __init__(
+        self,
+        session: Session,
+        threads: Sequence[Thread],
+        crm: CrmSnapshot,
+        stored: Mapping[int, StoredThread],
+    ) -> None:
+        self._crm = crm
+        self._messages = {
+            thread.id: tuple(_matches.match(msg, people, crm) for msg, people in stored[thread.id])
+            for thread in threads
+        }
+        self._deals = {thread_id: _candidate_deals(found, crm) for thread_id, found in self._messages.items()}
+        self._senders = {thread_id: _outside_senders(found) for thread_id, found in self._messages.items()}
+        self._reads = ContextReads(
+            session,
+            deals={deal for deals in self._deals.values() for deal in deals},
+            senders={email for senders in self._senders.values() for email in senders},
+            threads=self._messages,
+        )
+        self._suggestions = SuggestionRows(session, self._messages, self._likely_keys(threads))
+
+    def view(self, thread: Thread, owner: str) -> ThreadView:
+        context = self._reads.deal_context(thread.id, self._deals[thread.id])
+        return ThreadView(
+            key=thread.key,
+            subject=thread.subject,
+            linked_opportunity=thread.opportunity_id,
+            messages=self._messages[thread.id],
+            owner=owner,
+            opened=context.opened,
+            history=context.history,
+            settled=context.settled,
+            proposed_elsewhere=self._reads.proposed_earlier(thread.id, self._senders[thread.id]),
+        )
+
+    # What sync_suggestions reads and writes between views (mailstore.BatchSuggestions): a view made
+    # later reads what the earlier threads' proposals wrote, as a read per thread did.
+    def read(self, thread_id: int, keys: Collection[str]) -> list[Suggestion]:
+        return self._suggestions.read(thread_id, keys)
+
+    def note(self, rows: Iterable[Suggestion]) -> None:
+        rows = list(rows)
+        self._suggestions.note(rows)
+        self._reads.saw(rows)
+
+    def _likely_keys(self, threads: Sequence[Thread]) -> set[str]:
+        """The keys the propose stage makes for these threads (nlp/propose.py's formats): read up front.
+        One it makes otherwise (a moved contact, say) is read when sync_suggestions asks for it."""
+        keys = set()
+        for thread in threads:
+            deals = {*self._deals[thread.id], thread.opportunity_id}
+            keys |= {f"link:{thread.key}", f"new_opportunity:{thread.key}"}
+            keys |= {f"stage:{thread.key}:{deal}" for deal in deals if deal is not None}
+            people = {p.address.email for msg in self._messages[thread.id] for p in msg.participants}
+            keys |= {f"new_contact:{email}" for email in people}
+        return keys
 
 
-def _proposed_earlier(session: Session, thread_id: int, messages: tuple[Match, ...]) -> frozenset[str]:
-    """Those of the thread's outside senders already on an open new-opportunity suggestion of an older
-    thread: looked up by address (suggestion_contact), so the cost stays with the few candidates."""
-    senders = {
-        p.address.email for m in messages for p in m.participants if p.role == "from" and not p.internal
-    }
-    if not senders:
-        return frozenset()
-    by_address = {email.lower(): email for email in senders}  # suggestion_contact holds them lower-cased
-    # Only the address in SQL: SQLite (no statistics) would otherwise read by kind and status, every open
-    # new-opportunity suggestion, once a thread has a few senders.
-    session.flush()  # as the autoflush of an ORM statement would (see _PROPOSED_TO)
-    found = session.execute(_PROPOSED_TO, {"emails": sorted(by_address)})
-    return frozenset(
-        by_address[email]
-        for email, kind, status, on_thread in found
-        if kind == ProposalKind.NEW_OPPORTUNITY.value
-        and status == "open"
-        and on_thread is not None
-        and on_thread < thread_id
-    )
+def _candidate_deals(messages: tuple[Match, ...], crm: CrmSnapshot) -> set[int]:
+    """The open deals of every account the thread's people are at."""
+    return {o.id for msg in messages for a in msg.accounts for o in crm.open_opportunities.get(a.id, ())}
+
+
+def _outside_senders(messages: tuple[Match, ...]) -> set[str]:
+    return {p.address.email for m in messages for p in m.participants if p.role == "from" and not p.internal}
 
 
 def flag_unanswered(repo: Repo, crm: CrmSnapshot, settings: MatchingSettings, now: datetime) -> int:

@@ -29,18 +29,20 @@ from mailsync import faults
 from mailsync.mail import thread as threading_rules
 from mailsync.mail.digest_mail import is_digest_mail
 from mailsync.mail.parse_worker import ParseJob
-from mailsync.pipeline.followups import thread_view, thresholds
+from mailsync.pipeline.followups import ThreadViews, thresholds
 from mailsync.pipeline.refusals import blame, commit_batch
 from nlp.match import match_message
 from nlp.noise import automated_reason
 from nlp.propose import propose
 from storage import forget, leases, mailstore, threads
 from storage import models as m
+from storage.deal_context import OUTCOMES
 from storage.models import db_time
 from storage.records import Proposal, ProposalKind
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Iterable
     from datetime import datetime
 
     from sqlalchemy.orm import Session
@@ -247,16 +249,14 @@ def _propose_touched(
     # What the touched threads had already proposed: an outcome proposed again with no earlier evidence
     # changes no other thread's reading (their own proposals read it), so it sends none back to propose.
     before = mailstore.open_outcomes(session, owner_of)
-    stored = mailstore.threads_messages(session, owner_of)  # every touched thread's messages at once
-    for thread in session.scalars(
-        select(m.Thread).where(m.Thread.id.in_(list(owner_of))).order_by(m.Thread.id)
-    ):
+    touched = _threads(session, owner_of)
+    views = ThreadViews(session, touched, crm, mailstore.threads_messages(session, owner_of))
+    for thread in touched:
         index, owner = owner_of[thread.id]
         position[thread.id] = len(position)
         with blame(session, index, careful=careful):
-            view = thread_view(session, thread, owner, crm, stored[thread.id])
-            proposals = propose(view, crm, settings)
-            changed += mailstore.sync_suggestions(session, thread.id, proposals)
+            proposals = propose(views.view(thread, owner), crm, settings)
+            changed += mailstore.sync_suggestions(session, thread.id, proposals, batch=views)
             for deal, when in filter(None, map(_settled, proposals)):
                 earlier = before.get((thread.id, deal))
                 if (earlier is None or when < earlier) and (deal not in settled or when < settled[deal][0]):
@@ -279,9 +279,7 @@ def _settled(proposal: Proposal) -> tuple[int, datetime] | None:
     """(deal, date of its evidence) for a won or lost stage change; None for any other proposal."""
     deal = proposal.payload.get("opportunity_id")
     dates = [when for e in proposal.evidence if (when := db_time(e.sent_at)) is not None]
-    outcome = (
-        proposal.kind == ProposalKind.STAGE_CHANGE and proposal.payload.get("to_stage") in mailstore.OUTCOMES
-    )
+    outcome = proposal.kind == ProposalKind.STAGE_CHANGE and proposal.payload.get("to_stage") in OUTCOMES
     return (deal, min(dates)) if outcome and isinstance(deal, int) and dates else None
 
 
@@ -309,13 +307,17 @@ def _propose_again(
     if not owners:
         return 0
     settings, changed = thresholds(pipeline.settings.matching), 0
-    stored = mailstore.threads_messages(session, owners)
-    for thread in session.scalars(
-        select(m.Thread).where(m.Thread.id.in_(list(owners))).order_by(m.Thread.id)
-    ):
-        view = thread_view(session, thread, owners[thread.id], crm, stored[thread.id])
-        changed += mailstore.sync_suggestions(session, thread.id, propose(view, crm, settings))
+    again_threads = _threads(session, owners)
+    views = ThreadViews(session, again_threads, crm, mailstore.threads_messages(session, owners))
+    for thread in again_threads:
+        proposals = propose(views.view(thread, owners[thread.id]), crm, settings)
+        changed += mailstore.sync_suggestions(session, thread.id, proposals, batch=views)
     return changed
+
+
+def _threads(session: Session, ids: Iterable[int]) -> list[m.Thread]:
+    """The threads, in id order: the order the propose stage reads them in."""
+    return list(session.scalars(select(m.Thread).where(m.Thread.id.in_(list(ids))).order_by(m.Thread.id)))
 
 
 def _keep_digest_mail(message: m.Message, parsed: ParsedEmail) -> None:

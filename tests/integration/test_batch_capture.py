@@ -180,13 +180,13 @@ def test_proposals_are_made_once_per_thread_per_batch(
     ]
     dovecot.append_many(imap_user.name, "INBOX", [root, *replies])
     views = []
-    real = process.thread_view
+    real = process.propose
 
-    def counting(session, thread, *args):
-        views.append(thread.id)
-        return real(session, thread, *args)
+    def counting(view, *args):
+        views.append(view.key)
+        return real(view, *args)
 
-    monkeypatch.setattr(process, "thread_view", counting)
+    monkeypatch.setattr(process, "propose", counting)
     assert sync(imap_settings, pipeline).outcomes == {"new": 11}
     with repo.session() as s:
         threads = s.scalar(select(func.count()).select_from(m.Thread))

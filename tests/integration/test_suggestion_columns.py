@@ -1,9 +1,11 @@
 """Suggestions are looked up by their deal (`suggestion.opportunity_id`) and their contact addresses
 (`suggestion_contact`), read from the payload: filled by migration 0010 for the suggestions made before
-it and by the ORM whenever a payload is set; processing's per-thread reads use their indexes. On SQLite
+it and by the ORM whenever a payload is set; processing reads a batch's by their indexes. On SQLite
 and on PostgreSQL."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -11,12 +13,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, select
 
-from mailsync.pipeline.followups import _proposed_earlier
 from storage import mailstore
 from storage import models as m
+from storage.deal_context import ContextReads
 from storage.forget import delete_suggestions
-from storage.records import Address, Match, Participant, Proposal, ProposalKind
+from storage.records import Evidence, Proposal, ProposalKind
 from storage.repo import MIGRATIONS, Repo
+from storage.suggestion_rows import SuggestionRows
 
 LI, ANA = "li@prospect.example", "ana@prospect.example"
 DANA, SAM = "dana@northwind.example", "sam@northwind.example"
@@ -92,9 +95,11 @@ def test_the_migration_fills_them_for_the_suggestions_made_before_it(empty):
     assert _columns(empty) == expected
 
 
-def _proposal(key: str, kind: ProposalKind, payload: dict, owner: str = DANA) -> Proposal:
+def _proposal(
+    key: str, kind: ProposalKind, payload: dict, owner: str = DANA, evidence: tuple[Evidence, ...] = ()
+) -> Proposal:
     return Proposal(
-        kind=kind, key=key, summary=key, payload=payload, confidence=0.5, evidence=(), owner_rep=owner
+        kind=kind, key=key, summary=key, payload=payload, confidence=0.5, evidence=evidence, owner_rep=owner
     )
 
 
@@ -144,11 +149,6 @@ def test_every_payload_written_keeps_them(repo):
     with repo.session() as session:
         delete_suggestions(session, list(session.scalars(select(m.Suggestion.id))))
     assert _columns(repo) == ({}, set())
-
-
-def _from(email: str, *, internal: bool = False) -> Match:
-    person = Participant(Address("", email), "from", None, None, internal=internal, free_mail=False)
-    return Match("f", None, "Quote", "", (person,), None)
 
 
 def _thread_written_by(session, key: str, contact: m.Contact, email: str) -> m.Thread:
@@ -206,14 +206,71 @@ def threads(repo):
 @pytest.mark.both_dbs
 def test_lookups_by_address_and_by_deal(repo, threads):
     with repo.session() as session:
-        messages = (_from(LI), _from(ANA), _from(DANA, internal=True))
-        assert _proposed_earlier(session, threads["new"], messages) == {LI}
-        assert _proposed_earlier(session, threads["old"], messages) == set()  # only older threads count
-        assert _proposed_earlier(session, threads["new"], (_from(ANA),)) == set()
-        history = mailstore.opportunity_context(session, [4, 5, 6], threads["new"]).history
+        reads = ContextReads(session, deals=[4, 5, 6], senders=[LI, ANA], threads=[])
+        assert reads.proposed_earlier(threads["new"], [LI, ANA]) == {LI}
+        assert reads.proposed_earlier(threads["old"], [LI, ANA]) == set()  # only older threads count
+        assert reads.proposed_earlier(threads["new"], [ANA]) == set()
+        history = reads.deal_context(threads["new"], [4, 5, 6]).history
         assert history == {4: {"link@acme.example"}, 5: {"approved@acme.example"}}
-        history = mailstore.opportunity_context(session, [4, 5], threads["link"]).history
+        history = reads.deal_context(threads["link"], [4, 5]).history
         assert history == {5: {"approved@acme.example"}}  # not the thread's own link
+
+
+def _read(reads: ContextReads, thread_id: int) -> tuple[object, ...]:
+    context = reads.deal_context(thread_id, [4, 5])
+    return context.history, context.settled, reads.proposed_earlier(thread_id, [LI, ANA])
+
+
+@pytest.mark.both_dbs
+def test_the_batch_reads_what_its_own_proposals_wrote_as_a_fresh_read_would(repo, threads):
+    """A batch reads the context once (ContextReads), then writes proposals thread by thread: each later
+    thread must read what the earlier ones wrote as if it read the database again."""
+    link, stage = ProposalKind.LINK_THREAD, ProposalKind.STAGE_CHANGE
+    signed = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    won = Evidence("f", signed, "We signed.")
+    with repo.session() as session:
+        every = list(threads.values())
+        reads = ContextReads(session, deals=[4, 5], senders=[LI, ANA], threads=every)
+        assert _read(reads, threads["new"])[2] == {LI}
+        keys = ["new_opportunity:old", "link:suggest", "stage:old:5"]
+        written = {r.key: r for r in session.scalars(select(m.Suggestion).where(m.Suggestion.key.in_(keys)))}
+        mailstore.save_proposals(session, threads["old"], [
+            _proposal("new_opportunity:old", ProposalKind.NEW_OPPORTUNITY, {"contacts": f"{LI}; {ANA}"}),
+            _proposal("link:suggest", link, {"opportunity_id": 4, "mode": "link"}),  # moves to "old"
+            _proposal("stage:old:5", stage, {"opportunity_id": 5, "to_stage": "closed_won"}, evidence=(won,)),
+        ], written)  # fmt: skip
+        row = session.scalars(select(m.Suggestion).where(m.Suggestion.key == "link:link")).one()
+        row.status = "withdrawn"
+        reads.saw([*written.values(), row])
+        session.flush()
+        fresh = ContextReads(session, deals=[4, 5], senders=[LI, ANA], threads=every)
+        for thread_id in every:
+            assert _read(reads, thread_id) == _read(fresh, thread_id)
+        history, settled, proposed = _read(reads, threads["new"])
+        assert proposed == {LI, ANA}
+        assert settled == {5: signed.replace(tzinfo=None)}  # naive UTC, as messages are stored
+        assert history == {5: {"approved@acme.example"}}  # "old" has no CRM writer; "link" withdrawn
+
+
+@pytest.mark.both_dbs
+def test_the_batch_reads_the_suggestions_to_sync_once_and_follows_them(repo, threads):
+    """SuggestionRows: a thread's open rows and the keys asked for, a key it did not read up front read
+    when asked, and a row that moves to another thread (re-proposed there) no longer the first's."""
+    new = ProposalKind.NEW_OPPORTUNITY
+    with repo.session() as session:
+        rows = SuggestionRows(session, threads=[threads["old"], threads["new"]], keys=["link:link"])
+
+        def keys(thread: str, asked: list[str]) -> set[str]:
+            return {row.key for row in rows.read(threads[thread], asked)}
+
+        assert keys("old", ["link:suggest", "new_contact:nobody"]) == {"new_opportunity:old", "link:suggest"}
+        proposal = _proposal("new_opportunity:old", new, {"contacts": LI})
+        mailstore.sync_suggestions(session, threads["new"], [proposal], batch=rows)
+        assert keys("old", []) == set()
+        assert keys("new", []) == {"new_opportunity:old"}
+        session.flush()
+        moved = session.scalars(select(m.Suggestion).where(m.Suggestion.key == "new_opportunity:old")).one()
+        assert moved.thread_id == threads["new"]
 
 
 def test_sqlite_reads_them_by_their_indexes(repo, threads):
@@ -228,9 +285,8 @@ def test_sqlite_reads_them_by_their_indexes(repo, threads):
 
     event.listen(repo.engine, "before_cursor_execute", keep)
     with repo.session() as session:
-        senders = tuple(_from(f"p{n}@prospect.example") for n in range(8))
-        _proposed_earlier(session, threads["new"], (_from(LI), *senders))
-        mailstore.opportunity_context(session, range(4, 40), threads["new"])
+        senders = [LI, *(f"p{n}@prospect.example" for n in range(8))]
+        ContextReads(session, deals=range(4, 40), senders=senders, threads=[])
     event.remove(repo.engine, "before_cursor_execute", keep)
     with repo.engine.connect() as conn:
         plans = [
@@ -238,9 +294,9 @@ def test_sqlite_reads_them_by_their_indexes(repo, threads):
             for statement, parameters in seen
         ]
     assert plans == [
+        "SEARCH suggestion USING INDEX ix_suggestion_opportunity_id (opportunity_id=?)",
         (
             "SEARCH suggestion_contact USING INDEX ix_suggestion_contact_email (email=?) / "
             "SEARCH suggestion USING INTEGER PRIMARY KEY (rowid=?)"
         ),
-        "SEARCH suggestion USING INDEX ix_suggestion_opportunity_id (opportunity_id=?)",
     ]

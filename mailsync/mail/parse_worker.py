@@ -18,23 +18,26 @@ message does not wait for them and a pass with nothing to parse does not either.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import logging
-import multiprocessing
 import os
 import queue
 import resource
+import socket
+import subprocess
+import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from config.errors import ParseError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
 
     from config.settings import ParseLimits, Settings
     from mailsync.mail.parse import ParserFailure
@@ -115,8 +118,7 @@ class ParseWorker:
     def __init__(self, limits: ParseLimits, timeout: float = 30.0) -> None:
         self.limits = limits
         self.timeout = timeout
-        self._context = multiprocessing.get_context("spawn")  # no fork of a threaded daemon
-        self._process: BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one request at a time on the pipe; mailbox threads share it
         self._starting: Connection | None = None  # a process spawned by warm(), until it is "ready"
@@ -128,13 +130,24 @@ class ParseWorker:
                 self._spawn()
 
     def _spawn(self) -> None:
-        parent, child = self._context.Pipe()
-        self._process = self._context.Process(
-            target=_serve, args=(child, WorkerLimits.of(self.limits)), name="mailsync-parse", daemon=True
-        )
-        self._process.start()
-        child.close()
-        self._starting = parent
+        """A new interpreter running this module (no fork of a threaded daemon), on one end of a socket
+        pair as multiprocessing's Pipe() is; started as a plain subprocess, not a multiprocessing one,
+        which would also start multiprocessing's resource tracker: a process more, ~7 MB, for nothing."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    str(theirs.fileno()),
+                    json.dumps(WorkerLimits.of(self.limits)),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # where this process found us
+            )
+        self._starting = Connection(ours.detach())
 
     def _start(self) -> Connection:
         if self._process is None:
@@ -242,9 +255,10 @@ class ParseWorker:
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            if self._process.is_alive():
+            if self._process.poll() is None:
                 self._process.kill()
-            self._process.join(timeout=5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
             self._process = None
 
     def __enter__(self) -> Self:
@@ -342,3 +356,7 @@ class ParsePool:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+if __name__ == "__main__":  # a worker, as ParseWorker._spawn starts it: the socket's fd, the limits
+    _serve(Connection(int(sys.argv[1])), WorkerLimits(*json.loads(sys.argv[2])))

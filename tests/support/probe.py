@@ -10,17 +10,24 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
-import gc, json, sys
+import gc, json, subprocess, sys
+started = []
+class Recorded(subprocess.Popen):
+    def __init__(self, args, *rest, **options):
+        started.append([str(a) for a in args] if isinstance(args, list) else [str(args)])
+        super().__init__(args, *rest, **options)
+subprocess.Popen = Recorded
 from mailsync.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(sys.modules), "frozen": gc.get_freeze_count(),
-                  "collecting": gc.isenabled()}))
+                  "collecting": gc.isenabled(), "children": started}))
 """
 
 
 def probe(*argv: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Its exit code ("code"), the modules it loaded ("modules"), the number of objects frozen out of
-    the cycle collector ("frozen") and whether the collector is on at the end ("collecting")."""
+    the cycle collector ("frozen"), whether the collector is on at the end ("collecting") and the
+    command lines of the processes it started ("children")."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *argv],
         capture_output=True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -76,15 +77,7 @@ class MatchCache:
         self._lock = threading.Lock()
 
     def match(self, message: Message, people: list[StoredPerson], crm: CrmSnapshot) -> Match:
-        made_of = (
-            message.fingerprint,
-            message.sent_at,
-            message.subject,
-            message.body_text,
-            message.automated,
-            tuple(message.attachments or ()),
-            tuple((p.role, p.name, p.email) for p in people),
-        )
+        made_of = _made_of(message, [(p.role, p.name, p.email) for p in people])
         with self._lock:
             if crm is not self._crm:
                 self._entries.clear()
@@ -94,16 +87,49 @@ class MatchCache:
                 self._entries.move_to_end(message.id)
                 return found[1]
         match = stored_match(message, people, crm)
-        with self._lock:
-            if crm is self._crm:
-                self._entries[message.id] = (made_of, match)
-                self._entries.move_to_end(message.id)
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)
+        self._keep(message.id, made_of, match, crm)
         return match
+
+    def remember(self, message: Message, match: Match, crm: CrmSnapshot) -> None:
+        """The match of a message just parsed and stored (mailstore.fill_parsed), kept as stored_match
+        would make it from the stored fields, so that its thread's view does not match it again: its
+        participants are stored as matched (a normalised address matches the same) and its date as
+        stored. A stored value that differs from the parsed one (made safe for the database) is read
+        back later as another key: the message is matched again then, never given a stale match."""
+        people = [(p.role, p.address.name, p.address.email) for p in match.participants]
+        stored = replace(match, fingerprint=message.fingerprint, sent_at=message.sent_at)
+        self._keep(message.id, _made_of(message, people), stored, crm)
+
+    def _keep(self, message_id: int, made_of: tuple[Any, ...], match: Match, crm: CrmSnapshot) -> None:
+        with self._lock:
+            if crm is not self._crm:
+                self._entries.clear()
+                self._crm = crm
+            self._entries[message_id] = (made_of, match)
+            self._entries.move_to_end(message_id)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+def _made_of(message: Message, people: list[tuple[str, str, str]]) -> tuple[Any, ...]:
+    """What a stored message's match is made from (MatchCache's key)."""
+    return (
+        message.fingerprint,
+        message.sent_at,
+        message.subject,
+        message.body_text,
+        message.automated,
+        tuple(message.attachments or ()),
+        tuple(people),
+    )
 
 
 _matches = MatchCache()
+
+
+def remember_match(message: Message, match: Match, crm: CrmSnapshot) -> None:
+    """MatchCache.remember on the cache the propose stage reads."""
+    _matches.remember(message, match, crm)
 
 
 def thread_view(

@@ -29,7 +29,7 @@ from mailsync import faults
 from mailsync.mail import thread as threading_rules
 from mailsync.mail.digest_mail import is_digest_mail
 from mailsync.mail.parse_worker import ParseJob
-from mailsync.pipeline.followups import ThreadViews, thresholds
+from mailsync.pipeline.followups import ThreadViews, remember_match, thresholds
 from mailsync.pipeline.refusals import blame, commit_batch
 from nlp.match import match_message
 from nlp.noise import automated_reason
@@ -168,6 +168,7 @@ def _apply(
             else:
                 assert not isinstance(result, ParseError)  # noqa: S101 - _match returned None for those
                 to_thread.append((index, message, result, match))
+                remember_match(message, match, crm)  # its thread's view below need not match it again
     mailstore.add_participants(session, people or [])  # the batch's participants: one executemany
     session.flush()  # the references of the whole batch, in a few INSERT rounds
     last_of_thread: dict[int, int] = {}  # message id -> its index, for the threads touched

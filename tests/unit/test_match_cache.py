@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from config.settings import ParseLimits
+from mailsync.mail.parse import parse_message
 from mailsync.pipeline.followups import MatchCache, stored_match
+from nlp.match import match_message
+from storage import mailstore
 from storage import models as m
+from storage.mailstore import StoredPerson
 from storage.records import AccountRef, CrmSnapshot
 
 SENT = datetime(2026, 3, 2, 9, 0)  # noqa: DTZ001 - naive UTC, as stored
@@ -54,3 +59,29 @@ def test_the_cache_keeps_at_most_its_size():
     cache.match(_message(3), _people(), crm)
     assert len(cache._entries) == 2
     assert cache.match(_message(1), _people(), crm) is not first
+
+
+def test_a_message_just_parsed_is_kept_as_its_stored_fields_match():
+    """Processing keeps the match it made of a parsed message (MatchCache.remember), so its thread's view
+    does not match it again: it must be the match of what was stored (the date as stored, naive UTC;
+    the address normalised), and a stored value that differs (made safe for the database) matches anew."""
+    raw = (
+        b"From: Rachel Kim <Rachel+crm@ACME.example>\r\nTo: dana@northwind.example\r\n"
+        b"Date: Mon, 2 Mar 2026 10:00:00 +0100\r\nSubject: Pricing\r\nMessage-ID: <p1@acme.example>\r\n"
+        b"\r\nCan you send the pricing for 40 seats?\r\n-- \r\nRachel Kim, Acme\r\n"
+    )
+    parsed = parse_message(raw, fingerprint="f1", archive_key="k", limits=ParseLimits())
+    acme = AccountRef(id=7, name="Acme")
+    crm = CrmSnapshot(accounts={7: acme}, accounts_by_domain={"acme.example": acme})
+    match = match_message(parsed, crm, None)
+    message, rows = m.Message(id=1, fingerprint="f1"), []
+    mailstore.fill_parsed(None, message, parsed, match, people=rows)  # type: ignore[arg-type] - no session
+    stored = [StoredPerson(row["role"], row["name"], row["email"]) for row in rows]
+    cache = MatchCache()
+    cache.remember(message, match, crm)
+    kept = cache._entries[1][1]
+    assert cache.match(message, stored, crm) is kept
+    assert kept == stored_match(message, stored, crm)
+    assert kept.sent_at == SENT.replace(hour=9)
+    safe = [stored[0]._replace(name="Rachel Kim?"), *stored[1:]]
+    assert cache.match(message, safe, crm) == stored_match(message, safe, crm) != kept

@@ -26,6 +26,7 @@ mail-parser-reply, email-reply-parser and quotequail were compared with this on 
 
 from __future__ import annotations
 
+import functools
 import re
 
 _WROTE = r"(?:wrote|writes|schrieb|escribió|escribio|a\s+écrit|ha\s+scritto|schreef|skrev|escreveu|napisał)"
@@ -151,5 +152,25 @@ def _squash_blank(lines: list[str]) -> list[str]:
 
 def sentences(text: str) -> list[str]:
     """Rough sentences: split at end punctuation, blank lines and list bullets; whitespace squashed."""
+    return list(_sentences(text))
+
+
+_SENTENCES_CACHE = 1024  # texts: one message's text is split by several readers (signals, support, intent)
+
+
+@functools.lru_cache(maxsize=_SENTENCES_CACHE)
+def _sentences(text: str) -> tuple[str, ...]:
     parts = (" ".join(chunk.split()) for chunk in _SENTENCE_END.split(text))
-    return [p for p in parts if p]
+    return tuple(p for p in parts if p)
+
+
+@functools.lru_cache(maxsize=_SENTENCES_CACHE)
+def first_sentence(text: str, pattern: re.Pattern[str]) -> str | None:
+    """The first of the sentences of `text` where `pattern` is, if any."""
+    return next((s for s in _sentences(text) if pattern.search(s)), None)
+
+
+def forget() -> None:
+    """Drop the kept splits (a benchmark times cold reading: nlp/signals.py forget)."""
+    _sentences.cache_clear()
+    first_sentence.cache_clear()

@@ -63,6 +63,10 @@ class Verdict:
     scores: dict[str, float]
 
 
+# find()'s reading of a text: its sentences, their verdicts, and its answer with the thresholds it is for.
+_Found = tuple[list[str], list[Verdict], tuple[tuple[str, float], ...], tuple[str, str] | None]
+
+
 class IntentModel:
     """The shipped classifier with its calibrated thresholds (label -> minimum probability).
 
@@ -78,7 +82,8 @@ class IntentModel:
         self._textcat = cast("TrainablePipe", self.nlp.get_pipe("textcat"))
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Verdict] = OrderedDict()
-        self._found: dict[str, tuple[list[str], list[Verdict]]] = {}  # find()'s sentences and verdicts
+        # find()'s sentences and verdicts by text, with its answer and the thresholds that answer is for
+        self._found: dict[str, _Found] = {}
 
     def classify(self, text: str) -> Verdict:
         return self.classify_many([text])[0]
@@ -108,16 +113,22 @@ class IntentModel:
         """The strongest sentence of `text` whose probability of won, lost or intent reaches that class's
         calibrated threshold (likeliest class or not), as (class, sentence); outcomes before intent;
         None if none does."""
+        now = tuple(self.thresholds.items())  # the answer is for the thresholds as they are now
         with self._lock:
             known = self._found.get(text)
+        if known is not None and known[2] == now:
+            return known[3]
         if known is None:  # a thread's earlier messages are read again on every arrival: split them once
             split = sentences(text[:_MAX_CHARS])
-            known = (split, self.classify_many(split))
-            with self._lock:
-                if len(self._found) >= _FOUND:
-                    self._found.clear()
-                self._found[text] = known
-        return self._strongest(*known)  # with the thresholds as they are now
+            verdicts = self.classify_many(split)
+        else:
+            split, verdicts = known[0], known[1]
+        answer = self._strongest(split, verdicts)
+        with self._lock:
+            if known is None and len(self._found) >= _FOUND:
+                self._found.clear()
+            self._found[text] = (split, verdicts, now, answer)
+        return answer
 
     def _strongest(self, split: list[str], verdicts: list[Verdict]) -> tuple[str, str] | None:
         best: tuple[int, float, str, str] | None = None

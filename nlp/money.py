@@ -15,6 +15,8 @@ _AMOUNT = re.compile(
         |(?P<num2>{_NUMBER})(?P<scale2>{_SCALE})\s?(?P<cur2>[€£$]|{_CODE})(?![A-Za-z]))""",
     re.VERBOSE,
 )
+# Every amount has its currency, as a symbol or a code: a text with neither has none (most mail).
+_CURRENCY = re.compile(rf"[$€£]|{_CODE}")
 _CACHE = 4096  # texts; a thread's messages are read again on every arrival
 _THOUSANDS = 3  # digits after a lone separator that make it a thousands separator
 _MULTIPLIER = {
@@ -51,6 +53,8 @@ def find_amounts(text: str) -> list[tuple[Decimal, str, str]]:
 
 @functools.lru_cache(maxsize=_CACHE)
 def _find_amounts(text: str) -> tuple[tuple[Decimal, str, str], ...]:
+    if _CURRENCY.search(text) is None:
+        return ()
     found = []
     for hit in _AMOUNT.finditer(text):
         currency = hit.group("cur1") or hit.group("cur2") or ""

@@ -13,6 +13,7 @@ caching the answer per sentence: greetings and closings come back in every mail.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from typing import TYPE_CHECKING
@@ -53,3 +54,22 @@ class Probes:
         if len(lowered) != len(joined) or UNUSUAL_CASE.search(lowered):
             return [True] * len(self.probes)
         return [probe.search(lowered) is not None for probe in self.probes]
+
+
+_FOUND_CACHE = 4096  # (pattern, text) pairs; a thread's messages are asked again on every arrival
+_probes: dict[re.Pattern[str], Probes] = {}
+
+
+@functools.lru_cache(maxsize=_FOUND_CACHE)
+def says(pattern: re.Pattern[str], text: str) -> bool:
+    """pattern.search(text) is not None; for a case-insensitive `pattern` (lower-case literals, as the
+    probes need), its probe asked first."""
+    if not pattern.flags & re.IGNORECASE:
+        return pattern.search(text) is not None
+    probe = _probes.get(pattern) or _probes.setdefault(pattern, Probes([pattern]))
+    return probe.can_match([text])[0] and pattern.search(text) is not None
+
+
+def forget() -> None:
+    """Drop the kept answers (a benchmark times cold reading: nlp/signals.py forget)."""
+    says.cache_clear()

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nlp.clean import sentences
+from nlp.clean import first_sentence, sentences
 from nlp.company import closing_lines, company_name, domain_name
 from nlp.intent import IntentModel, model_text, shipped
 from nlp.link import (
@@ -46,6 +46,7 @@ from nlp.match import match_participant
 from nlp.money import find_amounts
 from nlp.moved import moved_contacts
 from nlp.phrases import index_for
+from nlp.probes import says
 from nlp.signals import (
     CONFIRM,
     DEMO,
@@ -118,7 +119,6 @@ def propose(thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None 
     """Every proposal the thread supports now; keys make re-proposing idempotent."""
     limits = thresholds or Thresholds()
     human = human_messages(thread.messages)
-    model = limits.model
     if not human:
         return []
     if all(msg.internal_only for msg in human):
@@ -128,17 +128,18 @@ def propose(thread: ThreadView, crm: CrmSnapshot, thresholds: Thresholds | None 
     skip = {str(p.payload["email"]) for p in moved}
     proposals = [p for p in _new_contacts(human, crm, thread.owner) if p.payload["email"] not in skip]
     proposals += moved
-    settled = _passed_over(thread, human, model)
+    read = _Reading(human, limits.model)
+    settled = _passed_over(thread, human, read.model, read)
     scored = candidates(human, crm, opened=thread.opened, history=thread.history, settled=settled)
     plausible = [c for c in scored if c.score >= _CANDIDATE_FLOOR]
     listed = [c for c in plausible if c.score >= limits.suggest] or _tie(plausible)
-    if thread.linked_opportunity is None and listed and _about_a_deal(listed, human, model):
+    if thread.linked_opportunity is None and listed and _about_a_deal(listed, read):
         proposals.append(_link(thread, listed, human, limits))
     target = _target(thread, scored, plausible, crm)
     if target is not None:
-        proposals.extend(_stage_changes(thread, target, human, model))
+        proposals.extend(_stage_changes(thread, target, read))
     elif not scored:
-        proposal = _new_opportunity(thread, human, crm, model)
+        proposal = _new_opportunity(thread, read, crm)
         if proposal is not None:
             proposals.append(proposal)
     return proposals
@@ -152,18 +153,21 @@ def target_opportunity(thread: ThreadView, crm: CrmSnapshot) -> OpportunityRef |
     return _target(thread, scored, [c for c in scored if c.score >= _CANDIDATE_FLOOR], crm)
 
 
-def _passed_over(thread: ThreadView, human: list[Match], model: IntentModel | None) -> Mapping[int, datetime]:
+def _passed_over(
+    thread: ThreadView, human: list[Match], model: IntentModel | None, read: _Reading | None = None
+) -> Mapping[int, datetime]:
     """The deals won or lost on other threads that this thread may pass over if it began later
     (nlp/link.py): none when it is service talk about what was bought, or states an outcome itself (a
     purchase order sent as a new mail is the signed deal's)."""
+    read = read or _Reading(human, model)
     start = thread_start(human)
     # Only a deal settled before the thread began is passed over (candidates): when there is none, the
     # reading below (support talk, outcomes: a classifier pass) decides nothing. A backfill read out of
     # date order meets many threads that began before the outcome another thread states.
     before = {deal: when for deal, when in thread.settled.items() if settled_before(start, when)}
-    if not before or is_support([human[0].subject, *(m.text for m in human)]):
+    if not before or read.support():
         return {}
-    return {} if outcome_hits(human, model) else before
+    return {} if read.outcomes() else before
 
 
 def _tie(plausible: list[Candidate]) -> list[Candidate]:
@@ -189,13 +193,44 @@ def _customer_meeting(msg: Match) -> bool:
 def signals(msg: Match, model: IntentModel | None = None) -> list[Hit]:
     """Every signal of one message: its sentences, its attachments by name, a customer's invite, and
     what the classifier reads in a customer's words where the rules found nothing of that kind."""
-    outside = from_outside(msg)
-    hits = find_signals(msg.text) + attachment_signals(msg.attachments, outside=outside)
-    if _customer_meeting(msg):
-        hits += meeting_signals(msg.subject, msg.text)
-    if model is not None and outside and msg.text.strip():
-        hits += _learned(msg, model, {h.kind for h in hits})
-    return hits
+    return list(_Reading([msg], model).signals(msg))
+
+
+class _Reading:
+    """One propose call's reading of the thread's human messages: its rules ask for a message's signals
+    (outcomes, stages, deal talk) and for the thread's support talk again and again; each is read once."""
+
+    def __init__(self, human: list[Match], model: IntentModel | None) -> None:
+        self.human, self.model = human, model
+        self._rules: dict[int, list[Hit]] = {}  # by id(message): the phrase rules alone, signals(msg)
+        self._all: dict[int, list[Hit]] = {}  # and with the classifier: signals(msg, model)
+        self._outcomes: list[tuple[Match, Hit]] | None = None
+        self._support: bool | None = None
+
+    def rules(self, msg: Match) -> list[Hit]:
+        if id(msg) not in self._rules:
+            hits = find_signals(msg.text) + attachment_signals(msg.attachments, outside=from_outside(msg))
+            meeting = meeting_signals(msg.subject, msg.text) if _customer_meeting(msg) else []
+            self._rules[id(msg)] = hits + meeting
+        return self._rules[id(msg)]
+
+    def signals(self, msg: Match) -> list[Hit]:
+        if id(msg) not in self._all:
+            hits = self.rules(msg)
+            if self.model is not None and from_outside(msg) and msg.text.strip():
+                hits = hits + _learned(msg, self.model, {h.kind for h in hits})
+            self._all[id(msg)] = hits
+        return self._all[id(msg)]
+
+    def outcomes(self) -> list[tuple[Match, Hit]]:  # outcome_hits(human, model)
+        if self._outcomes is None:
+            self._outcomes = _outcome_hits(self)
+        return self._outcomes
+
+    def support(self) -> bool:  # support talk (nlp/support.py) in the first subject and every text
+        if self._support is None:
+            self._support = is_support([self.human[0].subject, *(m.text for m in self.human)])
+        return self._support
 
 
 # The classifier's classes as signals: a customer's deal interest counts as their request.
@@ -274,27 +309,27 @@ def _first_statement(text: str) -> str:
     return found[:200]
 
 
-def _about_a_deal(listed: list[Candidate], human: list[Match], model: IntentModel | None) -> bool:
+def _about_a_deal(listed: list[Candidate], read: _Reading) -> bool:
     """A link claims the conversation is about a deal: it names one, or talks deals at all. A service
     thread (a fault, a spare part, a warranty, an invoice query) is not, unless it shows the deal itself."""
     best = listed[0]
-    if _service_talk(best, human):
+    if _service_talk(best, read):
         # The classifier's "intent" in "what does a replacement cost?" is a spare part's price: only an
         # outcome or a stage, as a phrase rule reads it, makes a service thread the deal's business.
-        return any(h.kind in _DEAL_STEPS for m in human for h in signals(m))
+        return any(h.kind in _DEAL_STEPS for m in read.human for h in read.rules(m))
     named = any(reason != "recency" for reason in best.reasons)  # recency alone says nothing
-    return named or any(h.kind != "selling" for m in human for h in signals(m, model))
+    return named or any(h.kind != "selling" for m in read.human for h in read.signals(m))
 
 
 _DEAL_STEPS = frozenset({"won", "lost", "demo", "proposal", "negotiation"})
 
 
-def _service_talk(best: Candidate, human: list[Match]) -> bool:
+def _service_talk(best: Candidate, read: _Reading) -> bool:
     """Support talk (nlp/support.py) that shows nothing of the deal beyond the account and the installed
     product: neither the deal's own name nor its amount."""
     if best.named or "amount" in best.reasons:
         return False
-    return is_support([human[0].subject, *(m.text for m in human)])
+    return read.support()
 
 
 def _link(thread: ThreadView, listed: list[Candidate], human: list[Match], limits: Thresholds) -> Proposal:
@@ -344,15 +379,14 @@ def _target(
     return listed[0].opp if listed and (clear_winner(listed) or first_by_amount(listed)) else None
 
 
-def _stage_changes(
-    thread: ThreadView, opp: OpportunityRef, human: list[Match], model: IntentModel | None
-) -> list[Proposal]:
+def _stage_changes(thread: ThreadView, opp: OpportunityRef, read: _Reading) -> list[Proposal]:
     """Won or lost as the customer says it; otherwise the furthest stage advance either side states."""
-    outcome = next((mh for mh in reversed(outcome_hits(human, model)) if mh[1].kind in {"won", "lost"}), None)
+    outcome = next((mh for mh in reversed(read.outcomes()) if mh[1].kind in {"won", "lost"}), None)
     if outcome is not None:
         chosen = outcome
     else:
-        advances = [(m, h) for m in human for h in signals(m) if h.kind in _ORDER] + _demo_agreed(human)
+        human = read.human
+        advances = [(m, h) for m in human for h in read.rules(m) if h.kind in _ORDER] + _demo_agreed(human)
         if not advances:
             return []
         chosen = max(advances, key=lambda mh: _ORDER[mh[1].kind])
@@ -385,19 +419,23 @@ def _demo_agreed(human: list[Match]) -> list[tuple[Match, Hit]]:
     for index, msg in enumerate(human):
         if not from_outside(msg):
             continue
-        confirmed = next((s for s in sentences(msg.text) if CONFIRM.search(s)), None)
+        confirmed = first_sentence(msg.text, CONFIRM)
         recent = human[max(0, index - _CONFIRM_LOOKBACK) : index + 1]
-        if confirmed and any(DEMO.search(m.text) or DEMO.search(m.subject) for m in recent):
+        if confirmed and any(says(DEMO, m.text) or says(DEMO, m.subject) for m in recent):
             found.append((msg, Hit("demo", confirmed[:400])))
     return found
 
 
 def outcome_hits(human: list[Match], model: IntentModel | None = None) -> list[tuple[Match, Hit]]:
     """Won/lost as the customer states it (or attaches it), or a win our rep acknowledges."""
+    return _outcome_hits(_Reading(list(human), model))
+
+
+def _outcome_hits(read: _Reading) -> list[tuple[Match, Hit]]:
     found = []
-    for msg in human:
+    for msg in read.human:
         outside = from_outside(msg)
-        for hit in signals(msg, model):
+        for hit in read.signals(msg):
             if outside and hit.kind in {"won", "lost"}:
                 found.append((msg, hit))
             elif not outside and hit.kind == "won_ack":
@@ -405,24 +443,23 @@ def outcome_hits(human: list[Match], model: IntentModel | None = None) -> list[t
     return found
 
 
-def _new_opportunity(
-    thread: ThreadView, human: list[Match], crm: CrmSnapshot, model: IntentModel | None
-) -> Proposal | None:
+def _new_opportunity(thread: ThreadView, read: _Reading, crm: CrmSnapshot) -> Proposal | None:
     """A deal nobody entered: someone outside wrote, wants to buy, and is not selling to us.
 
     With no CRM account for the other side, the new account is named by the first organisation the
     customer's mail names that the CRM does not know (statistical pipeline only), else by the domain.
     """
+    human = read.human
     external = [p for m in human for p in m.external]
     inbound = [m for m in human if from_outside(m)]
     if not external or not inbound:
         return None  # an unanswered cold email of ours is not a deal yet
-    if any(JOB.search(m.text) for m in inbound):
+    if any(says(JOB, m.text) for m in inbound):
         return None  # a recruiter's "opportunity" is a job
     senders = {p.address.email for m in inbound for p in m.participants if p.role == "from"}
     if senders <= thread.proposed_elsewhere:
         return None  # their deal is already proposed from an earlier thread
-    found = [(m, h, from_outside(m)) for m in human for h in signals(m, model)]
+    found = [(m, h, from_outside(m)) for m in human for h in read.signals(m)]
     selling = {(m.fingerprint, h.sentence) for m, h, _ in found if h.kind == "selling"}
     # A sentence that sells ("unser Angebot für Ihren Kundenabend") is never also a buyer's request.
     found = [
@@ -441,7 +478,7 @@ def _new_opportunity(
     company = next((p for p in external if not p.free_mail), None)
     # The deal's value is the largest amount named (unit prices and line items are smaller).
     amounts = sorted((a for m in human for a in find_amounts(m.text)), key=lambda a: a[0], reverse=True)
-    outcome = next((h.kind for _, h in reversed(outcome_hits(human, model))), None)
+    outcome = next((h.kind for _, h in reversed(read.outcomes())), None)
     named, entities = _customer_entities(inbound, crm)
     if account is not None:
         account_name = account.name

@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from nlp import money, support
+from nlp import clean, money, probes, support
 from nlp.clean import sentences
 from nlp.probes import UNUSUAL_CASE, Probes
 
@@ -394,8 +394,8 @@ def forget() -> None:
     """Drop the cached readings (a benchmark times cold reading)."""
     for cached in (_find_signals, _kinds_of, says_another_deal):
         cached.cache_clear()
-    money.forget()
-    support.forget()
+    for module in (clean, probes, money, support):
+        module.forget()
 
 
 @functools.lru_cache(maxsize=_SENTENCE_CACHE)
@@ -440,6 +440,8 @@ CONFIRM = _words(
     r"all[ií]\s+estaremos",
     r"de\s+acuerdo\s+con\s+la\s+fecha",
 )
+
+
 # Our rep chasing an answer: a thread that ends with one of these and stays silent is going cold.
 FOLLOW_UP = _words(
     r"(?:just\s+)?(?:following|checking)\s+(?:up|in|back)\b",

@@ -14,6 +14,7 @@ import functools
 import re
 
 from nlp.clean import sentences
+from nlp.probes import UNUSUAL_CASE, Probes
 
 
 def _words(*patterns: str) -> re.Pattern[str]:
@@ -115,8 +116,12 @@ INVOICE = _words(
     r"(?:nota\s+de\s+)?abono\s+de",
 )
 FAMILIES = (("fault", FAULT), ("repair", REPAIR), ("warranty", WARRANTY), ("invoice", INVOICE))
+# The probes (nlp/probes.py) read lower-cased text case-sensitively: the invoice numbers' upper-case
+# class is lower-cased for them (the same class under IGNORECASE).
+_PROBES = Probes([re.compile(p.pattern.replace("[A-Z0-9]", "[a-z0-9]"), p.flags) for _, p in FAMILIES])
 MIN_SENTENCES = 2  # one phrase can be a contract's term; two sentences about it are an incident
 _CACHE = 4096  # texts; a thread's subject and messages are read again on every arrival
+_SENTENCE_CACHE = 16384  # sentences: greetings, closings and signature lines come back in every mail
 
 
 def support_sentences(text: str) -> list[tuple[str, str]]:
@@ -128,10 +133,27 @@ def support_sentences(text: str) -> list[tuple[str, str]]:
 def _support_sentences(text: str) -> tuple[tuple[str, str], ...]:
     found = []
     for sentence in sentences(text):
-        family = next((name for name, pattern in FAMILIES if pattern.search(sentence)), None)
+        family = _family(sentence)
         if family is not None:
             found.append((family, sentence[:400]))
     return tuple(found)
+
+
+@functools.lru_cache(maxsize=_SENTENCE_CACHE)
+def _family(sentence: str) -> str | None:
+    """The first family whose pattern is in the sentence, if any: asked of the families whose
+    case-sensitive probe matches the sentence lower-cased (a superset, as in nlp/signals.py _kinds_of)."""
+    low = sentence.lower()
+    if len(low) != len(sentence) or UNUSUAL_CASE.search(low):
+        return next((name for name, pattern in FAMILIES if pattern.search(sentence)), None)
+    return next(
+        (
+            name
+            for (name, pattern), probe in zip(FAMILIES, _PROBES.probes, strict=True)
+            if probe.search(low) and pattern.search(sentence)
+        ),
+        None,
+    )
 
 
 def is_support(texts: list[str]) -> bool:
@@ -144,3 +166,4 @@ def is_support(texts: list[str]) -> bool:
 def forget() -> None:
     """Drop the readings kept by text (a benchmark times cold reading: nlp/signals.py forget)."""
     _support_sentences.cache_clear()
+    _family.cache_clear()

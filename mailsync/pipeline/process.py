@@ -263,6 +263,7 @@ def _propose_touched(
                 if (earlier is None or when < earlier) and (deal not in settled or when < settled[deal][0]):
                     settled[deal] = (when, position[thread.id])
     if settled:  # a deal already settled earlier on another thread: its later threads pass it over already
+        session.flush()  # the batch's suggestions, for the Core read below (the batch reads flushed none)
         known = mailstore.earliest_outcomes(session, settled, but=set(owner_of))
         spans = {
             deal: (when, known.get(deal))

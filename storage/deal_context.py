@@ -213,7 +213,7 @@ class ContextReads:
     def _read_people(self, threads: set[int]) -> None:
         """The CRM contacts who wrote on those of `threads` not read yet (participants do not change while
         the propose stage runs: these are Core reads, no flush needed)."""
-        wanted = sorted(threads - set(self._people))
+        wanted = sorted(thread for thread in threads if thread not in self._people)
         for thread_id in wanted:
             self._people[thread_id] = set()
         for start in range(0, len(wanted), 500):  # an IN list under every database's parameter limit

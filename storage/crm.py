@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select, update
 
 from storage import models as m
+from storage.in_lists import chunks
 from storage.models import db_text
 from storage.records import AccountRef, ContactRef, CrmSnapshot, OpportunityRef, normalise_email
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-
     from sqlalchemy.orm import InstrumentedAttribute, Session
 
 CLOSED = ("closed_won", "closed_lost")
@@ -109,18 +108,12 @@ def _changed(outcome: str, children_changed: bool) -> str:
     return "updated" if children_changed and outcome == "unchanged" else outcome
 
 
-def _chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
-    keys = list(keys)
-    for start in range(0, len(keys), CHUNK):
-        yield keys[start : start + CHUNK]
-
-
 def _account_pks(session: Session, ids: dict[str, int], named: set[str | None]) -> dict[str | None, int]:
     """The id of each account a contact or opportunity names: this import's, else the store's."""
     others = {name for name in named if name and name not in ids}
     stored: dict[str | None, int] = {}
     column = m.Account.external_id
-    for chunk in _chunks({db_text(name) for name in others}):
+    for chunk in chunks({db_text(name) for name in others}, CHUNK):
         stored.update(session.execute(select(column, m.Account.id).where(column.in_(chunk))).all())
     pks: dict[str | None, int] = {name: stored[db_text(name)] for name in others if db_text(name) in stored}
     pks.update(ids)
@@ -137,7 +130,7 @@ class _Upserts:
         names = list(dict.fromkeys(name for row in rows for name in row))
         query = select(model.id, *(getattr(model, name) for name in names))
         records: dict[str, dict[str, Any]] = {}  # by key as stored (keys pass through db_text)
-        for chunk in _chunks(dict.fromkeys(db_text(row[key]) for row in rows)):
+        for chunk in chunks(dict.fromkeys(db_text(row[key]) for row in rows), CHUNK):
             for found in session.execute(query.where(getattr(model, key).in_(chunk))):
                 record = found._asdict()
                 records[record[key]] = record
@@ -169,7 +162,7 @@ class _Upserts:
             session.execute(insert(self.model), self.new)
             made = {db_text(record[self.key]): record for record in self.new}
             column = getattr(self.model, self.key)
-            for chunk in _chunks(made):
+            for chunk in chunks(made, CHUNK):
                 for key, row_id in session.execute(select(column, self.model.id).where(column.in_(chunk))):
                     made[key]["id"] = row_id
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -206,10 +199,10 @@ class _Keys:
     ) -> None:
         self.key, self.parent = key, parent
         self.owner: dict[str, int] = {}  # key -> its parent's id
-        for chunk in _chunks(parents):
+        for chunk in chunks(parents, CHUNK):
             self.owner.update(session.execute(select(key, parent).where(parent.in_(chunk))).all())
-        for chunk in _chunks({db_text(value) for keys in wanted for value in keys}):
-            self.owner.update(session.execute(select(key, parent).where(key.in_(chunk))).all())
+        for values in chunks({db_text(value) for keys in wanted for value in keys}, CHUNK):
+            self.owner.update(session.execute(select(key, parent).where(key.in_(values))).all())
         self.stored = dict(self.owner)
         self.held: dict[int, set[str]] = defaultdict(set)
         for value, owner in self.owner.items():
@@ -234,7 +227,7 @@ class _Keys:
     def write(self, session: Session) -> None:
         model = self.key.class_
         moved = [value for value, owner in self.stored.items() if self.owner.get(value) != owner]
-        for chunk in _chunks(moved):
+        for chunk in chunks(moved, CHUNK):
             session.execute(delete(model).where(self.key.in_(chunk)))
         added = [
             {self.key.key: value, self.parent.key: owner}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import bindparam, select
 
 from storage import models as m
+from storage.in_lists import chunks
 from storage.models import contact_emails, db_time
 
 if TYPE_CHECKING:
@@ -216,10 +217,8 @@ class ContextReads:
         wanted = sorted(thread for thread in threads if thread not in self._people)
         for thread_id in wanted:
             self._people[thread_id] = set()
-        for start in range(0, len(wanted), 500):  # an IN list under every database's parameter limit
-            for thread_id, email in self._session.execute(
-                _THREAD_PEOPLE, {"threads": wanted[start : start + 500]}
-            ):
+        for part in chunks(wanted):
+            for thread_id, email in self._session.execute(_THREAD_PEOPLE, {"threads": part}):
                 self._people[thread_id].add(email)
 
 

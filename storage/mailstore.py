@@ -17,11 +17,12 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from storage import models as m
 from storage.deal_context import DEAL_SUGGESTIONS, OUTCOMES, evidence_time
+from storage.in_lists import chunks
 from storage.models import db_time, utcnow
 from storage.suggestion_rows import THREAD_KINDS
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Sequence
+    from collections.abc import Collection, Iterable
 
     from sqlalchemy import Table
     from sqlalchemy.orm import Session
@@ -205,12 +206,6 @@ def add_refs(session: Session, message: m.Message, refs: Iterable[str]) -> None:
     session.add_all(m.MessageRef(message_pk=message.id, ref=ref) for ref in refs)
 
 
-def chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    """`values` in slices of `size`: an IN list stays under every database's parameter limit."""
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 # Reading a thread's messages, the status is checked in Python, not in SQL: given `thread_id IN (...) AND
 # status = 'parsed'`, SQLite's planner (without statistics) took the status index, nearly every row, and
 # scanned the whole table per chunk of threads; each batch got slower as the database grew (issue 14's
@@ -259,8 +254,8 @@ def threads_messages(session: Session, thread_ids: Iterable[int]) -> dict[int, S
         for msg in parsed:
             people[msg.id] = []
             found[msg.thread_id or 0].append((msg, people[msg.id]))
-        for ids in chunks([msg.id for msg in parsed]):  # the ORM's select above flushed the session
-            for message_pk, role, name, email in session.execute(_PEOPLE, {"ids": list(ids)}):
+        for ids in chunks(msg.id for msg in parsed):  # the ORM's select above flushed the session
+            for message_pk, role, name, email in session.execute(_PEOPLE, {"ids": ids}):
                 people[message_pk].append(StoredPerson(role, name, email))
     return found
 

@@ -15,19 +15,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from storage import models as m
+from storage.in_lists import chunks
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Iterator, Sequence
+    from collections.abc import Collection, Iterable, Sequence
 
     from sqlalchemy.orm import Session
 
 THREAD_KINDS = ("link_thread", "new_opportunity", "stage_change")
-_PART = 500  # an IN list under every database's parameter limit
-
-
-def _parts(values: Sequence[object]) -> Iterator[list[object]]:
-    for start in range(0, len(values), _PART):
-        yield list(values[start : start + _PART])
 
 
 class SuggestionRows:
@@ -41,7 +36,7 @@ class SuggestionRows:
         self._indexed: dict[str, int] = {}  # key -> the thread it is indexed under in _open
         wanted = sorted(set(keys))
         self._read(wanted)
-        for part in _parts(sorted(set(threads))):
+        for part in chunks(sorted(set(threads))):
             self.note(
                 session.scalars(
                     select(m.Suggestion).where(
@@ -73,6 +68,6 @@ class SuggestionRows:
                 self._indexed[row.key] = row.thread_id
 
     def _read(self, keys: Sequence[str]) -> None:
-        for part in _parts(keys):
+        for part in chunks(keys):
             self.note(self._session.scalars(select(m.Suggestion).where(m.Suggestion.key.in_(part))))
         self._absent.update(key for key in keys if key not in self._rows)

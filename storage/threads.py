@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from sqlalchemy import func, select, union, update
 
 from storage import models as m
-from storage.mailstore import chunks
+from storage.in_lists import chunks
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -160,8 +160,8 @@ def assign_threads(session: Session, batch: Sequence[ThreadInput]) -> None:
         keyed.update((t.key, t) for t in session.scalars(select(m.Thread).where(m.Thread.key.in_(chunk))))
     stored = {t for t in thread_of.values() if t is not None} - {t.id for t in keyed.values()}
     threads: dict[int, m.Thread] = {t.id: t for t in keyed.values()}
-    for chunk in chunks(sorted(stored)):
-        threads.update((t.id, t) for t in session.scalars(select(m.Thread).where(m.Thread.id.in_(chunk))))
+    for ids in chunks(sorted(stored)):
+        threads.update((t.id, t) for t in session.scalars(select(m.Thread).where(m.Thread.id.in_(ids))))
     for item in batch:
         thread_of[item.message.id] = item.message.thread_id  # None, or the one a replay kept
     state = _Threading(session, thread_of, threads, keyed)

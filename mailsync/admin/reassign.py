@@ -27,9 +27,10 @@ from config.errors import ConfigError
 from storage import models as m
 from storage.crm import CLOSED
 from storage.decisions import rep_email
+from storage.in_lists import chunks
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
     from sqlalchemy.engine import CursorResult
     from sqlalchemy.orm import Session
@@ -166,9 +167,9 @@ def apply_reassign_event(session: Session, event: Event) -> dict[str, int]:
         external = [ref["external_id"] for ref in payload[kind] if ref.get("external_id")]
         internal = [ref["id"] for ref in payload[kind] if not ref.get("external_id")]
         for column, values in ((model.external_id, external), (model.id, internal)):
-            for chunk in _chunks(values):
+            for chunk in chunks(values, 2000):
                 moved[kind] += _move(session, model, column.in_(chunk), old, new)
-    for chunk in _chunks(payload["proposals"]):
+    for chunk in chunks(payload["proposals"], 2000):
         where = m.Suggestion.key.in_(chunk) & (m.Suggestion.status == "open")
         moved["proposals"] += _move(session, m.Suggestion, where, old, new, updated_at=at or m.utcnow())
     session.add(m.AppliedEvent(id=event.id, kind=event.kind, digest=event.digest))
@@ -185,12 +186,6 @@ def _move(session: Session, model: Any, where: Any, old: str, new: str, **also: 
     )
     result: CursorResult[Any] = session.execute(query)  # type: ignore[assignment]
     return int(result.rowcount)
-
-
-def _chunks(values: Sequence[Any], size: int = 2000) -> Iterator[Sequence[Any]]:
-    """`values` in pieces, each one IN (...) well under SQLite's 32,766 bound parameters."""
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def _ref(pk: int, external_id: str | None) -> dict[str, Any]:

@@ -150,8 +150,9 @@ class ThreadViews:
     """The views of several stored threads for one pass of the propose stage: each thread's messages
     matched against the current CRM, and what the mail elsewhere says of them (when each candidate deal
     was opened, who is on its other linked threads, which senders an older thread proposed as a new
-    deal) read once for all (storage/deal_context.py). Pass `saw` to sync_suggestions between views:
-    a view made later reads what the earlier threads' proposals wrote, as a read per thread did."""
+    deal) read once for all (storage/deal_context.py). Passed to sync_suggestions as its `batch`, it reads
+    the suggestions to sync once for all too, and a view made later reads what the earlier threads'
+    proposals wrote, as a read per thread did."""
 
     def __init__(
         self,
@@ -160,7 +161,7 @@ class ThreadViews:
         crm: CrmSnapshot,
         stored: Mapping[int, StoredThread],
     ) -> None:
-        self._crm = crm
+        self._session, self._threads = session, threads
         self._messages = {
             thread.id: tuple(_matches.match(msg, people, crm) for msg, people in stored[thread.id])
             for thread in threads
@@ -173,7 +174,9 @@ class ThreadViews:
             senders={email for senders in self._senders.values() for email in senders},
             threads=self._messages,
         )
-        self._suggestions = SuggestionRows(session, self._messages, self._likely_keys(threads))
+        self._suggestions: SuggestionRows | None = (
+            None  # read when first asked: thread_view's callers sync alone
+        )
 
     def view(self, thread: Thread, owner: str) -> ThreadView:
         context = self._reads.deal_context(thread.id, self._deals[thread.id])
@@ -192,18 +195,21 @@ class ThreadViews:
     # What sync_suggestions reads and writes between views (mailstore.BatchSuggestions): a view made
     # later reads what the earlier threads' proposals wrote, as a read per thread did.
     def read(self, thread_id: int, keys: Collection[str]) -> list[Suggestion]:
+        if self._suggestions is None:
+            self._suggestions = SuggestionRows(self._session, self._messages, self._likely_keys())
         return self._suggestions.read(thread_id, keys)
 
     def note(self, rows: Iterable[Suggestion]) -> None:
         rows = list(rows)
-        self._suggestions.note(rows)
+        if self._suggestions is not None:
+            self._suggestions.note(rows)
         self._reads.saw(rows)
 
-    def _likely_keys(self, threads: Sequence[Thread]) -> set[str]:
+    def _likely_keys(self) -> set[str]:
         """The keys the propose stage makes for these threads (nlp/propose.py's formats): read up front.
         One it makes otherwise (a moved contact, say) is read when sync_suggestions asks for it."""
         keys = set()
-        for thread in threads:
+        for thread in self._threads:
             deals = {*self._deals[thread.id], thread.opportunity_id}
             keys |= {f"link:{thread.key}", f"new_opportunity:{thread.key}"}
             keys |= {f"stage:{thread.key}:{deal}" for deal in deals if deal is not None}

@@ -3,6 +3,7 @@
 Layout (stable, append-only, one JSON object a line, in the order written):
 
     <archive_dir>/journal/provenance-YYYY-MM.jsonl     (the month of `seen_at`, UTC)
+    <archive_dir>/journal/.reserve                     room kept for the lines on a full disk (RESERVE)
 
     {"type": "copy", "sha256", "size", "fingerprint", "message_id", "mailbox", "owner", "folder",
      "uidvalidity", "uid", "path", "seen_at"}        one copy: the blob, its message, where it was seen
@@ -23,6 +24,8 @@ Archive + this journal + the event log rebuild the database (`mailsync rebuild`)
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import threading
@@ -34,7 +37,7 @@ import structlog
 
 from config.errors import ArchiveError
 from storage.appending import appending, write_all
-from storage.private import fsync_path
+from storage.private import FILE_MODE, fsync_path
 from storage.records import Provenance
 
 if TYPE_CHECKING:
@@ -45,6 +48,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 DIRECTORY = "journal"
+# Ballast beside the month files (1 % of the disk, at most 1 MiB): on a full disk, blobs a batch has
+# written could otherwise never be named (their lines would not fit, nothing would commit, and the
+# next try would need room again). It is given up for the lines and made again once there is room.
+RESERVE = ".reserve"
+RESERVE_MAX = 1 << 20
 _LOCK = threading.Lock()  # mailbox threads append whole batches, one at a time
 
 
@@ -90,7 +98,8 @@ class Journal:
 
     def write(self, entries: Sequence[Entry]) -> Path | None:
         """Append `entries` (NOT yet durable: sync() the returned file before a commit names them);
-        None when there were none. All of them go to the month file of the first one."""
+        None when there were none. All of them go to the month file of the first one. On a full disk
+        the reserve is given up for them: the blobs they name are written already."""
         lines = [json.dumps(_encode(entry), sort_keys=True) for entry in entries]
         if not lines:
             return None
@@ -99,20 +108,63 @@ class Journal:
         path = self.directory / f"provenance-{when:%Y-%m}.jsonl"
         data = ("\n".join(lines) + "\n").encode("ascii")  # json escapes everything else
         try:
-            new = not path.exists()
-            with _LOCK, appending(path) as fd:  # under the lock a rewrite (`mailsync forget`) also takes
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash
-                    data = b"\n" + data
-                write_all(fd, data)
-            if new:
-                fsync_path(self.directory)  # the new month file's name
+            try:
+                self._append(path, data)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self._spend_reserve():
+                    raise
+                self._append(path, data)
         except OSError as exc:
             raise ArchiveError(
                 f"cannot append to the provenance journal {path}: {exc.strerror}",
                 fix="free disk space or fix permissions on archive_dir; the batch is retried",
             ) from exc
+        self._keep_reserve()
         return path
+
+    def _append(self, path: Path, data: bytes) -> None:
+        new = not path.exists()
+        with _LOCK, appending(path) as fd:  # under the lock a rewrite (`mailsync forget`) also takes
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash or a full disk
+                data = b"\n" + data
+            try:
+                write_all(fd, data)
+            except OSError:
+                with contextlib.suppress(OSError):  # else the reader skips the torn line
+                    os.ftruncate(fd, size)  # none of it, rather than lines the retry writes again
+                raise
+        if new:
+            fsync_path(self.directory)  # the new month file's name
+
+    def _spend_reserve(self) -> bool:
+        try:
+            (self.directory / RESERVE).unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("journal_reserve_spent", directory=str(self.directory), reason="disk full")
+        return True
+
+    def _keep_reserve(self) -> None:
+        """Best effort, after a write: the reserve made again when it is missing (the first write, or
+        spent) and the disk has twice its size free, so that filling the disk never comes from here."""
+        reserve = self.directory / RESERVE
+        if reserve.exists():
+            return
+        try:
+            disk = os.statvfs(self.directory)
+            size = max(4096, min(RESERVE_MAX, disk.f_blocks * disk.f_frsize // 100))
+            if disk.f_bavail * disk.f_frsize < 2 * size:
+                return
+            fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except OSError:  # made by another process meanwhile, or nothing to do now
+            return
+        try:
+            write_all(fd, bytes(size))  # written, not sparse: the blocks are the point
+        except OSError:
+            reserve.unlink(missing_ok=True)  # too little to count on
+        finally:
+            os.close(fd)
 
     def sync(self, path: Path | None) -> None:
         """Make what write() appended to `path` durable (fsync: whatever the blob store's sync did)."""

@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from config.errors import StorageError
 from storage import backup as snapshots
 from storage import models as m
+from storage.journal import RESERVE
 from storage.private import private_dir
 from storage.repo import Repo
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 MANIFEST = "MANIFEST.json"
-_TEMPORARY = ".tmp-"  # the archive's half-written files: never copied
+_TEMPORARY = ".tmp-"  # the archive's half-written files: never copied (nor the journal's RESERVE)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _refuse_if_in_use(settings: Settings) -> None:
 def _files(root: Path) -> Iterator[Path]:
     if root.is_dir():
         for path in sorted(root.rglob("*")):
-            if path.is_file() and not path.name.startswith(_TEMPORARY):
+            if path.is_file() and not path.name.startswith(_TEMPORARY) and path.name != RESERVE:
                 yield path
 
 

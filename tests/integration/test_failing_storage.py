@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -24,6 +25,7 @@ from mailsync.service.daemon import Daemon
 from mailsync.service.metrics import Metrics
 from storage import models as m
 from storage.archive import Archive
+from storage.journal import RESERVE, CursorMoved, Journal
 from storage.repo import Repo
 from tests.integration.test_daemon import daemon_config, wait_for
 from tests.support.database import use_database
@@ -117,6 +119,35 @@ def test_archive_disk_full_pauses_capture_and_recovers_when_space_returns(
         archive.get(sha)
     assert _events(logs, "mailbox_recovered"), [(e["event"], e["log_level"]) for e in logs]
     assert not list(settings.archive_dir.rglob(".tmp-*")), "a partial blob was left behind"
+
+
+def test_journal_takes_the_lines_of_written_blobs_on_a_full_disk(small_disk):
+    """Blobs a batch wrote fill the disk (two writers: one fails, the other's blob fits in the room it
+    freed). Their journal lines must still fit, or nothing commits and every retry needs room again:
+    the journal gives up the reserve it keeps for this, and makes it again once there is room."""
+    journal = Journal.beside(small_disk)
+    at = datetime(2026, 1, 1)  # noqa: DTZ001 - naive UTC, as the journal keeps it
+    journal.append([CursorMoved("dana", "INBOX", 7, 0, at)])
+    reserve = journal.directory / RESERVE
+    assert reserve.stat().st_size > 0
+    with pytest.raises(OSError, match="No space left"):
+        _fill(small_disk / "blobs")
+    batch = [CursorMoved("dana", "INBOX", 7, uid, at) for uid in range(1, 60)]  # more than a page
+    journal.append(batch)
+    assert [e.last_uid for e in journal if isinstance(e, CursorMoved)] == list(range(60))
+    assert not reserve.exists()  # the disk is still full: not made again
+    (small_disk / "blobs").unlink()
+    journal.append([CursorMoved("dana", "INBOX", 7, 60, at)])
+    assert reserve.stat().st_size > 0
+
+
+def _fill(path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, os.urandom(4096))
+    finally:
+        os.close(fd)
 
 
 def test_locked_database_pauses_capture_and_recovers_when_released(

@@ -79,6 +79,7 @@ DIGEST_EVERY = 60.0  # seconds between looks for reps whose digest is due
 SERVICE_JOBS = 5  # heartbeat, no-reply, retention, webhook, digests
 WEBHOOK_EVERY = 60.0  # seconds between webhook rounds (new activity queued, due deliveries sent)
 IDLE_SLICE = 5.0  # seconds per IDLE wait, so a stop request is seen promptly
+STOP_TICK = 0.2  # seconds between the main thread's looks at the stop request
 MAX_BACKOFF = 60.0
 # The digest job's lease: longer than a run of it (a relay can be slow), so that no other process
 # resends a digest this one is still sending; taken over that long after this process died.
@@ -243,7 +244,11 @@ class Daemon:
             http=f"{self.web.host}:{self.web.port}",
             holder=self.leases.holder,
         )
-        self.stop.wait()
+        # Not stop.wait(): a SIGTERM the kernel hands to another thread runs its handler only when this
+        # thread next runs Python, which a lock wait never does (python/cpython#85300); and the
+        # handler's stop.set() takes the Event's lock, which must never be this thread's at that moment.
+        while not self.stop.is_set():
+            time.sleep(STOP_TICK)
         finished = threading.Event()
         watch_stop(finished)
         scheduler.shutdown(wait=True)  # lets running polls finish their current batch

@@ -179,14 +179,33 @@ def test_health_is_503_when_the_database_is_unreachable(
     assert json.loads(body)["status"] == "unhealthy"
 
 
+# A line on stdin makes the daemon's process send SIGTERM to one of its own threads that is not the main
+# one: the kernel may hand a signal sent to the process to any thread, and Python runs the handler in
+# the main thread only when that thread next runs Python code.
+_SIGNAL_A_THREAD = (
+    "import signal, sys, threading\n"
+    "from mailsync.cli import run\n"
+    "def kick():\n"
+    "    sys.stdin.readline()\n"
+    "    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)\n"
+    "threading.Thread(target=kick, daemon=True).start()\n"
+    "run()"
+)
+
+
 @pytest.mark.both_dbs
-def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monkeypatch):
+@pytest.mark.parametrize("received_by", ["process", "another thread"])
+def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monkeypatch, received_by):
     config = daemon_config(tmp_path, dovecot, imap_user, monkeypatch)
     dovecot.append(imap_user.name, "INBOX", mail("service"))
     mailsync = [sys.executable, "-c", "from mailsync.cli import run; run()", "-c", str(config)]
     assert subprocess.run([*mailsync, "db", "upgrade"], check=False, capture_output=True).returncode == 0
     env = {**os.environ, "MAILSYNC_LOG_FORMAT": "json"}
-    proc = subprocess.Popen([*mailsync, "run"], stderr=subprocess.PIPE, text=True, env=env)
+    if received_by == "another thread":
+        mailsync[2] = _SIGNAL_A_THREAD
+    proc = subprocess.Popen(
+        [*mailsync, "run"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         port = None
         lines = []
@@ -199,7 +218,11 @@ def test_run_as_a_service_exits_0_on_sigterm(tmp_path, dovecot, imap_user, monke
                 break
         assert port, "".join(lines)
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-        proc.send_signal(signal.SIGTERM)
+        if received_by == "process":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            proc.stdin.write("kick\n")
+            proc.stdin.flush()
         try:
             rest = proc.communicate(timeout=30)[1]
         except subprocess.TimeoutExpired:

@@ -1,4 +1,5 @@
-"""What a parse worker process loads (issue 14: the memory of a sync with a 50k-contact CRM).
+"""What a parse worker process loads (issue 14: the memory of a sync with a 50k-contact CRM), and what
+spaCy brings into the process that matches mail.
 
 A worker imports the module of its target (mailsync.mail.parse_worker) and unpickles its arguments.
 It used to import structlog with that module and pydantic with the settings model of its limits:
@@ -46,6 +47,21 @@ def test_the_console_script_loads_no_command_line_until_it_runs() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
+
+
+def test_matching_loads_spacy_without_its_command_line() -> None:
+    """spaCy's package imports its CLI (weasel, httpx: ~15 MB); nlp/__init__.py keeps it out, and
+    spacy.info() and spacy.cli still work when asked for."""
+    code = (
+        "import sys, nlp.pipeline, nlp.phrases, spacy\n"
+        "print(sorted(m for m in ('weasel', 'httpx', 'spacy.cli') if m in sys.modules))\n"
+        "print([t.text for t in spacy.blank('en')('Hello Bob')])\n"
+        "print(spacy.info(silent=True)['spacy_version'] == spacy.__version__, 'weasel' in sys.modules)\n"
+        "from spacy.cli.info import info\n"
+        "print(info is not spacy.info)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.splitlines() == ["[]", "['Hello', 'Bob']", "True True", "True"]
 
 
 def test_the_limits_a_worker_gets_pickle_without_the_settings_model() -> None:

@@ -37,7 +37,7 @@ import structlog
 
 from config.errors import ArchiveError
 from storage.appending import appending, write_all
-from storage.private import FILE_MODE, fsync_path
+from storage.private import FILE_MODE, fsync_path, private_dir
 from storage.records import Provenance
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Journal:
                 f"cannot append to the provenance journal {path}: {exc.strerror}",
                 fix="free disk space or fix permissions on archive_dir; the batch is retried",
             ) from exc
-        self._keep_reserve()
+        self.keep_reserve()
         return path
 
     def _append(self, path: Path, data: bytes) -> None:
@@ -145,13 +145,15 @@ class Journal:
         log.warning("journal_reserve_spent", directory=str(self.directory), reason="disk full")
         return True
 
-    def _keep_reserve(self) -> None:
-        """Best effort, after a write: the reserve made again when it is missing (the first write, or
-        spent) and the disk has twice its size free, so that filling the disk never comes from here."""
+    def keep_reserve(self) -> None:
+        """Best effort: the reserve made when it is missing (a new archive, or spent) and the disk has
+        twice its size free, so that filling the disk never comes from here. Capture asks before it
+        writes a batch's blobs, and write() after each append."""
         reserve = self.directory / RESERVE
         if reserve.exists():
             return
         try:
+            private_dir(self.directory)
             disk = os.statvfs(self.directory)
             size = max(4096, min(RESERVE_MAX, disk.f_blocks * disk.f_frsize // 100))
             if disk.f_bavail * disk.f_frsize < 2 * size:

@@ -93,6 +93,7 @@ def capture(  # noqa: PLR0917 - the batch, where it goes, and the cursor it move
     propagate. When the archive fails part-way (its disk is full), what it took is committed first,
     the cursor moved only over that, and then the error is raised. `journal` is where the settings put
     the provenance journal (Journal.of(settings)); it is fsynced here itself, never left to the store."""
+    journal.keep_reserve()  # before the blobs take the room: their lines must fit on a full disk
     items, staged, failure = _archive(repo, archive, raws)
     if failure is not None:
         if not items:

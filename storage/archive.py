@@ -109,8 +109,8 @@ class BlobStore(Protocol):
         ...
 
     def stage(self, data: bytes, sha256: str) -> Staged:
-        """Start writing `data` (whose SHA-256 is `sha256`), replacing whatever is stored under the name;
-        NOT durable until sync() of the token returns."""
+        """Start writing `data` (whose SHA-256 is `sha256`), replacing whatever is stored under the name
+        unless it is these very bytes already; NOT durable until sync() of the token returns."""
         ...
 
     def sync(self, staged: Collection[Staged]) -> None:
@@ -209,10 +209,13 @@ class Archive:
 
     def stage(self, data: bytes, sha256: str) -> Staged:
         """Write `data` (whose SHA-256 is `sha256`) as its blob (temporary file, rename), NOT yet
-        durable: sync() the batch before any commit names it. Whatever file is there is replaced.
-        Plain strings and no existence checks: this runs for every message captured, and the
-        directories are made only when the first open finds them missing."""
+        durable: sync() the batch before any commit names it. A file already there holding exactly
+        these bytes is kept (a batch that staged it never committed: writing it again would need room
+        that a full disk lacks); anything else there is replaced. Plain strings: this runs for every
+        message captured, and the directories are made only when the first open finds them missing."""
         directory = f"{self._blobs}/{sha256[:2]}/{sha256[2:4]}"
+        if os.path.exists(f"{directory}/{sha256}{SUFFIX}") and self._holds(sha256):  # noqa: PTH110
+            return Staged(sha256)
         # Named by process and thread, so two writers of the same bytes never share a temporary file.
         tmp = f"{directory}/.tmp-{sha256[:16]}-{os.getpid()}-{threading.get_ident()}"
         written = False
@@ -291,6 +294,13 @@ class Archive:
     def exists(self, sha256: str) -> bool:
         """A file is stored under this name (its bytes are checked by get(), not here)."""
         return self.path_for(sha256).is_file()
+
+    def _holds(self, sha256: str) -> bool:
+        try:
+            self.get(sha256)
+        except ArchiveError:  # torn by a crash, or corrupt: stage() writes it again
+            return False
+        return True
 
     def keys(self) -> Iterator[str]:
         """Every blob hash on disk."""

@@ -7,9 +7,10 @@
 Order is the guarantee. The commit that names a blob or a copy comes after the sync that made it
 durable (blob and journal line, storage/journal.py), and the cursor moves in that same commit, so a
 crash anywhere leaves the batch either wholly captured with its cursor or not at all (the next pass
-fetches it again and recognises what it has). Only blobs the database names are trusted (a staged
-file nobody named is written again; so is a named one gone from the disk, which the next copy of its
-bytes restores). Parsing, threading, matching and proposing run later from the pending messages
+fetches it again and recognises what it has). Only blobs the database names are trusted as they
+are: a staged file nobody named is read back and kept only if it holds its bytes, else written again
+(storage/archive.py, stage), and a named one gone from the disk is restored by the next copy of its
+bytes. Parsing, threading, matching and proposing run later from the pending messages
 (process.py), so capture goes at the pace of the server and the disk. The rows of a copy carry the
 time its journal line does, so that `mailsync rebuild` (record_copies) gives them back exactly.
 

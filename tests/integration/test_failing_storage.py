@@ -9,6 +9,7 @@ captures everything exactly once when the fault clears (tmpfs remounted bigger, 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -19,13 +20,16 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from config.errors import ArchiveError
 from config.settings import load_settings
+from mailsync.pipeline.capture import capture
 from mailsync.pipeline.ingest import Pipeline
 from mailsync.service.daemon import Daemon
 from mailsync.service.metrics import Metrics
 from storage import models as m
 from storage.archive import Archive
 from storage.journal import RESERVE, CursorMoved, Journal
+from storage.records import Provenance, RawMessage
 from storage.repo import Repo
 from tests.integration.test_daemon import daemon_config, wait_for
 from tests.support.database import use_database
@@ -141,6 +145,31 @@ def test_journal_takes_the_lines_of_written_blobs_on_a_full_disk(small_disk):
     (small_disk / "blobs").unlink()
     journal.append([CursorMoved("dana", "INBOX", 7, 60, at)])
     assert reserve.stat().st_size > 0
+
+
+def test_blobs_a_batch_left_uncommitted_are_named_on_a_full_disk_not_written_again(small_disk, tmp_path):
+    """A batch staged its blobs and then did not commit (its database refused, the process died): they
+    fill the disk. The retry must name them as they are; writing them again would need room."""
+    archive, journal = Archive(small_disk), Journal.beside(small_disk)
+    repo = Repo(f"sqlite:///{tmp_path / 'mailsync.db'}")
+    repo.upgrade()
+    raws = [RawMessage(_bulky(n), Provenance("dana", "INBOX", 7, n + 1)) for n in range(10)]
+    staged = _stage_until_full(archive, raws)  # the batch that never committed
+    assert 0 < staged < len(raws)
+    captured = capture(repo, archive, journal, raws[:staged], "dana")
+    assert [c.outcome for c in captured] == ["new"] * staged
+    for raw in raws[:staged]:
+        assert archive.get(hashlib.sha256(raw.data).hexdigest()) == raw.data
+    repo.dispose()
+
+
+def _stage_until_full(archive: Archive, raws: list[RawMessage]) -> int:
+    for count, raw in enumerate(raws):
+        try:
+            archive.stage(raw.data, hashlib.sha256(raw.data).hexdigest())
+        except ArchiveError:
+            return count
+    return len(raws)
 
 
 def _fill(path) -> None:

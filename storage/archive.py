@@ -30,6 +30,8 @@ tests/unit/test_blob_store_contract.py. `Archive` is the filesystem store:
     delete(sha256) -> bool       removed durably (unlink, fsync the directory); only forget and retention
                                  delete: blobs are otherwise immutable
     verify(known) -> VerifyReport  re-hash every blob, compare with what the database knows
+    spec() -> str | None         how another process opens the same store (open_spec): capture's stage
+                                 workers (mailsync/pipeline/staging.py) stage() into it from there
 
 and, outside the protocol, for the filesystem-specific `mailsync verify --repair` only
 (mailsync/admin/repair.py, mailsync/cli/archive.py):
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -142,10 +145,23 @@ class BlobStore(Protocol):
         """Re-read every stored blob; compare with `known` (the hashes the database names)."""
         ...
 
+    def spec(self) -> str | None:
+        """What open_spec() opens this same store from in another process (capture's stage workers,
+        which stage() into it and hand the Staged tokens back), or None if it cannot be shared."""
+        ...
+
 
 def open_store(settings: Settings) -> BlobStore:
     """The blob store the settings configure (today always the filesystem Archive under archive_dir)."""
     return Archive(settings.archive_dir)
+
+
+def open_spec(spec: str) -> BlobStore:
+    """The store a spec() names, opened in this process."""
+    found = json.loads(spec)
+    if found.get("store") != "filesystem":
+        raise ArchiveError(f"unknown blob store spec {spec!r}")
+    return Archive(Path(found["root"]), int(found["level"]))
 
 
 class Archive:
@@ -159,12 +175,15 @@ class Archive:
     def __init__(self, root: Path, level: int = 3) -> None:
         self.root = root
         self.blobs = root / "blobs"
-        self._level = level
+        self.level = level
         self._blobs = str(self.blobs)
         self._local = threading.local()  # a compressor per thread: they are not thread-safe
 
     def path_for(self, sha256: str) -> Path:
         return self.blobs / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}"
+
+    def spec(self) -> str:
+        return json.dumps({"store": "filesystem", "root": str(self.root), "level": self.level})
 
     def put(self, data: bytes) -> str:
         """Store `data` durably (unless already stored) and return its SHA-256."""
@@ -180,7 +199,7 @@ class Archive:
         temporary file is written in the blobs directory and renamed into its place when complete.
         """
         digest = hashlib.sha256()
-        compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
+        compressor = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
         tmp: Path | None = None
         try:
             private_dir(self.blobs)
@@ -270,7 +289,7 @@ class Archive:
     def _compressor(self) -> zstandard.ZstdCompressor:
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
-            compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
+            compressor = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
             self._local.compressor = compressor
         return compressor
 

@@ -264,4 +264,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    few_malloc_arenas()
     sys.exit(main())
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def few_malloc_arenas() -> None:
+    """At most two glibc malloc arenas for the process, before its threads start. By default every
+    thread that allocates may get its own (up to 8 per core), and memory one arena frees is never
+    reused by another: the fetch, read and staging threads each left pages that the processing stage
+    could not reuse, 5-11 MB more at the peak of a `sync --once` (the GIL runs one thread at a time:
+    two arenas cost no waiting). A no-op where the C library has no mallopt."""
+    import ctypes
+
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, 2)

@@ -18,15 +18,12 @@ message does not wait for them and a pass with nothing to parse does not either.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import logging
 import os
 import queue
 import resource
-import socket
-import subprocess
 import sys
 import threading
 from collections import deque
@@ -35,8 +32,10 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from config.errors import ParseError
+from mailsync.worker_process import spawn, stop
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterator, Sequence
 
     from config.settings import ParseLimits, Settings
@@ -130,24 +129,7 @@ class ParseWorker:
                 self._spawn()
 
     def _spawn(self) -> None:
-        """A new interpreter running this module (no fork of a threaded daemon), on one end of a socket
-        pair as multiprocessing's Pipe() is; started as a plain subprocess, not a multiprocessing one,
-        which would also start multiprocessing's resource tracker: a process more, ~7 MB, for nothing."""
-        ours, theirs = socket.socketpair()
-        with theirs:
-            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [
-                    sys.executable,
-                    "-m",
-                    __name__,
-                    str(theirs.fileno()),
-                    json.dumps(WorkerLimits.of(self.limits)),
-                ],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # where this process found us
-            )
-        self._starting = Connection(ours.detach())
+        self._process, self._starting = spawn(__name__, json.dumps(WorkerLimits.of(self.limits)))
 
     def _start(self) -> Connection:
         if self._process is None:
@@ -255,10 +237,7 @@ class ParseWorker:
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            if self._process.poll() is None:
-                self._process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=5)
+            stop(self._process)
             self._process = None
 
     def __enter__(self) -> Self:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.orm import Session
 
+    from mailsync.pipeline.staging import Staging, Ticket
     from storage.archive import BlobStore, Staged
     from storage.records import Provenance, RawMessage
     from storage.repo import Repo
@@ -89,20 +90,27 @@ def capture(  # noqa: PLR0917 - the batch, where it goes, and the cursor it move
     raws: Sequence[RawMessage],
     owner: str,
     cursor: CursorAt | None = None,
+    ticket: Ticket | None = None,
 ) -> list[Captured]:
     """Capture `raws` (one mailbox's, in UID order) in one commit, with `cursor` if given; CaptureErrors
     propagate. When the archive fails part-way (its disk is full), what it took is committed first,
     the cursor moved only over that, and then the error is raised. `journal` is where the settings put
-    the provenance journal (Journal.of(settings)); it is fsynced here itself, never left to the store."""
+    the provenance journal (Journal.of(settings)); it is fsynced here itself, never left to the store.
+    `ticket`: the batch was submitted to the stage workers (staging.py), which hash and write it."""
     journal.keep_reserve()  # before the blobs take the room: their lines must fit on a full disk
-    items, staged, failure = _archive(repo, archive, raws)
+    by_workers = ticket.collect() if ticket is not None else None
+    if by_workers is not None:
+        items, staged, failure, before = _archive_staged(repo, archive, raws, by_workers)
+    else:
+        items, staged, failure, before = _archive(repo, archive, raws)
+    lease = cursor.mailbox if cursor is not None else None
     if failure is not None:
         if not items:
             archive.sync(staged)
             raise failure
-        if cursor is not None:
-            last = max(item.provenance.uid or 0 for item in items)
-            cursor = replace(cursor, cursor=Cursor(cursor.cursor.uidvalidity, last))
+        if cursor is not None:  # moved over the messages before the first that failed, if any
+            last = max((item.provenance.uid or 0 for item in items[:before]), default=None)
+            cursor = replace(cursor, cursor=Cursor(cursor.cursor.uidvalidity, last)) if last else None
     at = utcnow()
     written = journal.write(_journal_entries(items, owner, cursor, at))
     archive.sync(staged)  # the filesystem Archive's syncfs takes the journal's lines along when it can,
@@ -110,8 +118,9 @@ def capture(  # noqa: PLR0917 - the batch, where it goes, and the cursor it move
 
     def work(session: Session, refused: dict[int, str], careful: bool) -> list[Captured]:
         results = _record(session, items, {i.provenance.mailbox: owner for i in items}, refused, at, careful)
+        if lease is not None:
+            verify_lease(session, lease)  # issue 16: a daemon whose lease expired commits nothing
         if cursor is not None:
-            verify_lease(session, cursor.mailbox)  # issue 16: a daemon whose lease expired commits nothing
             save_cursor(session, cursor.mailbox, cursor.folder, cursor.cursor)
         faults.point("before_cursor")
         return results
@@ -180,11 +189,11 @@ def _log_refused(items: Sequence[_Item], refused: Mapping[int, str]) -> None:
 
 def _archive(
     repo: Repo, archive: BlobStore, raws: Sequence[RawMessage]
-) -> tuple[list[_Item], list[Staged], ArchiveError | None]:
+) -> tuple[list[_Item], list[Staged], ArchiveError | None, int]:
     """Every message's blob written, NOT yet synced: those the database does not know, or knows but
     lost (a deleted blob comes back with the next copy), are staged (spooled mail is streamed and
-    made durable on its own). The items, the staged blobs to sync, and on an ArchiveError, the
-    messages before the one that failed and the error."""
+    made durable on its own). The items, the staged blobs to sync, on an ArchiveError the error (the
+    items are the messages before the one that failed), and how many items precede the failure."""
     hashed: list[tuple[RawMessage, str | None]] = []
     for raw in raws:
         faults.point("after_fetch")
@@ -220,7 +229,40 @@ def _archive(
                 break
             faults.point("after_archive")
             items.append(_Item(raw.provenance, raw.size, sha256, identify_stream(raw.chunks)))
-    return items, staged, failure
+    return items, staged, failure, len(items)
+
+
+def _archive_staged(
+    repo: Repo, archive: BlobStore, raws: Sequence[RawMessage], results: Sequence[Staging]
+) -> tuple[list[_Item], list[Staged], ArchiveError | None, int]:
+    """_archive's result from what the stage workers did: a blob they found on disk already is kept
+    when the database names it, else read back (Archive.stage) as the threads would. A failed write
+    leaves its message out, not the rest: the workers write side by side, so on a full disk the room
+    may have gone to later messages of the batch, which are captured (the cursor moves only up to
+    the first failure; the next pass fetches from there and finds them known)."""
+    with repo.session() as session:
+        known = mailstore.known_blobs(session, [r.sha256 for r in results])
+    staged: dict[str, Staged] = {}
+    items: list[_Item] = []
+    failure: tuple[ArchiveError, int] | None = None
+    for raw, result in zip(raws, results, strict=True):
+        faults.point("after_fetch")
+        try:
+            if result.error is not None:
+                message, fix = result.error
+                raise ArchiveError(message, fix=fix)  # noqa: TRY301 - handled as the store's own error
+            if result.staged is not None:
+                staged[result.sha256] = result.staged
+            elif result.sha256 not in known and result.sha256 not in staged:
+                staged[result.sha256] = archive.stage(raw.data, result.sha256)
+        except ArchiveError as exc:
+            failure = failure or (exc, len(items))
+            continue
+        faults.point("after_archive")
+        items.append(_Item(raw.provenance, raw.size, result.sha256, result.identity))
+    if failure is None:
+        return items, list(staged.values()), None, len(items)
+    return items, list(staged.values()), *failure
 
 
 class _Rows:

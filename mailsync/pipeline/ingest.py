@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from mailsync.pipeline.capture import capture
+from mailsync.pipeline.staging import StagePool
 from storage import leases, mailstore
 from storage.crm import crm_version, load_snapshot
 from storage.journal import Journal
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from config.settings import Settings
     from mailsync.mail.parse_worker import ParsePool, ParseWorker
     from mailsync.pipeline.capture import Captured, CursorAt
+    from mailsync.pipeline.staging import Ticket
     from storage.archive import BlobStore
     from storage.records import CrmSnapshot, RawMessage
     from storage.repo import Repo
@@ -69,6 +71,7 @@ class Pipeline:
         self.holder = leases.holder_id()  # this process in the `job:drain` lease
         self._crm: CrmSnapshot | None = None
         self._crm_version: tuple[int, datetime | None] | None = None
+        self._stage_pool = StagePool(archive) if StagePool.usable(archive) else None
 
     @property
     def crm(self) -> CrmSnapshot:
@@ -109,14 +112,36 @@ class Pipeline:
         return True
 
     def capture(
-        self, raws: Sequence[RawMessage], owner: str, cursor: CursorAt | None = None, *, warm: bool = True
+        self,
+        raws: Sequence[RawMessage],
+        owner: str,
+        cursor: CursorAt | None = None,
+        *,
+        warm: bool = True,
+        ticket: Ticket | None = None,
     ) -> list[Captured]:
         """Archive and record a batch (and move `cursor`) in one commit; new messages wait as pending.
         The parse workers start now if they have not (in the background): mail is coming their way,
-        unless `warm` is False (a capture-only pass, which processes nothing)."""
+        unless `warm` is False (a capture-only pass, which processes nothing). `ticket`: what prepare()
+        gave for this batch."""
         if warm:
             self.parser.warm()
-        return capture(self.repo, self.archive, Journal.of(self.settings), raws, owner, cursor)
+        return capture(self.repo, self.archive, Journal.of(self.settings), raws, owner, cursor, ticket)
+
+    def prepare(self, raws: list[RawMessage]) -> Ticket | None:
+        """Start staging a large batch in the stage workers (staging.py) while earlier ones are
+        captured; hand the ticket to capture(). None: capture stages it itself."""
+        if self._stage_pool is None:
+            return None
+        Journal.of(self.settings).keep_reserve()  # before the workers fill the disk: see capture()
+        return self._stage_pool.submit(raws)
+
+    def end_capture(self) -> None:
+        """A pass's capture is over: the stage workers end (they hold no memory while mail is
+        processed) and start again with the next large batch."""
+        if self._stage_pool is not None:
+            self._stage_pool.close()
+            self._stage_pool.broken = False
 
     def drain(self, limit: int | None = None, stop: threading.Event | None = None) -> dict[int, str]:
         """Process pending messages (message id -> "new" or "quarantined"); one drain at a time in this

@@ -19,6 +19,7 @@ import structlog
 
 from mailsync.pipeline.capture import CursorAt
 from mailsync.pipeline.fetcher import fetch_batches
+from mailsync.pipeline.staging import staged_ahead
 from mailsync.pipeline.sync_state import Cursor, load_cursor, mark_gone, save_cursor
 from storage import mailstore
 from storage.leases import verify_lease
@@ -82,21 +83,24 @@ def sync_mailbox(
     with pipeline.repo.session() as session:
         mailstore.ensure_mailbox(session, mailbox.name, mailbox.owner)
     results = []
-    for folder in source.folders():
-        if stop is not None and stop.is_set():
-            break
-        results.append(
-            _sync_folder(
-                mailbox=mailbox,
-                pipeline=pipeline,
-                source=source,
-                folder=folder,
-                stop=stop,
-                metrics=metrics,
-                progress=progress,
-                warm=process,
+    try:
+        for folder in source.folders():
+            if stop is not None and stop.is_set():
+                break
+            results.append(
+                _sync_folder(
+                    mailbox=mailbox,
+                    pipeline=pipeline,
+                    source=source,
+                    folder=folder,
+                    stop=stop,
+                    metrics=metrics,
+                    progress=progress,
+                    warm=process,
+                )
             )
-        )
+    finally:
+        pipeline.end_capture()
     if not process:
         return results  # captured messages wait as "pending", counted "new"
     # Not covered by the mailbox lease, which it may outlast: it moves no cursor, and `job:drain`
@@ -147,8 +151,11 @@ def _sync_folder(
     uids = source.new_uids(cursor.last_uid, mailbox.since if first else None)
     advance = progress(folder, len(uids)) if progress and uids else None
     done = cursor.last_uid
-    with closing(fetch_batches(source, status, uids)) as batches:
-        for batch in batches:
+    with (
+        closing(fetch_batches(source, status, uids)) as fetched,
+        closing(staged_ahead(fetched, pipeline.prepare)) as batches,
+    ):
+        for batch, ticket in batches:
             if stop is not None and stop.is_set():
                 result.complete = False
                 break
@@ -158,6 +165,7 @@ def _sync_folder(
                 mailbox.owner,
                 CursorAt(mailbox.name, folder, Cursor(status.uidvalidity, max(done, last))),
                 warm=warm,  # parse workers only for a pass that processes
+                ticket=ticket,
             )
             done = max(done, last)
             result.fetched += len(batch)

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 
 from config.settings import load_settings
 from mailsync.faults import ENV as FAULT_ENV
+from mailsync.pipeline.staging import POOL_FROM
 from storage import models as m
 from storage.archive import Archive
 from storage.repo import Repo
@@ -58,10 +59,19 @@ CAPTURE_POINTS = {"after_fetch", "after_archive", "before_cursor"}
 # On PostgreSQL too: killed inside capture's transaction, inside processing's, and just after its commit
 # (each point costs a few seconds a database; the others differ from these only in what is in memory).
 POSTGRESQL_POINTS = {"before_cursor", "before_commit", "after_commit"}
-# (db_backend, point, N): the db_backend fixture (tests/conftest.py) by hand, as both_dbs would for all.
-KILLS_AT = [("sqlite", point, nth) for point, nth in POINTS] + [
-    ("postgresql", point, nth) for point, nth in POINTS if point in POSTGRESQL_POINTS
-]
+# (db_backend, point, N, folder size): the db_backend fixture (tests/conftest.py) by hand, as both_dbs
+# would for all. A folder of STAGED messages is one batch large enough for the stage workers
+# (mailsync/pipeline/staging.py), which write its blobs a batch ahead: killed at each capture point there.
+STAGED = POOL_FROM + 6
+KILLS_AT = (
+    [("sqlite", point, nth, 30) for point, nth in POINTS]
+    + [("postgresql", point, nth, 30) for point, nth in POINTS if point in POSTGRESQL_POINTS]
+    + [
+        ("sqlite", point, STAGED // 2 if nth > 1 else 1, STAGED)
+        for point, nth in POINTS
+        if point in CAPTURE_POINTS
+    ]
+)
 
 
 def mail(tag: str, i: int) -> bytes:
@@ -198,13 +208,15 @@ def crash_setup(tmp_path, dovecot, imap_user, forks, db_url):
 
 
 @pytest.mark.parametrize(
-    ("db_backend", "point", "nth"),
+    ("db_backend", "point", "nth", "size"),
     KILLS_AT,
-    ids=[f"{db}-{p}" for db, p, _ in KILLS_AT],
+    ids=[f"{db}-{p}" + ("-staged" if size == STAGED else "") for db, p, _, size in KILLS_AT],
     indirect=["db_backend"],
 )
-def test_sigkill_at_a_fault_point_loses_and_duplicates_nothing(point, nth, crash_setup, dovecot, imap_user):
-    raws = [mail(point, i) for i in range(30)]
+def test_sigkill_at_a_fault_point_loses_and_duplicates_nothing(
+    point, nth, size, crash_setup, dovecot, imap_user
+):
+    raws = [mail(point, i) for i in range(size)]
     uids = dovecot.append_many(imap_user.name, "INBOX", raws)
     expected = _message_ids(raws)
 
@@ -212,9 +224,9 @@ def test_sigkill_at_a_fault_point_loses_and_duplicates_nothing(point, nth, crash
     assert code == -signal.SIGKILL, f"exit {code}, expected death by SIGKILL:\n{crash_setup.log_tail()}"
     crashed = crash_setup.state()
     captured = point not in CAPTURE_POINTS
-    assert len(crashed["message_ids"]) == (30 if captured else 0)
+    assert len(crashed["message_ids"]) == (size if captured else 0)
     # Blobs staged for the batch whose commit never came are unknown to the database (never more).
-    assert len(crashed["orphans"]) <= (0 if captured else 30)
+    assert len(crashed["orphans"]) <= (0 if captured else size)
     if captured:
         assert crashed["cursor"] == max(uids), "the cursor did not move with its batch"
     else:

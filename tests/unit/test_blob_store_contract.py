@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from config.errors import ArchiveError
-from storage.archive import SYNCFS_FROM, Archive, BlobStore, Staged
+from storage.archive import SYNCFS_FROM, Archive, BlobStore, Staged, open_spec
 from storage.records import Provenance, RawMessage
 from tests.conftest import ROOT
 
@@ -141,6 +141,21 @@ def test_verify_compares_stored_blobs_with_the_known_ones(store):
     assert report.orphans == [orphan]
     assert report.corrupt == []
     assert not report.ok
+
+
+def test_a_store_opened_from_its_spec_in_another_process_stages_into_the_same_store(store):
+    """What capture's stage workers do (mailsync/pipeline/staging.py): open the store from its spec,
+    stage there, hand the token back to be synced here. A store without a spec is staged in-process."""
+    spec = store.spec()
+    if spec is None:  # not shareable: nothing more to hold it to
+        return
+    data = mail(9)
+    token = open_spec(spec).stage(data, sha(data))
+    store.sync([token])
+    assert store.get(sha(data)) == data
+    assert open_spec(spec).spec() == spec
+    with pytest.raises(ArchiveError, match="unknown blob store"):
+        open_spec('{"store": "carrier pigeon"}')
 
 
 # -- the pipeline knows stores only through BlobStore ------------------------------------------------

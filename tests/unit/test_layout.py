@@ -10,11 +10,13 @@ from tests.conftest import ROOT
 
 PACKAGES = ("config", "storage", "nlp", "mailsync")
 # Lower layers never import higher ones; within mailsync, a subpackage imports only lower ranks and
-# itself (equal ranks are siblings that do not know each other). faults and logs import nothing of ours.
+# itself (equal ranks are siblings that do not know each other). faults, logs and worker_process import
+# nothing of ours.
 TOP_RANK = {"config": 0, "storage": 1, "nlp": 2, "mailsync": 3}
 MAILSYNC_RANK = {
     "faults": 0,
     "logs": 0,
+    "worker_process": 0,  # how the parse and stage workers are started
     "mail": 1,
     "pipeline": 2,
     "approval": 3,

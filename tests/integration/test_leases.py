@@ -31,6 +31,7 @@ from tests.support.config import PASSWORD_ENV, imap_mailbox
 from tests.support.mail import plain_mail
 
 SHORT = 0.6  # seconds: a lease in the two-session tests
+RENEWED = 30.0  # seconds: a lease that a slow machine cannot outlast within a test
 
 
 @pytest.fixture
@@ -96,12 +97,13 @@ def test_a_takeover_waits_for_the_batch_that_verified_the_lease(two):
     """verify_lease locks the lease row until the batch commits: a takeover racing it waits, then finds
     the lease renewed; there is no moment when both may write."""
     repo_a, repo_b = two
-    lease = Leases(repo_a, SHORT, 1, holder="a").mailbox("dana")
-    time.sleep(SHORT - 0.1)
+    lease = Leases(repo_a, RENEWED, 1, holder="a").mailbox("dana")
+    with repo_a.session() as s:  # about to run out; each renewal then lasts RENEWED, far past this test
+        s.execute(text("UPDATE lease SET expires_at = now() + interval '0.2 seconds' WHERE name = 'mailbox:dana'"))
     outcome = []
     with holding(lease), repo_a.session() as batch:
-        verify_lease(batch, "dana")  # renewed for SHORT, row locked until this commits
-        time.sleep(0.15)  # past the lease as first taken
+        verify_lease(batch, "dana")  # renewed for RENEWED, row locked until this commits
+        time.sleep(0.3)  # past the lease as it was before the renewal
         racer = threading.Thread(
             target=lambda: outcome.append(Leases(repo_b, SHORT, 1, holder="b").mailbox("dana"))
         )

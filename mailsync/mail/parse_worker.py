@@ -12,8 +12,11 @@ and a second worker only held its own memory), each message still in one killabl
 that hangs costs its own worker a restart, never its neighbours. Each worker is sent a few messages
 ahead of the one it parses (`parse_stream`), so it does not idle while this process, busy matching,
 gets round to taking a result and sending the next: replay of 10,000 messages, parse wall time 32 ->
-24 s. Workers are spawned by `warm()` in the background (imports take about a second), so the first
-message does not wait for them and a pass with nothing to parse does not either.
+24 s. A job may name an archived blob instead of carrying its bytes (`ParseJob.store`): the worker
+reads, decompresses and checks it itself, so the job is a few hundred bytes, many fit in the pipe, and
+this process's threads, which wait for the GIL while matching holds it, do less per message. Workers
+are spawned by `warm()` in the background (imports take about a second), so the first message does not
+wait for them and a pass with nothing to parse does not either.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
-from config.errors import ParseError
+from config.errors import ArchiveError, ParseError
 from mailsync.worker_process import spawn, stop
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
     from config.settings import ParseLimits, Settings
     from mailsync.mail.parse import ParserFailure
+    from storage.archive import BlobStore
     from storage.records import ParsedEmail
 
 _STARTUP_TIMEOUT = 60.0
@@ -49,7 +53,8 @@ _TRIM_AFTER = 64 * 1024  # a message at least this large is followed by malloc_t
 # to take its result and send the next one (a thread waiting for the GIL while matching holds it). At
 # most this many messages, and this many bytes of them unread: below a pipe's 64 KiB, so a send ahead
 # never blocks, and the worker can never be stuck sending a result while this process is stuck sending.
-_AHEAD = 8
+# A job that names a blob (ParseJob.store) counts no bytes: 16 of them are a few KiB.
+_AHEAD = 16
 _AHEAD_BYTES = 32 * 1024
 
 
@@ -86,22 +91,31 @@ def _serve(conn: Connection, limits: WorkerLimits) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_LIMIT, _MEMORY_LIMIT))
     logging.disable(logging.WARNING)  # mail-parser warns about every defect of hostile mail
     from mailsync.mail.parse import parse_with_fallback  # noqa: PLC0415 - the parsers load here, not in the daemon
+    from storage.archive import open_spec  # noqa: PLC0415 - as the parsers
 
     trim = _malloc_trim()
+    stores: dict[str, BlobStore] = {}
     conn.send(("ready", None))  # start-up (imports) must not count against a message's time limit
     while True:
         try:
-            raw, fingerprint, archive_key = conn.recv()
+            raw, fingerprint, archive_key, store = conn.recv()
         except EOFError:
             return
-        size = len(raw)
+        size = 0
         try:
+            if raw is None:
+                if store not in stores:
+                    stores[store] = open_spec(store)
+                raw = stores[store].get(archive_key)
+            size = len(raw)
             result: tuple[str, Any] = (
                 "ok",
                 parse_with_fallback(raw, fingerprint=fingerprint, archive_key=archive_key, limits=limits),
             )
         except ParseError as exc:
             result = ("error", str(exc))
+        except ArchiveError as exc:  # missing or corrupt: `mailsync verify` reports it
+            result = ("error", f"archive: {exc}")
         except BaseException as exc:  # noqa: BLE001 - the parse edge: any failure is this message's fault
             result = ("error", f"parser failed: {type(exc).__name__}: {str(exc)[:300]}")
         del raw
@@ -155,7 +169,7 @@ class ParseWorker:
     def _parse(self, raw: bytes, fingerprint: str, archive_key: str) -> ParsedEmail:
         conn = self._conn or self._start()
         try:
-            conn.send((raw, fingerprint, archive_key))
+            conn.send((raw, fingerprint, archive_key, None))
         except (BrokenPipeError, ConnectionResetError) as exc:
             self.close()
             raise ParseError("parser process died (memory limit or crash)") from exc
@@ -201,7 +215,7 @@ class ParseWorker:
             again: deque[tuple[int, ParseJob]] = deque()  # sent to a worker that was killed since
             while True:
                 while len(sent) < _AHEAD and (item := again.popleft() if again else jobs.take()):
-                    ahead = sum(len(job.raw) for _, job in list(sent)[1:]) + len(item[1].raw)
+                    ahead = sum(job.size for _, job in list(sent)[1:]) + item[1].size
                     if sent and ahead > _AHEAD_BYTES:
                         again.appendleft(item)
                         break
@@ -248,9 +262,18 @@ class ParseWorker:
 
 
 class ParseJob(NamedTuple):
-    raw: bytes
+    """A message to parse: its bytes, or (raw None) the blob `archive_key` of the store whose
+    BlobStore.spec() is `store`, which the worker reads and checks itself."""
+
+    raw: bytes | None
     fingerprint: str
     archive_key: str
+    store: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes the job puts in the pipe."""
+        return len(self.raw) if self.raw is not None else 0
 
 
 class _Taker:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import select
 
-from config.errors import ArchiveError, ParseError
+from config.errors import ParseError
 from mailsync import faults
 from mailsync.mail import thread as threading_rules
 from mailsync.mail.digest_mail import is_digest_mail
@@ -117,25 +117,18 @@ def _process_batch(
 
 
 def _parse(pipeline: Pipeline, queue: list[Pending]) -> list[ParsedEmail | ParseError]:
-    """Every message parsed (or its ParseError), in the pool; blobs over the size limit never read."""
+    """Every message parsed (or its ParseError), in the pool, which reads each blob from the archive
+    itself (a missing or corrupt one is that message's ParseError); blobs over the size limit never read."""
     limit = pipeline.settings.limits.max_bytes
-    results: list[ParsedEmail | ParseError | None] = [None] * len(queue)
-    jobs: list[ParseJob] = []
-    where: list[int] = []
-    for index, item in enumerate(queue):
-        if item.size > limit:
-            results[index] = ParseError(f"message too large: {item.size:,} bytes > limit {limit:,}")
-            continue
-        try:
-            raw = pipeline.archive.get(item.blob_sha256)
-        except ArchiveError as exc:  # `mailsync verify` reports it; the queue goes on
-            results[index] = ParseError(f"archive: {exc}")
-            continue
-        jobs.append(ParseJob(raw, item.fingerprint, item.blob_sha256))
-        where.append(index)
-    for index, result in zip(where, pipeline.parser.parse_many(jobs), strict=True):
-        results[index] = result
-    return [r for r in results if r is not None]
+    store = pipeline.archive.spec()
+    jobs = [ParseJob(None, item.fingerprint, item.blob_sha256, store) for item in queue if item.size <= limit]
+    parsed = iter(pipeline.parser.parse_many(jobs))
+    return [
+        next(parsed)
+        if item.size <= limit
+        else ParseError(f"message too large: {item.size:,} bytes > limit {limit:,}")
+        for item in queue
+    ]
 
 
 def _apply(

@@ -99,7 +99,9 @@ def test_a_takeover_waits_for_the_batch_that_verified_the_lease(two):
     repo_a, repo_b = two
     lease = Leases(repo_a, RENEWED, 1, holder="a").mailbox("dana")
     with repo_a.session() as s:  # about to run out; each renewal then lasts RENEWED, far past this test
-        s.execute(text("UPDATE lease SET expires_at = now() + interval '0.2 seconds' WHERE name = 'mailbox:dana'"))
+        s.execute(
+            text("UPDATE lease SET expires_at = now() + interval '0.2 seconds' WHERE name = 'mailbox:dana'")
+        )
     outcome = []
     with holding(lease), repo_a.session() as batch:
         verify_lease(batch, "dana")  # renewed for RENEWED, row locked until this commits

@@ -6,10 +6,12 @@ import os
 import signal
 
 import pytest
+import zstandard
 
 from config.errors import ParseError
 from config.settings import ParseLimits
 from mailsync.mail.parse_worker import ParseJob, ParsePool
+from storage.archive import Archive
 
 LIMITS = ParseLimits()
 # Takes far longer than the timeout below to parse: a stand-in for a parser spinning on hostile mail.
@@ -93,3 +95,22 @@ def test_a_worker_killed_between_batches_costs_no_message():
         process.wait(10)
         results = pool.parse_many([job("b"), job("c"), job("d")])
     assert [r.subject if not isinstance(r, ParseError) else str(r) for r in results] == ["b", "c", "d"]
+
+
+def test_jobs_naming_archived_blobs_are_read_and_checked_by_the_worker(tmp_path):
+    # More jobs than are sent ahead, over two workers; a corrupt and a missing blob fail alone, with the
+    # archive's own error, and the worker goes on.
+    archive = Archive(tmp_path / "archive")
+    keys = [archive.put(job(str(n)).raw) for n in range(40)]
+    archive.path_for(keys[5]).write_bytes(zstandard.ZstdCompressor().compress(b"other bytes"))
+    spec = archive.spec()
+    jobs = [ParseJob(None, str(n), key, spec) for n, key in enumerate(keys)]
+    jobs.append(ParseJob(None, "missing", "0" * 64, spec))
+    with ParsePool(LIMITS, size=2) as pool:
+        results = pool.parse_many(jobs)
+    assert str(results[5]).startswith("archive: ")
+    assert "corrupt" in str(results[5])
+    assert str(results[-1]).startswith("archive: ")
+    assert "missing" in str(results[-1])
+    parsed = [(r.subject, r.fingerprint, r.archive_key) for n, r in enumerate(results[:-1]) if n != 5]
+    assert parsed == [(str(n), str(n), keys[n]) for n in range(40) if n != 5]

@@ -19,8 +19,9 @@ syncs the batch before the commit that names it, so "nothing lost" holds as it d
 a blob already stored under its name alone and says so; capture then decides, as it does for the
 threads (known to the database: kept; unknown: stage() reads it back). A write that fails (a full
 disk) is reported for its message and the worker goes on with the next; capture leaves the message
-out and moves the folder cursor only up to it. A worker that dies or does not start costs nothing
-but speed: the batch, and the rest of the pass, go to the threads (capture.py).
+out and moves the folder cursor only up to it. A worker that dies, does not start or is stuck past
+COLLECT_TIMEOUT (then killed) costs nothing but speed: the batch, and the rest of the pass, go to the
+threads (capture.py).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ POOL_FROM = 64  # messages in a batch from which the workers pay: starting them 
 WORKERS = 2  # with the file system's waits, two keep ahead of a commit on 2 cores; more only compete
 _IOV_MAX = 1024  # pieces one writev takes (Linux's limit)
 _STOP_GRACE = 10.0  # seconds a worker may take to finish the batch it holds when the pool closes
+# Seconds a batch may take in the workers: far beyond a batch of a few MB on any disk. A worker stuck
+# longer (a hung file system, a stopped process) is killed and the threads stage the batch.
+COLLECT_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class StagePool:
         self.size = workers
         self._workers: list[tuple[subprocess.Popen[bytes], Connection]] = []
         self.broken = False  # a worker died or did not start: the threads stage the rest of the pass
+        self.timeout = COLLECT_TIMEOUT
 
     @classmethod
     def usable(cls, archive: BlobStore) -> bool:
@@ -113,24 +118,27 @@ class StagePool:
         return Ticket(self, len(raws))
 
     def collect(self, ticket: Ticket) -> list[Staging] | None:
-        """Each message's Staging, in batch order; None when a worker died meanwhile: the caller stages
-        the whole batch itself."""
+        """Each message's Staging, in batch order; None when a worker died or took longer than
+        `timeout` meanwhile: the caller stages the whole batch itself."""
         results: list[Staging | None] = [None] * ticket.count
         try:
             for number, (_, conn) in enumerate(self._workers):
+                if not conn.poll(self.timeout):
+                    self._break(grace=0.0)  # stuck: it would not finish in any grace either
+                    return None
                 results[number :: len(self._workers)] = conn.recv()
         except (EOFError, OSError, ValueError):  # ValueError: a dead worker's answer was cut short
             self._break()
             return None
         return cast("list[Staging]", results)
 
-    def close(self) -> None:
-        """End the workers; each finishes the batch it holds first (a torn temporary file otherwise)."""
+    def close(self, grace: float = _STOP_GRACE) -> None:
+        """End the workers; each may finish the batch it holds first (a torn temporary file otherwise)."""
         workers, self._workers = self._workers, []
         for _, conn in workers:
             conn.close()
         for process, _ in workers:
-            stop(process, grace=_STOP_GRACE)
+            stop(process, grace=grace)
 
     def _started(self) -> list[tuple[subprocess.Popen[bytes], Connection]]:
         if not self._workers:
@@ -139,12 +147,12 @@ class StagePool:
             self._workers = [spawn(__name__, spec) for _ in range(self.size)]
         return self._workers
 
-    def _break(self) -> None:
+    def _break(self, grace: float = _STOP_GRACE) -> None:
         import structlog  # noqa: PLC0415 - not at the top: the worker process imports this module
 
         structlog.get_logger().warning("stage_workers_failed", action="staging in this process")
         self.broken = True
-        self.close()
+        self.close(grace)
 
 
 def _write_all(fd: int, pieces: list[bytes]) -> None:

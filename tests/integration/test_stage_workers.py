@@ -4,8 +4,9 @@ processes, a batch ahead of its commit.
 What they store must be what the bytes say, exactly as the threads store it: every blob byte for byte
 as the server served it, every identity as mail/identity.py computes it, the same outcomes (a second
 copy of the same bytes in one batch is a copy), over real mail from the corpora and a message whose
-body decodes to NUL, on SQLite and PostgreSQL. A worker killed before it answers costs speed only; a
-write that fails (a full disk) cuts the batch where it failed, and what came before is committed.
+body decodes to NUL, on SQLite and PostgreSQL. A worker killed before it answers, or stuck past the
+timeout, costs speed only; a write that fails (a full disk) cuts the batch where it failed, and what
+came before is committed.
 """
 
 from __future__ import annotations
@@ -111,6 +112,25 @@ def test_a_stage_worker_killed_before_it_answers_costs_only_speed(tmp_path, repo
     for raw in raws:
         assert archive.get(hashlib.sha256(raw.data).hexdigest()) == raw.data
     pool.close()
+
+
+def test_a_stage_worker_stuck_past_the_timeout_is_killed_and_the_threads_stage_its_batch(
+    tmp_path, repo, settings
+):
+    archive, journal = Archive(settings.archive_dir), Journal.of(settings)
+    raws = _batch("stuck", POOL_FROM + 1)
+    pool = StagePool(archive)
+    pool.timeout = 0.5
+    ticket = pool.submit(raws)
+    assert ticket is not None
+    workers = [process for process, _ in pool._workers]
+    workers[0].send_signal(signal.SIGSTOP)  # as a hung file system would hold it
+    captured = capture(repo, archive, journal, raws, "dana", ticket=ticket)
+    assert [c.outcome for c in captured] == ["new"] * len(raws)
+    assert pool.broken
+    assert all(process.poll() is not None for process in workers), "a stuck worker must be killed"
+    for raw in raws:
+        assert archive.get(hashlib.sha256(raw.data).hexdigest()) == raw.data
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ Speed (bench/rebuild_bench.py): the journal's copies go in with set-based INSERT
 (a batch the database refuses a row of is recorded again by capture's record_copies, which quarantines
 that row), and the new database is written without waiting for the disk at each commit (SQLite
 `synchronous=OFF`, PostgreSQL `synchronous_commit=off`) until the end, when one checkpoint (SQLite) or
-one synchronous commit (PostgreSQL) makes it all durable. The archive, the journal and the event log
+one synchronous commit (PostgreSQL) makes it all durable. On SQLite the search index is built once at
+the end, not row by row (storage/search_index.py). The archive, the journal and the event log
 are the source and are only read: a rebuild cut short by a crash is simply run again, into a new
 database (a half-built one is refused as not empty: delete it first).
 """
@@ -47,7 +48,7 @@ from mailsync.admin.replay import drain_with_progress
 from mailsync.pipeline.capture import record_copies
 from mailsync.pipeline.ingest import Pipeline
 from mailsync.pipeline.sync_state import Cursor, save_cursor
-from storage import mailstore, replaystore
+from storage import mailstore, replaystore, search_index
 from storage import models as m
 from storage.archive import open_store
 from storage.crm import apply_crm_import
@@ -186,7 +187,7 @@ def rebuild(
     started = time.monotonic()
     report = RebuildReport(make_url(target.url).render_as_string(hide_password=True))
     _prepare(target)
-    with _unsynced(target):
+    with _unsynced(target), search_index.built_at_the_end(target.engine):
         _build(settings, target, parser, report, handlers, on_copies, on_drain, batch)
     report.seconds = round(time.monotonic() - started, 3)
     log.info("rebuild_done", **{k: v for k, v in report.as_json().items() if not isinstance(v, dict)})

@@ -53,8 +53,8 @@ _TRIM_AFTER = 64 * 1024  # a message at least this large is followed by malloc_t
 # to take its result and send the next one (a thread waiting for the GIL while matching holds it). At
 # most this many messages, and this many bytes of them unread: below a pipe's 64 KiB, so a send ahead
 # never blocks, and the worker can never be stuck sending a result while this process is stuck sending.
-# A job that names a blob (ParseJob.store) counts no bytes: 16 of them are a few KiB.
-_AHEAD = 16
+# A job that names a blob (ParseJob.store) is a few hundred bytes: 64 of them go ahead.
+_AHEAD = 64
 _AHEAD_BYTES = 32 * 1024
 
 
@@ -272,8 +272,8 @@ class ParseJob(NamedTuple):
 
     @property
     def size(self) -> int:
-        """Bytes the job puts in the pipe."""
-        return len(self.raw) if self.raw is not None else 0
+        """Bytes the job puts in the pipe, about: a pickled job naming a blob is ~150 bytes and its store."""
+        return len(self.raw) if self.raw is not None else 160 + len(self.store or "")
 
 
 class _Taker:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from storage.repo import Repo
 
 log = structlog.get_logger()
-DRAIN_CHUNK = 1_000  # messages processed under one take of the drain lease
 
 Outcome = Literal["new", "copy", "known", "quarantined"]
 
@@ -147,7 +146,8 @@ class Pipeline:
         """Process pending messages (message id -> "new" or "quarantined"); one drain at a time in this
         process (mailbox threads), and across processes (the `job:drain` lease, storage/leases.py): a
         process that finds another draining leaves its captured mail in the queue the other one reads.
-        The lease is given back after every chunk of DRAIN_CHUNK messages, so processes take turns."""
+        The lease is given back now and then during the drain (process.DRAIN_CHUNK), so processes take
+        turns."""
         with self.repo.session() as session:
             if not mailstore.backlog(session):
                 return {}
@@ -158,19 +158,16 @@ class Pipeline:
         done: dict[int, str] = {}
         with self._draining:
             while limit is None or len(done) < limit:
-                size = DRAIN_CHUNK if limit is None else min(DRAIN_CHUNK, limit - len(done))
                 with self.repo.session() as session:
                     if leases.take(session, leases.DRAIN, self.holder, leases.DRAIN_SECONDS) is None:
                         break  # another process is draining
                 try:
-                    taken = drain(self, size, stop)
+                    taken = drain(self, None if limit is None else limit - len(done), stop)
                 finally:
                     with self.repo.session() as session:
                         leases.release(session, leases.DRAIN, self.holder)
                 done.update(taken)
-                if (stop is not None and stop.is_set()) or not taken:
-                    break
-                if len(taken) < size and not self._newer(done):
+                if (stop is not None and stop.is_set()) or not taken or not self._newer(done):
                     break
         return done
 

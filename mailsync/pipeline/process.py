@@ -18,6 +18,7 @@ for a column, a constraint) likewise, and the rest of the batch commits (refusal
 
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 BATCH = 200  # messages per processing transaction
+DRAIN_CHUNK = 1_000  # messages processed under one take of the drain lease
+_PARSED_AHEAD = 3  # batches taken and parsing, the one being processed included
 
 
 def drain(
@@ -62,35 +65,52 @@ def drain(
     batches); returns message id -> "new" (processed) or "quarantined" for each one processed here.
     The next batch is read and parsed (in the pool) while this one is matched, threaded and committed."""
     done: dict[int, str] = {}
+    taken = 0
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
 
     def take(after: int) -> list[Pending]:
-        if stop is not None and stop.is_set():
+        nonlocal taken
+        if stopped():
             return []
-        size = BATCH if limit is None else min(BATCH, limit - len(done))
+        size = BATCH if limit is None else min(BATCH, limit - taken)
         if size <= 0:
             return []
         with pipeline.repo.session() as session:
-            return mailstore.pending(session, size, after=after)
+            batch = mailstore.pending(session, size, after=after)
+        taken += len(batch)
+        return batch
 
     queue = take(0)
     if not queue:
         return done
     with ThreadPoolExecutor(1, thread_name_prefix="mailsync-read") as ahead:
-        parsing = ahead.submit(_parse, pipeline, queue)  # first: the pool starts while the CRM loads
+        # Up to _PARSED_AHEAD batches are taken and parsed (in that order) while one is processed: a
+        # batch of large mail parses slower than the batch before it is processed. One drain runs to
+        # the end of the queue, giving the drain lease back now and then, rather than drain a chunk at
+        # a time: each new drain would wait for its first batch's parse with nothing to overlap it.
+        parsing = deque(
+            [(queue, ahead.submit(_parse, pipeline, queue))]
+        )  # the pool starts while the CRM loads
         pipeline.refresh_crm_if_changed()  # a CRM import since the last drain changes what mail matches
-        while queue and _still_draining(pipeline):
-            parsed = parsing.result()
-            following = take(queue[-1].id)  # still pending until this batch commits: skip past it
-            if following:
-                parsing = ahead.submit(_parse, pipeline, following)
-            done.update(_process_batch(pipeline, queue, parsed))
-            queue = following
+        turn = DRAIN_CHUNK  # the lease is given back once this many are done (then DRAIN_CHUNK more)
+        while parsing and not stopped() and _still_draining(pipeline, give_back=len(done) >= turn):
+            turn += DRAIN_CHUNK * (len(done) >= turn)
+            while len(parsing) < _PARSED_AHEAD and (following := take(parsing[-1][0][-1].id)):
+                parsing.append((following, ahead.submit(_parse, pipeline, following)))  # skip past: pending
+            queue, future = parsing.popleft()
+            done.update(_process_batch(pipeline, queue, future.result()))
     return done
 
 
-def _still_draining(pipeline: Pipeline) -> bool:
-    """Renew the drain lease before each batch: a chunk slower than the lease keeps it, and a drainer
-    whose lease ran out and was taken meanwhile (paused past it) stops before it processes another."""
+def _still_draining(pipeline: Pipeline, *, give_back: bool) -> bool:
+    """Renew the drain lease before each batch: a drain slower than the lease keeps it, and a drainer
+    whose lease ran out and was taken meanwhile (paused past it) stops before it processes another.
+    `give_back`: released first (after each DRAIN_CHUNK messages), so that processes take turns."""
+    if give_back:
+        with pipeline.repo.session() as session:
+            leases.release(session, leases.DRAIN, pipeline.holder)
     with pipeline.repo.session() as session:
         if leases.take(session, leases.DRAIN, pipeline.holder, leases.DRAIN_SECONDS) is not None:
             return True

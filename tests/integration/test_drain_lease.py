@@ -189,3 +189,32 @@ def test_a_drainer_whose_lease_was_taken_stops_after_its_batch(pipeline, repo, m
     assert statuses(repo) == {"parsed": 4, "pending": 4}
     with repo.session() as session:
         assert leases.holder_of(session, leases.DRAIN) == other  # not taken back, not released
+
+
+def test_one_drain_gives_the_lease_back_between_chunks_and_stops_when_asked(pipeline, repo, monkeypatch):
+    # One drain runs the whole queue (batches parsed ahead), giving `job:drain` back every DRAIN_CHUNK
+    # messages; a stop set meanwhile ends it after the batch in hand, batches parsed ahead left queued.
+    from mailsync.pipeline import process  # noqa: PLC0415
+
+    monkeypatch.setattr(process, "BATCH", 4)
+    monkeypatch.setattr(process, "DRAIN_CHUNK", 8)
+    pipeline.capture([raw(n, n // 4) for n in range(40)], OWNER)
+    given_back: list[int] = []
+    release = leases.release
+
+    def counted(session, name, holder):
+        given_back.append(statuses(repo).get("parsed", 0))
+        release(session, name, holder)
+
+    monkeypatch.setattr(leases, "release", counted)
+    stop = threading.Event()
+    commits = iter(range(1, 100))
+    monkeypatch.setattr(
+        faults, "point", lambda name: stop.set() if name == "after_commit" and next(commits) == 6 else None
+    )
+    done = pipeline.drain(stop=stop)
+    assert sorted(done.values()) == ["new"] * 24  # six batches of four: the sixth committed, then stopped
+    assert statuses(repo) == {"parsed": 24, "pending": 16}
+    assert given_back == [8, 16, 24]  # after each chunk of 8, and when the drain ended
+    with repo.session() as session:
+        assert leases.holder_of(session, leases.DRAIN) is None

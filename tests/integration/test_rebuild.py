@@ -26,14 +26,19 @@ from mailsync.cli.replay import event_handlers
 from mailsync.faults import ENV as FAULT_ENV
 from mailsync.pipeline.sync_state import Cursor
 from storage import models as m
+from storage import search_index
 from storage.archive import Archive
 from storage.eventlog import EventLog
 from storage.journal import CopySeen, CursorMoved, Journal
 from storage.records import Provenance
 from storage.repo import Repo
+from storage.search import Search, search
+from storage.search_query import parse_query
 from tests.conftest import DEMO, write_config
 from tests.support.demo import import_demo
 from tests.support.snapshot import cli, decided_demo, snapshot
+
+SEARCHES = ("proposal", "pricing OR contract", "order -invoice")  # words the demo's mail holds
 
 
 def delete_sqlite(url: str) -> None:
@@ -45,8 +50,11 @@ def delete_sqlite(url: str) -> None:
 def test_rebuild_gives_the_deleted_database_back(tmp_path):
     config, repo = decided_demo(tmp_path)
     before = snapshot(repo)
+    found_before = {words: searched(repo, words) for words in SEARCHES}
+    triggers_before = search_index.triggers(repo.engine)
     repo.dispose()
     assert len(before["messages"]) == 51
+    assert all(found_before.values())
     assert len(before["decisions"]) == 3
     assert any(row[-1] for row in before["threads"])  # a thread linked to a deal
     url = load_settings(config).database_url
@@ -55,10 +63,22 @@ def test_rebuild_gives_the_deleted_database_back(tmp_path):
     rebuilt = Repo(url)
     try:
         after = snapshot(rebuilt)
+        found_after = {words: searched(rebuilt, words) for words in SEARCHES}
+        triggers_after = search_index.triggers(rebuilt.engine)
     finally:
         rebuilt.dispose()
     for table in before:
         assert after[table] == before[table], table
+    assert found_after == found_before
+    assert triggers_before == search_index.TRIGGERS  # what rebuild restores is what the migrations made
+    assert triggers_after == triggers_before
+
+
+def searched(repo: Repo, words: str) -> list[str]:
+    """The fingerprints of the messages a search for `words` finds."""
+    with repo.session() as session:
+        ids = [hit.id for hit in search(session, Search(query=parse_query(words), limit=100))]
+        return sorted(session.scalars(select(m.Message.fingerprint).where(m.Message.id.in_(ids))))
 
 
 def test_rebuild_into_postgresql(tmp_path, pg_cluster, capsys):

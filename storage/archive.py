@@ -268,9 +268,8 @@ class Archive:
         file system (the default: under archive_dir); capture fsyncs the journal itself all the same."""
         if not staged:
             return
-        paths = [self.path_for(token.sha256) for token in staged]
         try:
-            if _SYNCFS is not None and len(paths) >= SYNCFS_FROM:
+            if _SYNCFS is not None and len(staged) >= SYNCFS_FROM:
                 fd = os.open(self.blobs, os.O_RDONLY)
                 try:
                     if _SYNCFS(fd) != 0:
@@ -279,12 +278,13 @@ class Archive:
                 finally:
                     os.close(fd)
                 return
+            paths = [self.path_for(token.sha256) for token in staged]
             for path in paths:
                 fsync_path(path)
             for directory in {p.parent for p in paths} | {p.parent.parent for p in paths} | {self.blobs}:
                 fsync_path(directory)  # the renames, and the blob directories made for them
         except OSError as exc:
-            raise _write_error(f"a batch of {len(paths)} blobs", self.blobs, exc) from exc
+            raise _write_error(f"a batch of {len(staged)} blobs", self.blobs, exc) from exc
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         compressor = getattr(self._local, "compressor", None)

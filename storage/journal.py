@@ -123,9 +123,9 @@ class Journal:
         return path
 
     def _append(self, path: Path, data: bytes) -> None:
-        new = not path.exists()
         with _LOCK, appending(path) as fd:  # under the lock a rewrite (`mailsync forget`) also takes
             size = os.fstat(fd).st_size
+            new = not size  # made now, most likely (an empty one made before: one fsync more)
             if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash or a full disk
                 data = b"\n" + data
             try:

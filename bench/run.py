@@ -4,7 +4,7 @@
                         [--chart docs/bench/capture.png] [--json PATH] [--profile]
                         [--match-messages 5000] [--repeat 3] [--growth-total 100000] [--growth-step 10000]
                         [--scaleout-mailboxes 8] [--scaleout-per-mailbox 500] [--scaleout-runs 3]
-                        [--rebuild-messages 3000] [--rebuild-contacts 50000] [--rebuild-sqlite-only]
+                        [--rebuild-messages 10000] [--rebuild-contacts 50000] [--rebuild-sqlite-only]
                         [--rebuild-runs 3]
                         [--only capture|growth|match|model|memory|scaleout|rebuild]
 

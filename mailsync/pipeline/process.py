@@ -32,9 +32,10 @@ from mailsync.mail.digest_mail import is_digest_mail
 from mailsync.mail.parse_worker import ParseJob
 from mailsync.pipeline.followups import ThreadViews, remember_match, thresholds
 from mailsync.pipeline.refusals import blame, commit_batch
+from nlp.intent import model_text
 from nlp.match import match_message
 from nlp.noise import automated_reason
-from nlp.propose import propose
+from nlp.propose import from_outside, human_messages, propose
 from storage import forget, leases, mailstore, threads
 from storage import models as m
 from storage.deal_context import OUTCOMES
@@ -182,6 +183,7 @@ def _apply(
                 assert not isinstance(result, ParseError)  # noqa: S101 - _match returned None for those
                 to_thread.append((index, message, result, match))
                 remember_match(message, match, crm)  # its thread's view below need not match it again
+    _read_ahead(pipeline, [match for *_, match in to_thread])
     mailstore.add_participants(session, people or [])  # the batch's participants: one executemany
     session.flush()  # the references of the whole batch, in a few INSERT rounds
     last_of_thread: dict[int, int] = {}  # message id -> its index, for the threads touched
@@ -208,6 +210,17 @@ def _apply(
     session.flush()
     _propose_touched(pipeline, session, queue, last_of_thread, careful=careful)
     return outcomes
+
+
+def _read_ahead(pipeline: Pipeline, matches: list[Match]) -> None:
+    """The classifier reads the batch's customer mail in one pass; propose asks it a message at a time."""
+    model = thresholds(pipeline.settings.matching).model
+    if model is not None:
+        model.read_ahead(
+            model_text(match.text, match.attachments)
+            for match in human_messages(matches)
+            if from_outside(match) and match.text.strip()
+        )
 
 
 def _match(

@@ -3,8 +3,10 @@ that its hits only add to the rules, and that the shipped model loads with calib
 
 from __future__ import annotations
 
+import email
 import json
 from datetime import UTC, datetime
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,20 @@ def test_the_sentence_bank_is_trained_on_and_never_scored(tmp_path):
     assert {sample.group for sample, _ in predictions} == {"a", "b"}  # the bank is no calibration fold
     assert len(predictions) == len(sellers)
     assert bank_samples(tmp_path / "absent") == []
+
+
+def test_read_ahead_gives_find_the_answers_it_would_find_alone_with_no_pass_of_its_own(monkeypatch):
+    bodies = [
+        part.get_payload(decode=True).decode("utf-8", "replace")
+        for path in sorted((ROOT / "fixtures" / "demo" / "Maildir").glob("**/cur/*"))
+        for part in email.message_from_bytes(path.read_bytes(), policy=policy.default).walk()
+        if part.get_content_type() == "text/plain"
+    ]
+    assert len(bodies) > 20
+    alone = IntentModel(MODEL_DIR)
+    expected = [alone.find(body) for body in bodies]
+    assert any(expected)  # the demo's customers ask and decide: something is found
+    ahead = IntentModel(MODEL_DIR)
+    ahead.read_ahead([*bodies, bodies[0]])  # a text twice is read once
+    monkeypatch.setattr(ahead, "classify_many", lambda _texts: pytest.fail("find classified again"))
+    assert [ahead.find(body) for body in bodies] == expected

@@ -8,8 +8,11 @@ fills the database, then creates them again and builds the index from the messag
 
 The triggers are created from TRIGGERS below, not from what the database held: a rebuild that died after
 dropping them would otherwise find none to restore when run again. tests/integration/test_rebuild.py
-checks that TRIGGERS is exactly what the migrations create. PostgreSQL's index is a generated column
-and a GIN index, kept current by the server in its own process: nothing to do there.
+checks that TRIGGERS is exactly what the migrations create.
+
+PostgreSQL's index (a generated tsvector column and a GIN index) stays as it is: computing the vectors
+is its cost (2.3 s of set-based UPDATEs of 5,000 bodies, 0.1 s without the column), and built at the
+end it would cost the same.
 """
 
 from __future__ import annotations

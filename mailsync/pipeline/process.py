@@ -91,13 +91,15 @@ def drain(
         # batch of large mail parses slower than the batch before it is processed. One drain runs to
         # the end of the queue, giving the drain lease back now and then, rather than drain a chunk at
         # a time: each new drain would wait for its first batch's parse with nothing to overlap it.
-        parsing = deque(
-            [(queue, ahead.submit(_parse, pipeline, queue))]
-        )  # the pool starts while the CRM loads
+        # The first batch parses while the CRM loads.
+        parsing = deque([(queue, ahead.submit(_parse, pipeline, queue))])
         pipeline.refresh_crm_if_changed()  # a CRM import since the last drain changes what mail matches
-        turn = DRAIN_CHUNK  # the lease is given back once this many are done (then DRAIN_CHUNK more)
-        while parsing and not stopped() and _still_draining(pipeline, give_back=len(done) >= turn):
-            turn += DRAIN_CHUNK * (len(done) >= turn)
+        turn = 0  # messages done when the lease was last given back
+        while parsing and not stopped():
+            give_back = len(done) - turn >= DRAIN_CHUNK
+            if not _still_draining(pipeline, give_back=give_back):
+                break
+            turn = len(done) if give_back else turn
             while len(parsing) < _PARSED_AHEAD and (following := take(parsing[-1][0][-1].id)):
                 parsing.append((following, ahead.submit(_parse, pipeline, following)))  # skip past: pending
             queue, future = parsing.popleft()

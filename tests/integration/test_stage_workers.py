@@ -18,12 +18,14 @@ import signal
 import subprocess
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from config.errors import ArchiveError
 from config.settings import load_settings
 from mailsync.mail.identity import identify
+from mailsync.mail.sources.files import FileSource
 from mailsync.mail.sources.imap import ImapSource
+from mailsync.pipeline import importer
 from mailsync.pipeline.capture import capture
 from mailsync.pipeline.staging import POOL_FROM, StagePool, staged_ahead
 from mailsync.pipeline.sync import sync_mailbox
@@ -235,3 +237,26 @@ def _served(dovecot, user: str) -> dict[int, tuple[str, str]]:
             raw = data[b"BODY[]"]
             served[uid] = (hashlib.sha256(raw).hexdigest(), identify(raw).fingerprint)
     return served
+
+
+def test_an_import_is_staged_by_the_workers_and_stored_as_its_files_hold_it(
+    tmp_path, corpora, monkeypatch, repo, pipeline
+):
+    # `mailsync import` stages its batches in the workers, a batch ahead, as sync does.
+    files = sorted(p for p in corpora.rglob("*.eml") if p.stat().st_size)[: 2 * POOL_FROM + 8]
+    tree = tmp_path / "export"
+    tree.mkdir()
+    for number, path in enumerate(files):
+        (tree / f"{number:04d}.eml").write_bytes(path.read_bytes())
+    monkeypatch.setattr(importer, "BATCH_MESSAGES", POOL_FROM + 4)  # three batches, two for the workers
+    counting = Counting(monkeypatch)
+    counts = importer.import_source(pipeline, FileSource(tree, "dana"), "dana@northwind.example")
+
+    assert counting.batches == 2, "the large batches were not staged by the workers"
+    assert sum(counts.values()) == len(files), counts
+    source = FileSource(tree, "dana")  # as read: an mbox "From " line, say, is not the message's
+    for folder, path in source.units:
+        for raw in source.read(folder, path):
+            assert pipeline.archive.get(hashlib.sha256(raw.data).hexdigest()) == raw.data, path.name
+    with repo.session() as s:
+        assert s.scalar(select(func.count()).select_from(m.Provenance)) == len(files)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import JSON, ForeignKey, Index, MetaData, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
@@ -41,7 +42,18 @@ _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 
 def db_text(value: str) -> str:
     """`value` with every NUL and lone surrogate replaced by U+FFFD."""
+    if "\x00" not in value and (value.isascii() or _encodes(value)):
+        return value  # nearly all text: asked in ~1-15 µs, where the regex scans ~90 µs per 8 KB body
     return _UNSAFE.sub("\ufffd", value)
+
+
+def _encodes(value: str) -> bool:
+    """`value` has no lone surrogate (UTF-8 refuses one)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _db_json(value: Any) -> Any:
@@ -204,7 +216,10 @@ class Blob(Base):
 class Thread(Base):
     __tablename__ = "thread"
     id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(SafeString(1000), unique=True)  # root Message-ID: stable across replays
+    # The root Message-ID: stable across replays. An insert sentinel: unique and ours, it tells SQLAlchemy
+    # which returned id is whose, so a batch's new rows go in one INSERT ... RETURNING, not a statement
+    # each (SQLite's RETURNING order is not guaranteed; PostgreSQL's autoincrement sentinel served there).
+    key: Mapped[str] = mapped_column(SafeString(1000), unique=True, insert_sentinel=True)
     subject: Mapped[str] = mapped_column(SafeText, default="")
     subject_key: Mapped[str] = mapped_column(SafeString(1000), default="", index=True)
     first_at: Mapped[datetime | None]
@@ -291,7 +306,7 @@ class Suggestion(Base):
         Index(None, "kind", "status"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(SafeString(1000), unique=True)
+    key: Mapped[str] = mapped_column(SafeString(1000), unique=True, insert_sentinel=True)  # as Thread.key
     kind: Mapped[str] = mapped_column(SafeString(30))
     status: Mapped[str] = mapped_column(SafeString(20), default="open", index=True)  # open|approved|rejected
     summary: Mapped[str] = mapped_column(SafeText)
@@ -315,6 +330,8 @@ class Suggestion(Base):
         deal = payload.get("opportunity_id")
         self.opportunity_id = deal if isinstance(deal, int) and not isinstance(deal, bool) else None
         emails = contact_emails(payload)
+        if not emails and "contacts" not in self.__dict__ and instance_state(self).key is None:
+            return payload  # a new row that lists no one: no collection to build (most suggestions)
         before = self.__dict__.get("payload")  # None: a new row, or its payload not loaded
         if before is None or contact_emails(before) != emails:
             kept = {row.email: row for row in self.contacts}

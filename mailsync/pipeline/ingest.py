@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from storage.repo import Repo
 
 log = structlog.get_logger()
+_ONE_SHOT_GC = (50_000, 20, 100)  # the cycle collector's thresholds in a command that exits when done
 
 Outcome = Literal["new", "copy", "known", "quarantined"]
 
@@ -99,6 +100,10 @@ class Pipeline:
             # replayed. Not in the daemon, which replaces the snapshot on every CRM change: a frozen old
             # one with reference cycles would never be collected.
             gc.freeze()
+            # A batch's objects (ORM rows, parsed mail) die by reference count, not in cycles: at the
+            # default thresholds (700, 10, 10) the collector still ran ~1,800 passes over them, 1.3 s of
+            # a 27 s replay of 10,000 messages; at these, 0.2 s, for ~5 MB more peak RSS.
+            gc.set_threshold(*_ONE_SHOT_GC)
 
     def refresh_crm_if_changed(self) -> bool:
         """Reload the snapshot when a CRM import was applied since (e.g. by `mailsync crm import`)."""

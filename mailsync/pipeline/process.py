@@ -185,6 +185,7 @@ def _apply(
                 assert not isinstance(result, ParseError)  # noqa: S101 - _match returned None for those
                 to_thread.append((index, message, result, match))
                 remember_match(message, match, crm)  # its thread's view below need not match it again
+                message.status = "parsed"  # here, not once threaded: one UPDATE of the batch's messages
     _read_ahead(pipeline, [match for *_, match in to_thread])
     mailstore.add_participants(session, people or [])  # the batch's participants: one executemany
     session.flush()  # the references of the whole batch, in a few INSERT rounds
@@ -205,7 +206,6 @@ def _apply(
             if careful:  # one message at a time, so that a refusal names its message
                 threads.assign_thread(session, **threaded._asdict())
             to_assign.append(threaded)
-            message.status = "parsed"
             last_of_thread[message.id] = index
     if not careful:
         threads.assign_threads(session, to_assign)  # the same threads, in a handful of queries

@@ -65,6 +65,11 @@ _SIGNATURE_LINES = 8  # a signature is a few lines; more is a footer or history
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-ZÄÖÜÁÉÍÓÚÑ0-9¿¡])|\n\s*\n|\n(?=\s*[-*•]\s)")
 
 
+def read_body(body: str) -> tuple[str, tuple[str, ...]]:
+    """(reply_text(body), signature_lines(body)): what matching reads of a body."""
+    return reply_text(body), signature_lines(body)
+
+
 def reply_text(body: str) -> str:
     """The part of `body` its sender wrote: without quoted or forwarded history and signature."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")

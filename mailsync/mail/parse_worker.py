@@ -31,6 +31,7 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
@@ -108,10 +109,11 @@ def _serve(conn: Connection, limits: WorkerLimits) -> None:
                     stores[store] = open_spec(store)
                 raw = stores[store].get(archive_key)
             size = len(raw)
-            result: tuple[str, Any] = (
-                "ok",
-                parse_with_fallback(raw, fingerprint=fingerprint, archive_key=archive_key, limits=limits),
+            parsed, failure = parse_with_fallback(
+                raw, fingerprint=fingerprint, archive_key=archive_key, limits=limits
             )
+            result: tuple[str, Any] = ("ok", (_with_reading(parsed), failure))
+            del parsed
         except ParseError as exc:
             result = ("error", str(exc))
         except ArchiveError as exc:  # missing or corrupt: `mailsync verify` reports it
@@ -123,6 +125,14 @@ def _serve(conn: Connection, limits: WorkerLimits) -> None:
         del result
         if trim is not None and size >= _TRIM_AFTER:
             trim(0)  # the result's objects are gone too: return the free pages to the system
+
+
+def _with_reading(parsed: ParsedEmail) -> ParsedEmail:
+    """`parsed` with matching's reading of its body (records.ParsedEmail.reading), done here: off the
+    processing thread, which is what bounds a rebuild."""
+    from nlp.clean import read_body  # noqa: PLC0415 - in the worker only, as the parsers
+
+    return replace(parsed, reading=read_body(parsed.body_text))
 
 
 class ParseWorker:

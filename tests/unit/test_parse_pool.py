@@ -11,6 +11,7 @@ import zstandard
 from config.errors import ParseError
 from config.settings import ParseLimits
 from mailsync.mail.parse_worker import ParseJob, ParsePool
+from nlp.clean import read_body
 from storage.archive import Archive
 
 LIMITS = ParseLimits()
@@ -31,6 +32,19 @@ def test_a_batch_is_parsed_in_order_with_failures_in_their_places():
         "three",
     ]
     assert "empty message" in str(results[1])
+
+
+def test_the_worker_reads_the_body_as_matching_would():
+    """Matching's reading of a body (the sender's text, the signature) comes back with the parse, as
+    nlp.clean.read_body gives it, so that the processing thread need not do it."""
+    raw = (
+        b"From: Ann <ann@x.example>\nSubject: price\n\nThe price is fine.\n\n-- \nAnn Lee\nBuyer, X Ltd\n\n"
+        b"On Monday Bob wrote:\n> the old text\n"
+    )
+    with ParsePool(LIMITS, size=1) as pool:
+        parsed = pool.parse(raw, fingerprint="f", archive_key="k")
+    assert parsed.reading == read_body(parsed.body_text)
+    assert parsed.reading == ("The price is fine.", ("Ann Lee", "Buyer, X Ltd"))
 
 
 def test_a_hanging_parse_is_killed_and_its_neighbours_are_parsed():
